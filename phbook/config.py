@@ -1,0 +1,203 @@
+"""The one place that knows the run profile, the device, the seed and the data folder.
+
+Chapters never read environment variables: they ask this module.
+
+* ``PHBOOK_PROFILE``: ``quick`` (tests and CI: small sizes, seconds per chapter) or
+  ``full`` (the rendered book: sizes that give results worth reading). Default ``full``.
+* ``PHBOOK_DEVICE``: ``cpu``, ``cuda``, ``cuda:N`` or ``mps``. Default: CUDA when
+  available, else the CPU.
+* ``PHBOOK_DATA``: where generated data, checkpoints and caches go. Default: the
+  ``.phbook_cache`` folder of the source checkout (git ignores it), or
+  ``~/.cache/phbook`` when the package is installed elsewhere.
+* ``PHBOOK_PROGRESS``: ``1`` or ``0`` forces progress bars on or off.
+"""
+
+from __future__ import annotations
+
+import os
+import random
+import sys
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+PROFILES = ("quick", "full")
+DEVICE_CHOICES = ("cpu", "cuda", "cuda:N", "mps")
+
+# Every chapter's sizes, by chapter name and profile. A chapter asks
+# ``sizes("autoencoders")`` and gets an object whose attributes are these numbers.
+# Quick sizes keep each chapter well under two minutes on 2 CPU cores; full sizes
+# give the rendered book results worth reading.
+_SIZES: dict[str, dict[str, dict[str, Any]]] = {
+    "quickstart": {
+        "quick": {"n_train": 3000, "n_test": 1000, "epochs": 4, "batch_size": 128},
+        "full": {"n_train": 20000, "n_test": 4000, "epochs": 25, "batch_size": 256},
+    },
+}
+
+
+class ConfigError(ValueError):
+    """A bad profile, device or size name; the message lists the valid values."""
+
+
+def profile() -> str:
+    """The active profile, ``quick`` or ``full`` (from ``PHBOOK_PROFILE``)."""
+    value = os.environ.get("PHBOOK_PROFILE", "full").strip().lower() or "full"
+    if value not in PROFILES:
+        raise ConfigError(
+            f"PHBOOK_PROFILE={value!r} is not a profile; valid values: "
+            + ", ".join(PROFILES)
+        )
+    return value
+
+
+class Sizes(Mapping):
+    """Read-only mapping of a chapter's sizes that also allows attribute access."""
+
+    def __init__(self, values: dict[str, Any]):
+        self._values = dict(values)
+
+    def __getitem__(self, key: str) -> Any:
+        return self._values[key]
+
+    def __iter__(self):
+        return iter(self._values)
+
+    def __len__(self) -> int:
+        return len(self._values)
+
+    def __getattr__(self, key: str) -> Any:
+        if key.startswith("_"):
+            raise AttributeError(key)
+        try:
+            return self._values[key]
+        except KeyError:
+            raise AttributeError(
+                f"no size {key!r}; this chapter has: {', '.join(self._values)}"
+            ) from None
+
+    def __repr__(self) -> str:
+        return f"Sizes({self._values})"
+
+
+def sizes(chapter: str, profile_name: str | None = None) -> Sizes:
+    """The sizes (numbers of images, epochs, ...) of ``chapter`` in the active profile."""
+    if chapter not in _SIZES:
+        raise ConfigError(
+            f"no sizes for chapter {chapter!r}; known chapters: {', '.join(sorted(_SIZES))}"
+        )
+    name = profile_name or profile()
+    if name not in PROFILES:
+        raise ConfigError(f"profile {name!r} unknown; valid values: {', '.join(PROFILES)}")
+    return Sizes(dict(_SIZES[chapter][name]))
+
+
+def register_sizes(chapter: str, quick: dict[str, Any], full: dict[str, Any]) -> None:
+    """Add or replace a chapter's sizes (for code outside the package, e.g. a course)."""
+    if set(quick) != set(full):
+        raise ConfigError(
+            f"quick and full sizes of {chapter!r} must name the same keys: "
+            f"{sorted(quick)} vs {sorted(full)}"
+        )
+    _SIZES[chapter] = {"quick": dict(quick), "full": dict(full)}
+
+
+def device(name: str | None = None):
+    """The torch device to use: ``name``, else ``PHBOOK_DEVICE``, else CUDA if present."""
+    import torch
+
+    value = (name or os.environ.get("PHBOOK_DEVICE", "")).strip().lower()
+    if not value:
+        if torch.cuda.is_available():
+            return torch.device("cuda")
+        return torch.device("cpu")
+    valid = f"valid values: {', '.join(DEVICE_CHOICES)}"
+    if value == "cpu":
+        return torch.device("cpu")
+    if value == "mps":
+        if not (hasattr(torch.backends, "mps") and torch.backends.mps.is_available()):
+            raise ConfigError("device 'mps' was asked for but is not available here")
+        return torch.device("mps")
+    if value == "cuda" or value.startswith("cuda:"):
+        index = value.partition(":")[2]
+        if index and not index.isdigit():
+            raise ConfigError(f"device {value!r} is not valid; {valid}")
+        if not torch.cuda.is_available():
+            raise ConfigError(
+                f"device {value!r} was asked for but CUDA is not available here; "
+                "use 'cpu' or unset PHBOOK_DEVICE"
+            )
+        if index and int(index) >= torch.cuda.device_count():
+            raise ConfigError(
+                f"device {value!r} asked for, but only {torch.cuda.device_count()} "
+                "CUDA device(s) exist"
+            )
+        return torch.device(value)
+    raise ConfigError(f"device {value!r} is not a device; {valid}")
+
+
+def seed_everything(seed: int = 0) -> None:
+    """Seed Python, NumPy and torch (CPU and CUDA) so that a run can be repeated."""
+    import torch
+
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+    if torch.cuda.is_available():
+        torch.cuda.manual_seed_all(seed)
+
+
+def _source_root() -> Path | None:
+    root = Path(__file__).resolve().parent.parent
+    return root if (root / "_config.yml").exists() and (root / "phbook").is_dir() else None
+
+
+def data_dir() -> Path:
+    """The folder for generated data, checkpoints and caches (created when missing)."""
+    env = os.environ.get("PHBOOK_DATA", "").strip()
+    if env:
+        path = Path(env).expanduser()
+    else:
+        root = _source_root()
+        path = root / ".phbook_cache" if root else Path.home() / ".cache" / "phbook"
+    path.mkdir(parents=True, exist_ok=True)
+    return path
+
+
+def checkpoint_dir() -> Path:
+    """Where trained models of the active profile are kept."""
+    path = data_dir() / "checkpoints" / profile()
+    path.mkdir(parents=True, exist_ok=True)
+    return path
+
+
+def real_data_dir() -> Path | None:
+    """The folder of real PANOSETI sample files, or None when it is absent.
+
+    ``PHBOOK_REAL_DATA`` names it; otherwise the ``shared/data/panoseti`` folder beside
+    or inside the source checkout is used when present.
+    """
+    env = os.environ.get("PHBOOK_REAL_DATA", "").strip()
+    candidates = [Path(env).expanduser()] if env else []
+    root = _source_root()
+    if root is not None:
+        candidates += [
+            root.parent / "shared" / "data" / "panoseti",
+            root / "shared" / "data" / "panoseti",
+        ]
+    for path in candidates:
+        if path.is_dir() and any(path.glob("*.pff")):
+            return path
+    return None
+
+
+def show_progress() -> bool:
+    """Whether long work shows a progress bar: ``PHBOOK_PROGRESS``, else if interactive."""
+    env = os.environ.get("PHBOOK_PROGRESS", "").strip()
+    if env in ("0", "1"):
+        return env == "1"
+    if "ipykernel" in sys.modules:
+        return True
+    return sys.stderr.isatty()

@@ -1,0 +1,114 @@
+"""How well anomaly scores separate anomalies from normal data.
+
+Every function here takes **anomaly scores: higher means more anomalous** (the negative
+of a detector's ``score_samples``, see :mod:`phbook.detectors`) and binary labels
+(1 = anomaly, 0 = normal), the convention of scikit-learn's metrics.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+import pandas as pd
+from sklearn import metrics as skm
+
+NORMAL = "normal"
+
+__all__ = [
+    "roc_auc",
+    "average_precision",
+    "tpr_at_fpr",
+    "f1_max",
+    "summary",
+    "per_class_report",
+]
+
+
+def _check(labels, scores) -> tuple[np.ndarray, np.ndarray]:
+    labels = np.asarray(labels).astype(int).ravel()
+    scores = np.asarray(scores, dtype=np.float64).ravel()
+    if labels.shape != scores.shape:
+        raise ValueError(f"labels {labels.shape} and scores {scores.shape} differ in length")
+    if not np.isin(labels, (0, 1)).all():
+        raise ValueError("labels must be 0 (normal) or 1 (anomaly)")
+    if labels.min() == labels.max():
+        raise ValueError("labels need both normal (0) and anomalous (1) samples")
+    if not np.isfinite(scores).all():
+        raise ValueError(f"{int((~np.isfinite(scores)).sum())} scores are NaN or infinite")
+    return labels, scores
+
+
+def roc_auc(labels, scores) -> float:
+    """Area under the ROC curve: the chance an anomaly outscores a normal sample."""
+    labels, scores = _check(labels, scores)
+    return float(skm.roc_auc_score(labels, scores))
+
+
+def average_precision(labels, scores) -> float:
+    """Average precision (area under the precision-recall curve)."""
+    labels, scores = _check(labels, scores)
+    return float(skm.average_precision_score(labels, scores))
+
+
+def tpr_at_fpr(labels, scores, fpr: float = 1e-3) -> float:
+    """The largest true-positive rate reachable with a false-positive rate <= ``fpr``.
+
+    With fewer than ``1/fpr`` normal samples the only such threshold lies above every
+    normal score, so the figure is conservative; it is never interpolated.
+    """
+    if not 0 < fpr < 1:
+        raise ValueError(f"fpr must lie in (0, 1), got {fpr}")
+    labels, scores = _check(labels, scores)
+    fprs, tprs, _ = skm.roc_curve(labels, scores)
+    ok = fprs <= fpr
+    return float(tprs[ok].max()) if ok.any() else 0.0
+
+
+def f1_max(labels, scores) -> float:
+    """The best F1 score over all thresholds."""
+    labels, scores = _check(labels, scores)
+    precision, recall, _ = skm.precision_recall_curve(labels, scores)
+    denom = precision + recall
+    f1 = np.where(denom > 0, 2 * precision * recall / np.where(denom > 0, denom, 1), 0.0)
+    return float(f1.max())
+
+
+def summary(labels, scores) -> dict[str, float]:
+    """ROC-AUC, average precision, TPR at FPR 1e-2 and 1e-3, and F1-max in one dict."""
+    return {
+        "auc": roc_auc(labels, scores),
+        "ap": average_precision(labels, scores),
+        "tpr@1e-2": tpr_at_fpr(labels, scores, 1e-2),
+        "tpr@1e-3": tpr_at_fpr(labels, scores, 1e-3),
+        "f1_max": f1_max(labels, scores),
+    }
+
+
+def per_class_report(
+    scores, classes: Sequence[str], normal: str = NORMAL, overall: bool = True
+) -> pd.DataFrame:
+    """The :func:`summary` metrics of each anomaly class against the normal samples.
+
+    ``classes`` names the class of every sample; samples of class ``normal`` are the
+    negatives. One row per anomaly class (its samples against all normal samples), plus
+    an ``all`` row (every anomaly against the normal samples) when ``overall``.
+    """
+    scores = np.asarray(scores, dtype=np.float64).ravel()
+    classes = np.asarray(classes).astype(str).ravel()
+    if len(scores) != len(classes):
+        raise ValueError(f"{len(scores)} scores but {len(classes)} class names")
+    is_normal = classes == normal
+    if not is_normal.any():
+        raise ValueError(f"no samples of the normal class {normal!r}")
+    rows = []
+    names = [c for c in pd.unique(classes) if c != normal]
+    if not names:
+        raise ValueError("no anomalous samples: every sample is of the normal class")
+    for name in names + (["all"] if overall else []):
+        sel = ~is_normal if name == "all" else classes == name
+        mask = is_normal | sel
+        row = {"class": name, "n": int(sel.sum())}
+        row.update(summary(sel[mask].astype(int), scores[mask]))
+        rows.append(row)
+    return pd.DataFrame(rows).set_index("class")

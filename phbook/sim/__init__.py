@@ -1,0 +1,1 @@
+"""Simulators of astronomical images, each one physically grounded and vectorised."""

@@ -1,0 +1,482 @@
+"""The one training loop of the book, used by every model family.
+
+A model plugs in through a small protocol (all but the first are optional):
+
+``model.loss(batch) -> dict[str, Tensor]``
+    Named loss terms of a mini-batch; the key ``"loss"`` is the one minimised. The other
+    terms (a reconstruction error, a KL divergence) are logged. Instead of a method, a
+    function ``loss_fn(model, batch)`` can be passed to :func:`fit`.
+``model.configure_optimizers(lr, weight_decay) -> dict[str, Optimizer]``
+    For models with several optimisers (a GAN's generator and critic). Default: one Adam
+    over all parameters.
+``model.training_step(batch, optimizers, state) -> dict[str, Tensor]``
+    For models whose update is more than "backward the loss, step the optimiser" (a GAN
+    with several critic steps per generator step). Returns detached loss terms.
+``model.on_epoch_start(state)``
+    Called before every epoch, e.g. to anneal the KL weight of a VAE.
+``model.validation_loss(batch) -> dict[str, Tensor]``
+    Loss terms on held-out data; defaults to ``model.loss``.
+
+Data stay on the device as tensors and are sliced by a random permutation each epoch,
+which is faster than a ``DataLoader`` for images that fit in memory. Every epoch ends
+with a checkpoint written atomically (a temporary file renamed), from which an
+interrupted run resumes with the same final weights as an uninterrupted one.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import time
+import warnings
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import torch
+from torch import nn
+
+from . import config
+
+CHECKPOINT_FORMAT = "phbook-checkpoint-1"
+
+__all__ = [
+    "TrainState",
+    "NonFiniteLossError",
+    "fit",
+    "load_or_train",
+    "load_checkpoint",
+    "checkpoint_path",
+]
+
+
+class NonFiniteLossError(FloatingPointError):
+    """The loss became NaN or infinite; the message names the epoch and step."""
+
+
+@dataclass
+class TrainState:
+    """Where training is: passed to ``training_step`` and ``on_epoch_start``."""
+
+    epoch: int  # current epoch, counted from 0
+    epochs: int  # total epochs asked for
+    step: int  # global optimisation step, counted from 0
+    steps_per_epoch: int
+
+    @property
+    def progress(self) -> float:
+        """Fraction of the whole training done, from 0 to 1."""
+        total = max(1, self.epochs * self.steps_per_epoch)
+        return min(1.0, self.step / total)
+
+
+# ----------------------------------------------------------------------------- data
+
+
+def _as_tensors(x) -> tuple[torch.Tensor, ...]:
+    items = x if isinstance(x, (tuple, list)) else (x,)
+    out = []
+    for item in items:
+        t = torch.as_tensor(item)
+        if t.dtype == torch.float64:
+            t = t.float()
+        out.append(t)
+    n = len(out[0])
+    if any(len(t) != n for t in out):
+        raise ValueError(
+            "all arrays passed as training data must have the same length, got "
+            + ", ".join(str(len(t)) for t in out)
+        )
+    if n == 0:
+        raise ValueError("the training data is empty")
+    return tuple(out)
+
+
+def _batch(tensors: tuple[torch.Tensor, ...], idx, dev) -> Any:
+    parts = tuple(t[idx].to(dev, non_blocking=True) for t in tensors)
+    return parts[0] if len(parts) == 1 else parts
+
+
+def _checksum(tensors: tuple[torch.Tensor, ...]) -> str:
+    """A cheap fingerprint of the data: shape, dtype and a strided subsample's sums."""
+    parts = []
+    for t in tensors:
+        flat = t.reshape(-1)
+        step = max(1, flat.numel() // 100_000)
+        sample = flat[::step].double()
+        parts.append(
+            f"{tuple(t.shape)}:{t.dtype}:{float(sample.sum()):.6e}:"
+            f"{float((sample * sample).sum()):.6e}"
+        )
+    return "|".join(parts)
+
+
+def _model_signature(model: nn.Module) -> str:
+    shapes = ",".join(f"{k}{tuple(v.shape)}" for k, v in model.state_dict().items())
+    return f"{type(model).__module__}.{type(model).__qualname__}[{shapes}]"
+
+
+# ----------------------------------------------------------------------- checkpoints
+
+
+def checkpoint_path(name: str, directory: str | os.PathLike | None = None) -> Path:
+    """Where :func:`load_or_train` keeps the model called ``name``."""
+    if not name or any(sep in name for sep in ("/", "\\")) or name.startswith("."):
+        raise ValueError(f"checkpoint name {name!r} must be a plain file name")
+    base = Path(directory) if directory is not None else config.checkpoint_dir()
+    base.mkdir(parents=True, exist_ok=True)
+    return base / f"{name}.pt"
+
+
+def _atomic_save(obj: dict, path: Path) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    torch.save(obj, tmp)
+    os.replace(tmp, path)
+
+
+def load_checkpoint(path: str | os.PathLike, map_location="cpu") -> dict:
+    """Read a checkpoint written by :func:`fit` (tensors and plain values only)."""
+    path = Path(path)
+    try:
+        ckpt = torch.load(path, map_location=map_location, weights_only=True)
+    except FileNotFoundError:
+        raise
+    except Exception as exc:  # noqa: BLE001 - the message must name the file
+        raise ValueError(f"{path}: not a readable phbook checkpoint ({exc})") from exc
+    if not isinstance(ckpt, dict) or ckpt.get("format") != CHECKPOINT_FORMAT:
+        raise ValueError(f"{path}: not a phbook checkpoint (format {CHECKPOINT_FORMAT})")
+    return ckpt
+
+
+def _rng_state() -> dict:
+    state = {"torch": torch.get_rng_state()}
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def _set_rng_state(state: dict) -> None:
+    torch.set_rng_state(state["torch"])
+    if "cuda" in state and torch.cuda.is_available():
+        cuda = state["cuda"]
+        if len(cuda) == torch.cuda.device_count():
+            torch.cuda.set_rng_state_all(cuda)
+
+
+# ---------------------------------------------------------------------- optimisation
+
+
+def _default_optimizers(model: nn.Module, lr: float, weight_decay: float) -> dict:
+    if hasattr(model, "configure_optimizers"):
+        opts = model.configure_optimizers(lr, weight_decay)
+        if isinstance(opts, torch.optim.Optimizer):
+            opts = {"opt": opts}
+        return dict(opts)
+    params = [p for p in model.parameters() if p.requires_grad]
+    if not params:
+        raise ValueError(f"{type(model).__name__} has no trainable parameters")
+    return {"opt": torch.optim.Adam(params, lr=lr, weight_decay=weight_decay)}
+
+
+def _loss_terms(model, batch, loss_fn, validation=False) -> dict[str, torch.Tensor]:
+    if loss_fn is not None:
+        out = loss_fn(model, batch)
+    elif validation and hasattr(model, "validation_loss"):
+        out = model.validation_loss(batch)
+    elif hasattr(model, "loss"):
+        out = model.loss(batch)
+    else:
+        raise TypeError(
+            f"{type(model).__name__} has no loss(batch) method; pass loss_fn=..."
+        )
+    if isinstance(out, torch.Tensor):
+        out = {"loss": out}
+    if "loss" not in out:
+        raise ValueError(f"the loss terms {sorted(out)} have no 'loss' entry to minimise")
+    return out
+
+
+def _default_step(model, batch, optimizers, loss_fn, grad_clip):
+    terms = _loss_terms(model, batch, loss_fn)
+    for opt in optimizers.values():
+        opt.zero_grad(set_to_none=True)
+    terms["loss"].backward()
+    if grad_clip is not None:
+        nn.utils.clip_grad_norm_(model.parameters(), grad_clip)
+    for opt in optimizers.values():
+        opt.step()
+    return {k: v.detach() for k, v in terms.items()}
+
+
+def _check_finite(buffer: list, first_step: int, epoch: int, steps_per_epoch: int):
+    """Raise NonFiniteLossError naming the first bad step in ``buffer``."""
+    if not buffer:
+        return
+    values = torch.stack([b["loss"].float().reshape(()) for b in buffer])
+    finite = torch.isfinite(values)
+    if bool(finite.all()):
+        return
+    bad = int((~finite).nonzero()[0, 0])
+    step = first_step + bad
+    terms = ", ".join(f"{k}={float(v):.4g}" for k, v in buffer[bad].items())
+    raise NonFiniteLossError(
+        f"the loss became {float(values[bad])} at epoch {epoch + 1}, step "
+        f"{step - epoch * steps_per_epoch + 1} of {steps_per_epoch} (global step "
+        f"{step + 1}); loss terms: {terms}. Lower the learning rate, check the input "
+        "normalisation, or clip gradients (grad_clip=...)."
+    )
+
+
+@torch.no_grad()
+def _evaluate(model, tensors, dev, batch_size, loss_fn) -> dict[str, float]:
+    was_training = model.training
+    model.eval()
+    n = len(tensors[0])
+    sums: dict[str, torch.Tensor] = {}
+    for start in range(0, n, batch_size):
+        idx = torch.arange(start, min(n, start + batch_size))
+        terms = _loss_terms(model, _batch(tensors, idx, dev), loss_fn, validation=True)
+        for k, v in terms.items():
+            sums[k] = sums.get(k, 0.0) + v.detach().float() * len(idx)
+    model.train(was_training)
+    return {k: float(v) / n for k, v in sums.items()}
+
+
+# ------------------------------------------------------------------------------- fit
+
+
+def fit(
+    model: nn.Module,
+    x,
+    *,
+    x_val=None,
+    epochs: int = 10,
+    batch_size: int = 256,
+    lr: float = 1e-3,
+    weight_decay: float = 0.0,
+    loss_fn: Callable | None = None,
+    patience: int | None = None,
+    min_delta: float = 0.0,
+    restore_best: bool | None = None,
+    grad_clip: float | None = None,
+    checkpoint: str | os.PathLike | None = None,
+    seed: int = 0,
+    device=None,
+    data_on_device: bool = True,
+    progress: bool | None = None,
+    callbacks: Sequence[Callable] = (),
+    meta: dict | None = None,
+) -> pd.DataFrame:
+    """Train ``model`` on ``x`` and return the loss history, one row per epoch.
+
+    Parameters
+    ----------
+    x, x_val
+        Training (and validation) data: an array or tensor whose first axis indexes
+        samples, or a tuple of them (e.g. images and conditions).
+    patience
+        Stop when the validation loss has not improved by ``min_delta`` for this many
+        epochs (needs ``x_val``). The best weights are restored at the end
+        (``restore_best``, on by default when ``x_val`` is given).
+    checkpoint
+        A file written after every epoch. If it exists, training resumes from it; if it
+        holds a finished training, the model is loaded and no training is done.
+    seed
+        Seeds the batch order and torch's generator, so a run can be repeated exactly.
+    callbacks
+        Functions ``f(state, row)`` called after each epoch's checkpoint is written.
+    meta
+        Plain values stored in the checkpoint (e.g. the model's constructor arguments).
+    """
+    if epochs < 1:
+        raise ValueError(f"epochs must be at least 1, got {epochs}")
+    if batch_size < 1:
+        raise ValueError(f"batch_size must be at least 1, got {batch_size}")
+    if patience is not None and x_val is None:
+        raise ValueError("early stopping (patience=...) needs validation data (x_val=...)")
+    dev = config.device() if device is None else torch.device(device)
+    show = config.show_progress() if progress is None else progress
+    restore_best = (x_val is not None) if restore_best is None else restore_best
+
+    tensors = _as_tensors(x)
+    val_tensors = _as_tensors(x_val) if x_val is not None else None
+    fingerprint = {
+        "model": _model_signature(model),
+        "data": _checksum(tensors),
+        "batch_size": str(batch_size),
+        "lr": repr(lr),
+        "seed": str(seed),
+    }
+    path = Path(checkpoint) if checkpoint is not None else None
+
+    model.to(dev)
+    optimizers = _default_optimizers(model, lr, weight_decay)
+    history: dict[str, list] = {}
+    best = {"value": math.inf, "epoch": -1, "state": None, "bad_epochs": 0}
+    start_epoch = 0
+    finished = False
+
+    torch.manual_seed(seed)
+    perm_gen = torch.Generator().manual_seed(seed)
+
+    if path is not None and path.exists():
+        ckpt = load_checkpoint(path, map_location=dev)
+        if ckpt["fingerprint"] != fingerprint:
+            changed = sorted(k for k in fingerprint if ckpt["fingerprint"].get(k) != fingerprint[k])
+            warnings.warn(
+                f"{path}: the checkpoint was made with a different {', '.join(changed)}; "
+                "training from scratch and overwriting it",
+                stacklevel=2,
+            )
+        else:
+            model.load_state_dict(ckpt["model"])
+            for name, opt in optimizers.items():
+                opt.load_state_dict(ckpt["optimizers"][name])
+            history = {k: list(v) for k, v in ckpt["history"].items()}
+            best = dict(ckpt["best"])
+            start_epoch = int(ckpt["epoch"])
+            finished = bool(ckpt["finished"]) and start_epoch >= epochs
+            _set_rng_state(ckpt["rng"])
+            perm_gen.set_state(ckpt["rng"]["perm"])
+            if finished:
+                if restore_best and best["state"] is not None:
+                    model.load_state_dict(best["state"])
+                return pd.DataFrame(history)
+
+    if data_on_device:
+        tensors = tuple(t.to(dev) for t in tensors)
+        if val_tensors is not None:
+            val_tensors = tuple(t.to(dev) for t in val_tensors)
+    n = len(tensors[0])
+    drop_last = n >= batch_size
+    steps_per_epoch = n // batch_size if drop_last else 1
+    eff_batch = batch_size if drop_last else n
+    eval_batch = max(batch_size, 1024)
+    step_fn = getattr(model, "training_step", None)
+    check_every = 1 if dev.type == "cpu" else 50
+
+    bar = None
+    if show:
+        from tqdm.auto import tqdm
+
+        bar = tqdm(total=epochs, initial=start_epoch, desc=type(model).__name__,
+                   unit="epoch", leave=True)
+    state = TrainState(start_epoch, epochs, start_epoch * steps_per_epoch, steps_per_epoch)
+    stopped_early = False
+    try:
+        for epoch in range(start_epoch, epochs):
+            state.epoch = epoch
+            if hasattr(model, "on_epoch_start"):
+                model.on_epoch_start(state)
+            model.train()
+            t0 = time.perf_counter()
+            perm = torch.randperm(n, generator=perm_gen)
+            if data_on_device:
+                perm = perm.to(dev)
+            sums: dict[str, torch.Tensor] = {}
+            buffer: list[dict] = []
+            buffer_start = state.step
+            for b in range(steps_per_epoch):
+                idx = perm[b * eff_batch:(b + 1) * eff_batch]
+                batch = _batch(tensors, idx, dev)
+                if step_fn is not None:
+                    terms = step_fn(batch, optimizers, state)
+                else:
+                    terms = _default_step(model, batch, optimizers, loss_fn, grad_clip)
+                terms = {k: (v.detach() if isinstance(v, torch.Tensor)
+                             else torch.tensor(float(v))) for k, v in terms.items()}
+                if "loss" not in terms:
+                    raise ValueError("training_step must return a 'loss' entry")
+                buffer.append(terms)
+                for k, v in terms.items():
+                    sums[k] = sums.get(k, 0.0) + v.float()
+                state.step += 1
+                if len(buffer) >= check_every:
+                    _check_finite(buffer, buffer_start, epoch, steps_per_epoch)
+                    buffer, buffer_start = [], state.step
+            _check_finite(buffer, buffer_start, epoch, steps_per_epoch)
+            if dev.type == "cuda":
+                torch.cuda.synchronize(dev)
+            seconds = time.perf_counter() - t0
+
+            row: dict[str, float] = {"epoch": epoch + 1}
+            for k, v in sums.items():
+                row[f"train_{k}"] = float(v) / steps_per_epoch
+            if val_tensors is not None:
+                for k, v in _evaluate(model, val_tensors, dev, eval_batch, loss_fn).items():
+                    row[f"val_{k}"] = v
+            row["lr"] = next(iter(optimizers.values())).param_groups[0]["lr"]
+            row["seconds"] = seconds
+            row["images_per_s"] = steps_per_epoch * eff_batch / max(seconds, 1e-9)
+            for k, v in row.items():
+                history.setdefault(k, [math.nan] * epoch).append(v)
+
+            if val_tensors is not None:
+                value = row["val_loss"]
+                if value < best["value"] - min_delta:
+                    best = {"value": value, "epoch": epoch + 1, "bad_epochs": 0,
+                            "state": {k: v.detach().clone()
+                                      for k, v in model.state_dict().items()}}
+                else:
+                    best["bad_epochs"] += 1
+                stopped_early = patience is not None and best["bad_epochs"] >= patience
+            done = stopped_early or epoch + 1 == epochs
+            if path is not None:
+                _atomic_save(
+                    {
+                        "format": CHECKPOINT_FORMAT,
+                        "fingerprint": fingerprint,
+                        "epoch": epochs if stopped_early else epoch + 1,
+                        "finished": done,
+                        "model": model.state_dict(),
+                        "optimizers": {k: o.state_dict() for k, o in optimizers.items()},
+                        "history": history,
+                        "best": best,
+                        "rng": {**_rng_state(), "perm": perm_gen.get_state()},
+                        "meta": dict(meta or {}),
+                    },
+                    path,
+                )
+            if bar is not None:
+                bar.update(1)
+                bar.set_postfix({k: f"{v:.4g}" for k, v in row.items()
+                                 if k in ("train_loss", "val_loss")})
+            for cb in callbacks:
+                cb(state, row)
+            if stopped_early:
+                break
+    finally:
+        if bar is not None:
+            bar.close()
+    if restore_best and best["state"] is not None:
+        model.load_state_dict(best["state"])
+    return pd.DataFrame(history)
+
+
+def load_or_train(
+    name: str,
+    model: nn.Module,
+    x,
+    *,
+    directory: str | os.PathLike | None = None,
+    retrain: bool = False,
+    **fit_kwargs,
+) -> tuple[nn.Module, pd.DataFrame]:
+    """Load the finished model ``name`` when its checkpoint exists, train it otherwise.
+
+    The checkpoint lives in :func:`phbook.config.checkpoint_dir` (one folder per profile)
+    unless ``directory`` says otherwise. An interrupted training resumes where it
+    stopped. A checkpoint made with another architecture, data, batch size, learning
+    rate or seed is not used: the model is trained afresh (with a warning).
+    ``retrain=True`` always trains from scratch.
+    """
+    path = checkpoint_path(name, directory)
+    if retrain and path.exists():
+        path.unlink()
+    history = fit(model, x, checkpoint=path, **fit_kwargs)
+    model.eval()
+    return model, history
+

@@ -1,0 +1,174 @@
+import math
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+from phbook import train
+
+
+class TinyAE(nn.Module):
+    """A small autoencoder with dropout, so resume must restore torch's generator too."""
+
+    def __init__(self):
+        super().__init__()
+        self.net = nn.Sequential(
+            nn.Flatten(), nn.Linear(64, 8), nn.ReLU(), nn.Dropout(0.2), nn.Linear(8, 64)
+        )
+
+    def loss(self, x):
+        x_hat = self.net(x).view_as(x)
+        mse = ((x_hat - x) ** 2).mean()
+        return {"loss": mse, "mse": mse}
+
+
+def data(n=300, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    return torch.randn(n, 1, 8, 8, generator=g)
+
+
+def make_model(seed=0):
+    torch.manual_seed(seed)
+    return TinyAE()
+
+
+def same_weights(a, b):
+    return all(torch.equal(p, q) for p, q in zip(a.state_dict().values(),
+                                                 b.state_dict().values()))
+
+
+def test_fit_returns_history_and_learns():
+    model = make_model()
+    hist = train.fit(model, data(), x_val=data(100, 1), epochs=6, batch_size=32,
+                     lr=3e-3, device="cpu")
+    assert list(hist["epoch"]) == [1, 2, 3, 4, 5, 6]
+    for col in ("train_loss", "train_mse", "val_loss", "seconds", "images_per_s"):
+        assert col in hist
+    assert hist["train_loss"].iloc[-1] < hist["train_loss"].iloc[0]
+
+
+def test_resume_after_interruption_gives_same_weights(tmp_path):
+    x = data()
+    reference = make_model()
+    train.fit(reference, x, epochs=5, batch_size=32, seed=3, device="cpu")
+
+    class Interrupt(Exception):
+        pass
+
+    def stop_after_two(state, row):
+        if row["epoch"] == 2:
+            raise Interrupt
+
+    ckpt = tmp_path / "run.pt"
+    interrupted = make_model()
+    with pytest.raises(Interrupt):
+        train.fit(interrupted, x, epochs=5, batch_size=32, seed=3, device="cpu",
+                  checkpoint=ckpt, callbacks=[stop_after_two])
+    assert train.load_checkpoint(ckpt)["epoch"] == 2
+    resumed = make_model(seed=99)  # different initial weights: all must come from disk
+    hist = train.fit(resumed, x, epochs=5, batch_size=32, seed=3, device="cpu",
+                     checkpoint=ckpt)
+    assert list(hist["epoch"]) == [1, 2, 3, 4, 5]
+    assert same_weights(resumed, reference)
+
+
+def test_nan_loss_names_epoch_and_step():
+    class Exploding(TinyAE):
+        calls = 0
+
+        def loss(self, x):
+            self.calls += 1
+            out = super().loss(x)
+            if self.calls == 13:  # epoch 2 (10 steps per epoch), step 3
+                out["loss"] = out["loss"] * math.nan
+            return out
+
+    with pytest.raises(train.NonFiniteLossError, match=r"epoch 2, step 3 of 10"):
+        train.fit(Exploding(), data(320), epochs=3, batch_size=32, device="cpu")
+
+
+def test_load_or_train_loads_finished_model(tmp_path):
+    x = data()
+    model, hist = train.load_or_train("tiny", make_model(), x, directory=tmp_path,
+                                      epochs=3, batch_size=32, device="cpu")
+    assert (tmp_path / "tiny.pt").exists()
+    calls = []
+    spy = make_model(seed=5)
+    original = spy.loss
+    spy.loss = lambda batch: calls.append(1) or original(batch)
+    again, hist2 = train.load_or_train("tiny", spy, x, directory=tmp_path,
+                                       epochs=3, batch_size=32, device="cpu")
+    assert not calls, "a finished checkpoint must be loaded, not trained again"
+    assert same_weights(again, model)
+    assert hist2.equals(hist)
+    ckpt = torch.load(tmp_path / "tiny.pt", weights_only=True)
+    assert ckpt["finished"]
+
+
+def test_checkpoint_of_other_data_is_not_reused(tmp_path):
+    train.load_or_train("tiny", make_model(), data(), directory=tmp_path, epochs=2,
+                        batch_size=32, device="cpu")
+    with pytest.warns(UserWarning, match="different data"):
+        train.load_or_train("tiny", make_model(), data(seed=5), directory=tmp_path,
+                            epochs=2, batch_size=32, device="cpu")
+
+
+def test_early_stopping_restores_best_weights():
+    x, x_val = data(), data(100, 1)
+    model = make_model()
+    hist = train.fit(model, x, x_val=x_val, epochs=40, batch_size=32, lr=0.05,
+                     patience=2, device="cpu")
+    assert len(hist) < 40
+    best = hist["val_loss"].min()
+    model.eval()
+    with torch.no_grad():
+        now = model.loss(x_val)["loss"].item()
+    assert now == pytest.approx(best, rel=1e-5)
+
+
+def test_bad_arguments_are_clear():
+    with pytest.raises(ValueError, match="epochs"):
+        train.fit(make_model(), data(), epochs=0)
+    with pytest.raises(ValueError, match="needs validation data"):
+        train.fit(make_model(), data(), patience=3)
+    with pytest.raises(ValueError, match="same length"):
+        train.fit(make_model(), (data(10), np.zeros(9)))
+    with pytest.raises(ValueError, match="plain file name"):
+        train.checkpoint_path("../escape")
+
+
+def test_corrupt_checkpoint_names_the_file(tmp_path):
+    bad = tmp_path / "bad.pt"
+    bad.write_bytes(b"not a checkpoint")
+    with pytest.raises(ValueError, match="bad.pt"):
+        train.load_checkpoint(bad)
+
+
+def test_multi_optimiser_training_step():
+    class TwoPlayer(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.a = nn.Linear(4, 1)
+            self.b = nn.Linear(4, 1)
+
+        def configure_optimizers(self, lr, weight_decay):
+            return {"a": torch.optim.SGD(self.a.parameters(), lr=lr),
+                    "b": torch.optim.SGD(self.b.parameters(), lr=lr)}
+
+        def training_step(self, batch, optimizers, state):
+            la = self.a(batch).pow(2).mean()
+            optimizers["a"].zero_grad()
+            la.backward()
+            optimizers["a"].step()
+            lb = torch.tensor(0.0)
+            if state.step % 2 == 0:
+                lb = self.b(batch).pow(2).mean()
+                optimizers["b"].zero_grad()
+                lb.backward()
+                optimizers["b"].step()
+            return {"loss": la.detach(), "b": lb.detach()}
+
+    hist = train.fit(TwoPlayer(), torch.randn(64, 4), epochs=2, batch_size=16,
+                     lr=0.1, device="cpu")
+    assert {"train_loss", "train_b"} <= set(hist.columns)
