@@ -68,18 +68,21 @@ _META_COLUMNS = (
 class Query:
     """Which frames of an archive form the population.
 
-    ``run_type``: e.g. ``"sci-data"`` (None: any). ``pe_threshold``: a value, a
-    ``(low, high)`` range (inclusive) or a list of values, in photoelectrons (None:
-    any). ``domes``: keep frames of modules in these domes (case ignored; None: all).
-    ``min_domes``: keep runs in which modules of at least this many domes recorded
-    frames of the product (2 = coincidence runs with both Lick domes). ``modules``:
-    module IDs to keep (None: all). ``dp``: the data product.
+    ``run_type``: e.g. ``"sci-data"`` (None: any). ``pe_threshold``: the run's
+    pulse-height threshold in photoelectrons, one value or a sequence of values (None:
+    any); ``pe_range``: ``(low, high)``, inclusive, instead. ``domes``: keep frames of
+    modules in these domes (case ignored; None: all). ``min_domes``: keep runs in which
+    modules of at least this many domes recorded frames of the product (2 = the
+    coincidence runs with both Lick domes; the default 0 keeps runs whose domes are
+    unknown, e.g. loose real files). ``modules``: module IDs to keep (None: all).
+    ``dp``: the data product.
     """
 
     run_type: str | None = "sci-data"
-    pe_threshold: float | tuple[float, float] | tuple[float, ...] | None = None
+    pe_threshold: float | tuple[float, ...] | None = None
+    pe_range: tuple[float, float] | None = None
     domes: tuple[str, ...] | None = None
-    min_domes: int = 1
+    min_domes: int = 0
     modules: tuple[int, ...] | None = None
     dp: str = "ph256"
 
@@ -92,8 +95,13 @@ class Query:
         if self.modules is not None:
             object.__setattr__(self, "modules", tuple(int(m) for m in self.modules))
         thr = self.pe_threshold
-        if isinstance(thr, list):
+        if thr is not None and not isinstance(thr, (int, float)):
             object.__setattr__(self, "pe_threshold", tuple(float(t) for t in thr))
+        if self.pe_range is not None:
+            lo, hi = (float(x) for x in self.pe_range)
+            if lo > hi:
+                raise ValueError(f"pe_range low {lo} is above high {hi}")
+            object.__setattr__(self, "pe_range", (lo, hi))
         if self.min_domes < 0:
             raise ValueError(f"min_domes must be >= 0, got {self.min_domes}")
 
@@ -104,22 +112,22 @@ class Query:
     @classmethod
     def from_json(cls, text: str) -> Query:
         d = json.loads(text)
-        for key in ("domes", "modules", "pe_threshold"):
+        for key in ("domes", "modules", "pe_threshold", "pe_range"):
             if isinstance(d.get(key), list):
                 d[key] = tuple(d[key])
         return cls(**d)
 
     def _threshold_mask(self, thr: pd.Series) -> np.ndarray:
-        t = self.pe_threshold
         vals = thr.to_numpy(dtype=float)
-        if t is None:
-            return np.ones(len(vals), dtype=bool)
-        if isinstance(t, (int, float)):
-            return np.isclose(vals, float(t), rtol=0, atol=1e-6)
-        t = tuple(float(x) for x in t)
-        if len(t) == 2 and t[0] < t[1]:
-            return (vals >= t[0] - 1e-9) & (vals <= t[1] + 1e-9)
-        return np.isin(np.round(vals, 6), np.round(np.asarray(t), 6))
+        keep = np.ones(len(vals), dtype=bool)
+        t = self.pe_threshold
+        if t is not None:
+            want = np.atleast_1d(np.asarray(t, dtype=float))
+            keep &= np.isclose(vals[:, None], want[None, :], rtol=0, atol=1e-6).any(1)
+        if self.pe_range is not None:
+            lo, hi = self.pe_range
+            keep &= (vals >= lo - 1e-9) & (vals <= hi + 1e-9)
+        return keep
 
     def filter(self, files: pd.DataFrame) -> pd.DataFrame:
         """The rows of an :meth:`Archive.files` table that the query keeps."""
