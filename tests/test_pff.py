@@ -336,6 +336,8 @@ def test_truncated_file(sample, cut):
     "patch,match",
     [
         (b'"pkt_num":       5xyz', "not valid JSON"),
+        (b'"pkt_num":      !5124', "not valid JSON"),  # '!' | 16 is '1'
+        (b'"pkt_num":       51 4', "not valid JSON"),
         (b'"pkt_num":  -99999999', "out of range"),
         (b'"pkt_nun":       5124', "lacks pkt_num"),
     ],
@@ -427,3 +429,23 @@ def test_read_frames_at_with_damaged_frames(sample):
         frames = pff.read_frames_at(path, idx, strict=False)
     _same(frames, good, [3, 29, 31, 80])
     assert [d.offset for d in frames.damage] == [30 * FS]
+
+
+def test_fuzzed_headers_fast_path_agrees_with_json(sample):
+    """Single-byte header corruptions: every frame returned equals the json reading of
+    its bytes, and no frame other than the corrupted one is lost."""
+    path, raw0, good = sample
+    rng = np.random.default_rng(0)
+    for _ in range(120):
+        raw = bytearray(raw0)
+        i = int(rng.integers(0, 88))
+        pos = i * FS + int(rng.integers(0, 124))
+        raw[pos] = int(rng.choice([ord(c) for c in ' !"#(),-0159:{}\nx'] + [0, 255]))
+        path.write_bytes(bytes(raw))
+        frames = pff.read_frames(path, strict=False, warn=False)
+        lost = set(range(88)) - set((frames.offsets // FS).tolist())
+        assert lost <= {i}, (pos, raw[pos])
+        for k, off in enumerate(frames.offsets):
+            ref = json.loads(bytes(raw[off : off + 121]))
+            assert {f: int(frames.headers[k][f]) for f in ref} == ref
+            np.testing.assert_array_equal(frames.images[k], good.images[off // FS])

@@ -655,13 +655,20 @@ class _Layout:
         mask = np.concatenate([fixed, np.zeros(pad, bool)]).astype(np.uint8) * 255
         expect = np.concatenate([tmpl, np.zeros(pad, np.uint8)]) & mask
         wdt = np.dtype(f"<u{wsize}")
-        object.__setattr__(self, "_mask", mask.view(wdt))
-        object.__setattr__(self, "_expect", expect.view(wdt))
+        wmask, wexpect = mask.view(wdt), expect.view(wdt)
+        wsel = np.flatnonzero(wmask)
+        object.__setattr__(self, "_wsel", wsel)
+        object.__setattr__(self, "_wmask", wmask[wsel, None])
+        object.__setattr__(self, "_wexpect", wexpect[wsel, None])
         object.__setattr__(self, "_wdt", wdt)
         object.__setattr__(self, "_nw", nw)
         object.__setattr__(self, "_cols", cols)
         object.__setattr__(self, "_place", P)
-        object.__setattr__(self, "_pairs", np.nonzero(within)[0])
+        pairs = np.nonzero(within)[0]
+        starts = np.cumsum([0] + [w for _, w, _, _ in self.spans])[:-1]
+        object.__setattr__(self, "_pairs", pairs)
+        object.__setattr__(self, "_pair_at_start", np.isin(pairs, starts))
+        object.__setattr__(self, "_pair_prev", np.maximum(pairs - 1, 0))
         object.__setattr__(self, "_last", np.asarray(last))
         object.__setattr__(self, "_colplace", place)
         object.__setattr__(
@@ -682,15 +689,24 @@ class _Layout:
     # --- reading -----------------------------------------------------------------
     def check(self, block: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """(good, values) for a (k, frame_size) uint8 block of frames."""
-        words = block.view(self._wdt)[:, : self._nw]
-        bad = ((words & self._mask) != self._expect).any(axis=1)
+        # fixed bytes, word by word; laid out (word, frame) so that the reduction
+        # runs along the frames, which numpy vectorises
+        words = block.view(self._wdt)[:, : self._nw].T[self._wsel]
+        words ^= self._wexpect
+        words &= self._wmask
+        bad = np.bitwise_or.reduce(words, axis=0) != 0
         c = block[:, self._cols]
-        d = (c | 16) - 48  # blank (32) -> 0; digits -> 0..9; anything else > 9
-        bad |= (d > 9).any(axis=1)
+        d = (c | 16) - 48  # blank (32) -> 0, digits -> 0..9; only 33..41 also <= 9
         isdig = c >= 48
+        bad |= ((d > 9) | (~isdig & (c != 32))).any(axis=1)
         if len(self._pairs):
+            p = self._pairs
+            nxt = isdig[:, p + 1]
             # a blank after a digit inside one number
-            bad |= (isdig[:, self._pairs] & ~isdig[:, self._pairs + 1]).any(axis=1)
+            bad |= (isdig[:, p] & ~nxt).any(axis=1)
+            # a leading zero (JSON forbids "007")
+            first = self._pair_at_start | ~isdig[:, self._pair_prev]
+            bad |= ((c[:, p] == 48) & nxt & first).any(axis=1)
         bad |= ~isdig[:, self._last].all(axis=1)  # every number has a last digit
         values = (d.astype(np.float64) @ self._place).astype(np.int64)
         return ~bad, values
