@@ -288,3 +288,11 @@ def test_iter_frames_meta_and_labels(sim):
     classes, strength = ar.read_truth(row.path)
     assert list(meta["label"]) == list(classes[: len(meta)])
     np.testing.assert_array_equal(meta["quabo"], chunks[0][0].quabo)
+
+
+def test_a_single_run_folder_is_an_archive(sim):
+    arch, runs = sim
+    one = ar.Archive(arch.runs[2].path)
+    assert [r.name for r in one.runs] == [arch.runs[2].name]
+    assert one.files()["n_frames"].sum() == runs[2].n_frames
+    assert one.summary()["domes"].tolist() == [",".join(sorted(runs[2].domes))]

@@ -252,3 +252,12 @@ def test_real_frames_are_selected_with_unknown_labels(tmp_path, real_ph256):
     assert (meta["module"] == 254).all() and (meta["dome"] == "").all()
     every = pff.read_frames(real_ph256, warn=False)
     np.testing.assert_array_equal(images, every.images[meta["offset"] // 636])
+
+
+def test_empty_selection(arch, tmp_path):
+    out = select.select(
+        arch, tmp_path / "none.h5", 0, {"pe_threshold": 15.0}, progress=False
+    )
+    images, labels, meta = select.load(out)
+    assert images.shape == (0, 16, 16) and len(labels) == 0 and len(meta) == 0
+    assert select.read_attrs(out)["n_selected"] == 0
