@@ -113,13 +113,23 @@ def test_real_file_scan_and_name(real_ph256):
 @pytest.mark.parametrize(
     "dp,frame_size", [("ph256", 636), ("ph1024", 2540), ("img16", 2540), ("img8", 1516)]
 )
-def test_round_trip_every_product(tmp_path, dp, frame_size):
+def test_round_trip_every_product(tmp_path, dp, frame_size, monkeypatch):
     images, headers = _random_frames(dp, 300, seed=len(dp))
     path = tmp_path / _name(dp)
     pff.write_frames(path, images, headers)
     assert path.stat().st_size == 300 * frame_size
     assert pff.DATA_PRODUCTS[dp].frame_size == frame_size
+    json_parses = 0
+    parse_one = pff._Reader.parse_one
+
+    def counting(self, offset):
+        nonlocal json_parses
+        json_parses += 1
+        return parse_one(self, offset)
+
+    monkeypatch.setattr(pff._Reader, "parse_one", counting)
     frames = pff.read_frames(path, warn=False)
+    assert json_parses == 1  # the first frame; the other 299 take the fast path
     np.testing.assert_array_equal(frames.images, images)
     assert frames.headers.tobytes() == headers.tobytes()
     assert frames.images.dtype == pff.DATA_PRODUCTS[dp].pixel_dtype
