@@ -124,30 +124,33 @@ def bench_read(sizes: dict, results: dict, ctx: dict) -> None:
             raise RuntimeError(f"the archive holds fewer than {n} frames")
         os.replace(tmp, path)
 
-    def read_pff() -> float:
-        t0 = time.perf_counter()
+    def read_pff() -> tuple[float, float]:
+        t0, c0 = time.perf_counter(), time.process_time()
         count = 0
         for chunk in pff.iter_chunks(path, 16384):
             count += len(chunk.time)  # header fields decoded into times, too
         assert count == n
-        return time.perf_counter() - t0
+        return time.perf_counter() - t0, time.process_time() - c0
 
-    def read_numpy() -> float:
-        t0 = time.perf_counter()
+    def read_numpy() -> tuple[float, float]:
+        t0, c0 = time.perf_counter(), time.process_time()
         a = np.fromfile(path, dtype=np.uint8)
         assert a.size == n * 636
-        return time.perf_counter() - t0
+        return time.perf_counter() - t0, time.process_time() - c0
 
     read_pff(), read_numpy()  # warm-up: page cache and code paths
     t_pff, t_np = [], []
     for _ in range(sizes["repeats"]):
         t_pff.append(read_pff())
         t_np.append(read_numpy())
-    fps, fps_np = n / np.median(t_pff), n / np.median(t_np)
+    (w_pff, c_pff), (w_np, c_np) = np.median(t_pff, axis=0), np.median(t_np, axis=0)
+    fps, fps_np = n / w_pff, n / w_np
     print(
         f"read {n:,} ph256 frames ({n * 636 / 1e6:.0f} MB) with headers and times: "
         f"{fps:,.0f} frames/s; numpy.fromfile of the same bytes: {fps_np:,.0f} "
-        f"frames/s (median of {sizes['repeats']}; pff/numpy = {fps / fps_np:.2f})"
+        f"frames/s (median of {sizes['repeats']}; pff/numpy = {fps / fps_np:.2f}). "
+        f"By CPU time (less sensitive to other load): {n / c_pff:,.0f} and "
+        f"{n / c_np:,.0f} frames/s; load average {os.getloadavg()[0]:.1f}"
     )
     results["pff_read_frames_per_s"] = round(float(fps))
     results["numpy_fromfile_frames_per_s"] = round(float(fps_np))
