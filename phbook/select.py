@@ -22,8 +22,13 @@ selection never leaves a half file under the final name. Its layout (read it wit
                   "unknown" for real data
     meta/         run, dome, module, quabo, pe_threshold, time, time_flags, file,
                   offset, strength (one column each, N rows)
-    attrs         query (JSON), seed, population, n_selected, n_damaged, created,
-                  phbook_version, archive, format
+    attrs         query (JSON), seed, population, n_requested, n_selected, n_damaged,
+                  population_files, created, phbook_version, archive, dp, format
+
+Strings (labels, run, dome, file) are fixed-length ASCII bytes, which any HDF5 reader
+opens; :func:`load` decodes them. ``file`` is relative to the archive root, ``offset``
+is the frame's byte offset in it, ``time`` is Unix seconds (see
+:func:`phbook.io.pff.frame_times`, whose flags are in ``time_flags``).
 
 Frames are stored in archive order (run, module, seqno, offset), so shuffle before
 training on a prefix.
