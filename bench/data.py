@@ -46,6 +46,7 @@ SIZES = {
         "archive_small": 200_000,
         "archive_large": 400_000,
         "select_n": 25_000,
+        "pool_size": 3_000,
         "repeats": 3,
     },
     "full": {
@@ -53,14 +54,13 @@ SIZES = {
         "archive_small": 2_000_000,
         "archive_large": 4_000_000,
         "select_n": 250_000,
+        "pool_size": 20_000,
         "repeats": 5,
     },
 }
 
 
-def _noise_source(
-    n, seed=0, pe_threshold=11.5, trigger_pixels=1, anomaly_fraction=0.01
-):
+def _noise_source(n, seed=0, pe_threshold=11.5, trigger_pixels=1, anomaly_fraction=0.01):
     """Frames of Gaussian noise, used only when the pulse-height simulator is absent.
 
     I/O speed and memory do not depend on the pixel values (beyond compression of the
@@ -71,20 +71,21 @@ def _noise_source(
     classes = np.where(rng.random(n) < anomaly_fraction, "anomaly", "normal")
     strength = np.where(classes == "normal", np.nan, 1.0).astype(np.float32)
     quabo = rng.integers(0, 4, n).astype(np.uint8)
-    return types.SimpleNamespace(
-        adc=adc, classes=classes, strength=strength, quabo=quabo
-    )
+    return types.SimpleNamespace(adc=adc, classes=classes, strength=strength, quabo=quabo)
 
 
-def frame_source():
-    """The pulse-height simulator when it is installed, else the noise source."""
+def frame_source(pool_size: int):
+    """The pulse-height simulator, resampled from pools of ``pool_size`` frames per run
+    threshold (:class:`phbook.sim.archive.PooledSource`: writing millions of frames in
+    minutes); Gaussian noise frames when the simulator is absent."""
     try:
         from phbook.sim.panoseti import simulate
     except ImportError:
         print("frame source: Gaussian noise (phbook.sim.panoseti is not available)")
         return _noise_source
-    print("frame source: phbook.sim.panoseti.simulate")
-    return simulate
+    source = sim_archive.PooledSource(pool_size, source=simulate, seed=0)
+    print(f"frame source: {source!r}")
+    return source
 
 
 def archive(n_frames: int, source) -> sim_archive._archive.Archive:
@@ -92,7 +93,13 @@ def archive(n_frames: int, source) -> sim_archive._archive.Archive:
     root = config.data_dir() / "bench" / f"archive_{n_frames}"
     t0 = time.perf_counter()
     arch = sim_archive.write_archive(
-        root, n_frames, seed=0, source=source, exist_ok=True, progress=False
+        root,
+        n_frames,
+        seed=0,
+        source=source,
+        exist_ok=True,
+        overwrite=True,
+        progress=False,
     )
     dt = time.perf_counter() - t0
     if dt > 5:
@@ -230,7 +237,7 @@ def main() -> None:
     profile = config.profile()
     sizes = SIZES[profile]
     print(f"bench/data.py, profile {profile}: {sizes}")
-    source = frame_source()
+    source = frame_source(sizes["pool_size"])
     ctx = {
         "archive_small": archive(sizes["archive_small"], source),
         "archive_large": archive(sizes["archive_large"], source),

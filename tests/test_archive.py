@@ -296,3 +296,43 @@ def test_a_single_run_folder_is_an_archive(sim):
     assert [r.name for r in one.runs] == [arch.runs[2].name]
     assert one.files()["n_frames"].sum() == runs[2].n_frames
     assert one.summary()["domes"].tolist() == [",".join(sorted(runs[2].domes))]
+
+
+def test_pooled_source_resamples_one_pool_per_run_kind(tmp_path):
+    calls = []
+
+    def source(n, **kw):
+        calls.append((n, kw["pe_threshold"]))
+        return fake_source(n, **kw)
+
+    pooled = sa.PooledSource(pool_size=100, source=source, seed=1)
+    a = pooled(500, seed=3, pe_threshold=11.5)
+    b = pooled(500, seed=3, pe_threshold=11.5)
+    pooled(50, seed=4, pe_threshold=7.5)
+    assert calls == [(100, 11.5), (100, 7.5)]  # one pool per threshold
+    np.testing.assert_array_equal(a.adc, b.adc)  # same seed, same draw
+    pool = fake_source(100, **{"seed": 0} | {})  # a different pool seed differs
+    assert not np.array_equal(np.unique(a.adc, axis=0), np.unique(pool.adc, axis=0))
+    assert len(np.unique(a.adc.reshape(500, -1), axis=0)) <= 100
+    arch = sa.write_archive(tmp_path / "p", 2000, source=pooled, progress=False)
+    manifest = json.loads((arch.root / sa.MANIFEST).read_text())
+    assert manifest["source"].startswith("PooledSource(pool_size=100")
+
+
+def test_default_source_is_the_simulator(tmp_path):
+    pytest.importorskip("phbook.sim.panoseti")
+    spec = sa.RunSpec(
+        start=1.72e9,
+        domes={"barnard": ("192.168.0.12",)},
+        frames_per_module=[300],
+        rates_hz=[0.5],
+    )
+    arch = sa.write_archive(
+        tmp_path / "s", runs=[spec], seed=0, anomaly_fraction=0.1, progress=False
+    )
+    frames = pff.read_frames(arch.files()["path"][0], warn=False)
+    classes, _ = ar.read_truth(arch.files()["path"][0], n_frames=300)
+    assert len(frames) == 300 and frames.images.dtype == np.int16
+    assert "normal" in classes and (classes != "normal").sum() > 5
+    manifest = json.loads((arch.root / sa.MANIFEST).read_text())
+    assert manifest["source"] == "phbook.sim.archive.default_source"

@@ -39,6 +39,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 import numpy as np
@@ -52,6 +53,7 @@ __all__ = [
     "LICK_DOMES",
     "LICK_SITES",
     "MANIFEST",
+    "PooledSource",
     "RunSpec",
     "plan_archive",
     "write_run",
@@ -120,6 +122,62 @@ def default_source(n: int, **kwargs):
             "(a callable with its signature) as source="
         ) from exc
     return simulate(n, **kwargs)
+
+
+class PooledSource:
+    """A fast frame source that resamples pools of frames made once by ``source``.
+
+    For archives whose size matters more than the uniqueness of every frame, such as
+    I/O benchmarks with millions of frames: the first call for a run's threshold, trigger
+    mode and anomaly fraction simulates ``pool_size`` frames with ``source`` (default
+    :func:`phbook.sim.panoseti.simulate`); every call then draws frames from that pool
+    with replacement, so each pooled frame appears about ``n / pool_size`` times. The
+    pixels, classes and quabos are the simulator's; only their variety is limited.
+    """
+
+    def __init__(
+        self, pool_size: int = 50_000, source: Callable | None = None, seed: int = 0
+    ):
+        if pool_size < 1:
+            raise ValueError(f"pool_size must be positive, got {pool_size}")
+        self.pool_size, self.source, self.seed = int(pool_size), source, int(seed)
+        self._pools: dict[tuple, Any] = {}
+
+    def __repr__(self) -> str:
+        inner = self.source or default_source
+        name = (
+            f"{getattr(inner, '__module__', '?')}.{getattr(inner, '__qualname__', inner)}"
+        )
+        return f"PooledSource(pool_size={self.pool_size}, source={name}, seed={self.seed})"
+
+    def __call__(
+        self,
+        n: int,
+        *,
+        seed: int = 0,
+        pe_threshold: float = 11.5,
+        trigger_pixels: int = 1,
+        anomaly_fraction: float = 0.01,
+    ):
+        key = (float(pe_threshold), int(trigger_pixels), float(anomaly_fraction))
+        if key not in self._pools:
+            make = self.source or default_source
+            pool = make(
+                self.pool_size,
+                seed=_child_seed(
+                    self.seed, int(round(key[0] * 1000)), key[1], int(round(key[2] * 1e6))
+                ),
+                pe_threshold=key[0],
+                trigger_pixels=key[1],
+                anomaly_fraction=key[2],
+            )
+            adc, classes, strength, quabo = _check_source_output(pool, self.pool_size)
+            self._pools[key] = (adc, classes, strength, quabo)
+        adc, classes, strength, quabo = self._pools[key]
+        idx = np.random.default_rng(seed).integers(0, self.pool_size, n)
+        return SimpleNamespace(
+            adc=adc[idx], classes=classes[idx], strength=strength[idx], quabo=quabo[idx]
+        )
 
 
 def plan_archive(
@@ -258,9 +316,7 @@ def write_run(
     """Write one run folder under ``parent``; returns its path."""
     source = source or default_source
     modules = spec.modules()
-    if len(spec.frames_per_module) != len(modules) or len(spec.rates_hz) != len(
-        modules
-    ):
+    if len(spec.frames_per_module) != len(modules) or len(spec.rates_hz) != len(modules):
         raise ValueError(
             f"run {spec.folder_name}: {len(modules)} modules but "
             f"{len(spec.frames_per_module)} frame counts and {len(spec.rates_hz)} rates"
@@ -354,6 +410,12 @@ def _headers(
     return h
 
 
+def _describe(source: Callable) -> str:
+    if hasattr(source, "__qualname__"):  # a function
+        return f"{getattr(source, '__module__', '?')}.{source.__qualname__}"
+    return repr(source)
+
+
 def _manifest(
     n_frames: int,
     runs: list[RunSpec],
@@ -367,13 +429,11 @@ def _manifest(
         "phbook_version": __version__,
         "n_frames": int(n_frames),
         "seed": int(seed),
-        "source": f"{getattr(source, '__module__', '?')}."
-        f"{getattr(source, '__qualname__', repr(source))}",
+        "source": _describe(source),
         "anomaly_fraction": float(anomaly_fraction),
         "max_file_mb": float(max_file_mb),
         "runs": [
-            asdict(r) | {"domes": {k: list(v) for k, v in r.domes.items()}}
-            for r in runs
+            asdict(r) | {"domes": {k: list(v) for k, v in r.domes.items()}} for r in runs
         ],
     }
 
