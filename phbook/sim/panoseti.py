@@ -406,6 +406,7 @@ def _digitize(pe, quabo, inst, rng, hot_adc=None, skip_untriggered=False):
             pedestal.reshape(4, 256),
             ceiling.reshape(4, 256),
             p_exceed,
+            np.log1p(-p_exceed),
             float(inst.threshold_adc),
             gain,
             spe2,
