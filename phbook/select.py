@@ -247,9 +247,7 @@ class _Buffer:
             "strength": np.float32,
         }
         for name in _META_COLUMNS:
-            g.create_dataset(
-                name, (n,), dtypes[name], chunks=(c,), maxshape=(None,), **kw
-            )
+            g.create_dataset(name, (n,), dtypes[name], chunks=(c,), maxshape=(None,), **kw)
 
     def add(self, images: np.ndarray, cols: dict[str, np.ndarray]) -> None:
         self.parts.append((images, cols))
@@ -416,9 +414,7 @@ def read_attrs(path: str | os.PathLike) -> dict[str, Any]:
     import h5py
 
     with h5py.File(path, "r") as h5:
-        attrs = {
-            k: (v.item() if hasattr(v, "item") else v) for k, v in h5.attrs.items()
-        }
+        attrs = {k: (v.item() if hasattr(v, "item") else v) for k, v in h5.attrs.items()}
     if "query" in attrs:
         attrs["query"] = json.loads(attrs["query"])
     return attrs

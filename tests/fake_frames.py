@@ -31,6 +31,4 @@ def fake_source(
     )
     strength = np.where(classes == "normal", np.nan, rng.random(n)).astype(np.float32)
     quabo = rng.integers(0, 4, n).astype(np.uint8)
-    return types.SimpleNamespace(
-        adc=adc, classes=classes, strength=strength, quabo=quabo
-    )
+    return types.SimpleNamespace(adc=adc, classes=classes, strength=strength, quabo=quabo)

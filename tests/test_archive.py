@@ -319,7 +319,9 @@ def test_pooled_source_resamples_one_pool_per_run_kind(tmp_path):
     assert manifest["source"].startswith("PooledSource(pool_size=100")
 
 
+@pytest.mark.slow  # the simulator's first call in a process takes ~10 s (torch, numba)
 def test_default_source_is_the_simulator(tmp_path):
+    """The contract between the archive writer and phbook.sim.panoseti.simulate."""
     pytest.importorskip("phbook.sim.panoseti")
     spec = sa.RunSpec(
         start=1.72e9,

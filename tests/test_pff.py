@@ -79,9 +79,7 @@ def test_real_file_times_follow_the_white_rabbit_rule(real_ph256):
     np.testing.assert_allclose(frames.time, h["tv_sec"] + h["tv_usec"] * 1e-6)
     placeholder = h["pkt_nsec"] == 999999999
     assert placeholder.sum() == 49
-    np.testing.assert_array_equal(
-        frames.time_flags & pff.NSEC_PLACEHOLDER > 0, placeholder
-    )
+    np.testing.assert_array_equal(frames.time_flags & pff.NSEC_PLACEHOLDER > 0, placeholder)
     assert np.all(np.diff(frames.time) > -1)  # in time order to the host's precision
 
 

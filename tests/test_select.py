@@ -141,9 +141,7 @@ def test_selection_file_layout_and_content(arch, tmp_path):
     assert set(labels) <= {"normal", "speckle", "track"} and "normal" in labels
     assert 0.02 < np.mean(labels != "normal") < 0.09  # anomaly_fraction 0.05
     # archive order: by file, then offset
-    key = list(
-        zip(meta["file"].map(list(pop["file"]).index), meta["offset"], strict=True)
-    )
+    key = list(zip(meta["file"].map(list(pop["file"]).index), meta["offset"], strict=True))
     assert key == sorted(key)
 
 
@@ -221,9 +219,7 @@ def test_damaged_frames_strict_and_not(arch, tmp_path):
         select.select(damaged, tmp_path / "s.h5", total, q, progress=False)
     assert os.path.basename(path) in str(err.value)
     assert not (tmp_path / "s.h5").exists()
-    out = select.select(
-        damaged, tmp_path / "s.h5", total, q, strict=False, progress=False
-    )
+    out = select.select(damaged, tmp_path / "s.h5", total, q, strict=False, progress=False)
     attrs = select.read_attrs(out)
     assert (attrs["n_selected"], attrs["n_damaged"]) == (total - 1, 1)
     images, labels, meta = select.load(out)

@@ -203,9 +203,7 @@ def read_data_config(path: str | os.PathLike) -> DataConfig:
         thr = float(ph["pe_threshold"]) if "pe_threshold" in ph else float("nan")
         gain = float(raw["gain"]) if "gain" in raw else float("nan")
     except (TypeError, ValueError) as exc:
-        raise ConfigError(
-            f"{path}: pe_threshold or gain is not a number: {exc}"
-        ) from None
+        raise ConfigError(f"{path}: pe_threshold or gain is not a number: {exc}") from None
     return DataConfig(
         raw.get("run_type"),
         thr,
@@ -477,9 +475,7 @@ class Archive:
                 start = run.run_name.start if run.run_name else pd.NaT
                 obs = run.run_name.observatory if run.run_name else ""
                 for name, path in run.pff_files():
-                    dome = (
-                        run.obs_config.dome_of(name.module) if run.obs_config else None
-                    )
+                    dome = run.obs_config.dome_of(name.module) if run.obs_config else None
                     try:
                         info = pff.scan_file(path, name.dp)
                         error = ""
@@ -567,9 +563,7 @@ class Archive:
         table = self.files(dp) if files is None else files
         for row in table.itertuples(index=False):
             first = 0
-            for frames in pff.iter_chunks(
-                row.path, chunk_frames, dp=row.dp, strict=strict
-            ):
+            for frames in pff.iter_chunks(row.path, chunk_frames, dp=row.dp, strict=strict):
                 idx = None
                 if labels and row.fixed:
                     idx = frames.offsets // row.frame_size

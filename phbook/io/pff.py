@@ -965,9 +965,7 @@ class FileInfo:
     size: int  #: file size in bytes
     frame_size: int  #: size of the first frame
     fixed: bool  #: the first header is a fixed-width template (fast path)
-    n_frames: (
-        int  #: ``size // frame_size`` for fixed-width files (an estimate otherwise)
-    )
+    n_frames: int  #: ``size // frame_size`` for fixed-width files (an estimate otherwise)
     tail_bytes: int  #: bytes after the last whole frame (a truncated last frame)
 
 
@@ -1003,9 +1001,7 @@ class _Reader:
         return os.pread(self.f.fileno(), max(0, n), offset)
 
     # --- general path -----------------------------------------------------------
-    def parse_one(
-        self, offset: int
-    ) -> tuple[np.ndarray, np.ndarray, int, _Layout | None]:
+    def parse_one(self, offset: int) -> tuple[np.ndarray, np.ndarray, int, _Layout | None]:
         """Header record, image, end offset and layout of the frame at ``offset``.
 
         Raises a PFFError subclass describing the damage at ``offset``.
@@ -1032,8 +1028,7 @@ class _Reader:
                     offset,
                 )
             raise PFFTruncatedError(
-                f"the file ends (at byte {self.size}) inside the header that starts "
-                "here",
+                f"the file ends (at byte {self.size}) inside the header that starts here",
                 self.path,
                 offset,
             )
@@ -1085,9 +1080,7 @@ class _Reader:
             chunk = self._pread(pos, window + 1)
             i = chunk.find(b"{")
             while 0 <= i < min(window, len(chunk)):
-                if chunk[i + 1 : i + 2] in (b" ", b"\n", b'"') and self._parses(
-                    pos + i
-                ):
+                if chunk[i + 1 : i + 2] in (b" ", b"\n", b'"') and self._parses(pos + i):
                     return pos + i
                 i = chunk.find(b"{", i + 1)
             pos += window
@@ -1214,9 +1207,7 @@ class _Reader:
                     break
                 resume = self.find_next_frame(pos + 1)
                 stop = resume if resume is not None else self.size
-                self.damage.append(
-                    Damage(self.path, pos, exc.kind, exc.detail, stop - pos)
-                )
+                self.damage.append(Damage(self.path, pos, exc.kind, exc.detail, stop - pos))
                 pos = stop
                 self.layout = None
                 continue
@@ -1383,8 +1374,7 @@ def read_frames_at(
     if info.fixed:
         if idx[-1] >= info.n_frames:
             raise IndexError(
-                f"{path}: frame index {int(idx[-1])} is beyond its "
-                f"{info.n_frames} frames"
+                f"{path}: frame index {int(idx[-1])} is beyond its {info.n_frames} frames"
             )
         reader = _Reader(path, prod.name, strict)
         try:
@@ -1408,9 +1398,7 @@ def read_frames_at(
             if seen > idx[-1]:
                 break
     except PFFError as exc:
-        exc.frames = (
-            Frames.concat(parts) if parts else Frames.empty(prod.name, info.path)
-        )
+        exc.frames = Frames.concat(parts) if parts else Frames.empty(prod.name, info.path)
         raise
     if seen <= idx[-1]:
         raise IndexError(
