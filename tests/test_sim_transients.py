@@ -6,7 +6,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from phbook.sim import dataset, transients
+from phbook.sim import dataset, profiles, transients
 
 FAST = {"progress": False}
 
@@ -184,7 +184,7 @@ def test_saturation_clips_and_bleeds_the_excess_along_the_column():
     img = np.zeros((1, 21, 21))
     img[0, 10, 10] = 5.5  # 4.5 full wells of excess in one pixel, full well 1
     img[0, 10, 11] = 0.5
-    out, count = transients._saturate(img, np.array([1.0]))
+    out, count = profiles.saturate(img, np.array([1.0]))
     assert count.tolist() == [1]
     column = out[0, :, 10]
     assert column.max() == 1.0

@@ -51,6 +51,7 @@ import pandas as pd
 
 from . import dataset as _ds
 from .dataset import SimulatedSet
+from .profiles import bin_pixels, moffat, pixel_grid, saturate
 
 __all__ = [
     "REAL_CLASSES",
@@ -132,39 +133,18 @@ _SUPERSAMPLE = 3
 # ----------------------------------------------------------------------- profiles
 
 
-def moffat(x, y, x0, y0, fwhm, beta, flux=1.0):
-    """A Moffat PSF of total ``flux`` centred on ``(x0, y0)``, evaluated at ``x, y``.
-
-    ``I(r) = flux (beta - 1) / (pi alpha^2) (1 + r^2 / alpha^2)^-beta`` with
-    ``alpha = fwhm / (2 sqrt(2^(1/beta) - 1))``: the seeing profile of ground-based
-    telescopes (Moffat 1969), with wider wings than a Gaussian. Arrays broadcast.
-    """
-    alpha = fwhm / (2.0 * np.sqrt(2.0 ** (1.0 / beta) - 1.0))
-    r2 = (x - x0) ** 2 + (y - y0) ** 2
-    return flux * (beta - 1.0) / (np.pi * alpha**2) * (1.0 + r2 / alpha**2) ** (-beta)
-
-
-def _grid(size: int, sup: int) -> tuple[np.ndarray, np.ndarray]:
-    """Sub-pixel centres (pixel units, pixel i spans i-0.5..i+0.5) of a size^2 stamp."""
-    c = (np.arange(size * sup) + 0.5) / sup - 0.5
-    return np.meshgrid(c, c, indexing="xy")
-
-
-def _bin(img: np.ndarray, sup: int) -> np.ndarray:
-    n, h, w = img.shape
-    return img.reshape(n, h // sup, sup, w // sup, sup).mean(axis=(2, 4))
-
-
 def _psf_stamps(size, x0, y0, fwhm, beta, flux):
     """(N, size, size) pixel-integrated Moffat stamps, one per row of the arguments."""
-    xs, ys = _grid(size, _SUPERSAMPLE)
+    xs, ys = pixel_grid(size, _SUPERSAMPLE)
     a = [np.asarray(v, dtype=float)[:, None, None] for v in (x0, y0, fwhm, flux)]
-    return _bin(moffat(xs[None], ys[None], a[0], a[1], a[2], beta, a[3]), _SUPERSAMPLE)
+    return bin_pixels(
+        moffat(xs[None], ys[None], a[0], a[1], a[2], beta, a[3]), _SUPERSAMPLE
+    )
 
 
 def _exponential_stamps(size, x0, y0, scale, q, phi, flux):
     """(N, size, size) exponential discs (host galaxies) of total ``flux``."""
-    xs, ys = _grid(size, _SUPERSAMPLE)
+    xs, ys = pixel_grid(size, _SUPERSAMPLE)
     x0, y0, scale, q, phi, flux = (
         np.asarray(v, dtype=float)[:, None, None] for v in (x0, y0, scale, q, phi, flux)
     )
@@ -173,7 +153,7 @@ def _exponential_stamps(size, x0, y0, scale, q, phi, flux):
     v = -dx * np.sin(phi) + dy * np.cos(phi)
     r = np.sqrt(u**2 + (v / q) ** 2)
     img = flux / (2 * np.pi * scale**2 * q) * np.exp(-r / scale)
-    return _bin(img, _SUPERSAMPLE)
+    return bin_pixels(img, _SUPERSAMPLE)
 
 
 def scale_stamps(x) -> np.ndarray:
@@ -412,7 +392,7 @@ def _render_chunk(task: dict) -> dict:
             det[i, yi, min(xi + 1, size - 1)] += 0.5 * amp[i]
     k = rows("cosmic_ray")
     if len(k):
-        xs, ys = _grid(size, _SUPERSAMPLE)
+        xs, ys = pixel_grid(size, _SUPERSAMPLE)
         x0, y0 = col("x0")[k][:, None, None], col("y0")[k][:, None, None]
         ang = col("trail_angle")[k][:, None, None]
         half = col("cosmic_length")[k][:, None, None] / 2
@@ -422,8 +402,8 @@ def _render_chunk(task: dict) -> dict:
         along = np.clip(np.abs(u) - half, 0, None)
         track = np.exp(-(v**2 + along**2) / (2 * width**2))
         det[k] += (
-            _bin(track, _SUPERSAMPLE)
-            / _bin(track, _SUPERSAMPLE).max(axis=(1, 2), keepdims=True)
+            bin_pixels(track, _SUPERSAMPLE)
+            / bin_pixels(track, _SUPERSAMPLE).max(axis=(1, 2), keepdims=True)
             * amp[k][:, None, None]
         )
     k = rows("ccd_defect")
@@ -450,39 +430,15 @@ def _render_chunk(task: dict) -> dict:
         ) / depth
     else:
         sci_img, ref_img = sky + sci, sky + ref
-    sci_img, bled_sci = _saturate(sci_img, np.full(n, full))
+    sci_img, bled_sci = saturate(sci_img, np.full(n, full))
     # the reference stacks K exposures each 1/K as long: it saturates K times higher
-    ref_img, _ = _saturate(ref_img, full * col("ref_depth"))
+    ref_img, _ = saturate(ref_img, full * col("ref_depth"))
     stamps = sci_img - ref_img + det
     return {
         "images": stamps.astype(np.float32),
         "saturated_pixels": bled_sci,
         "flux": p["flux"].to_numpy(),
     }
-
-
-def _saturate(img: np.ndarray, full: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Clip at the full well ``full[i]`` and let the excess charge bleed along columns.
-
-    The charge above the full well in a column spreads up and down from the clipped
-    pixels, filling ``excess / full`` further pixels to the full well (as in a CCD).
-    Returns the image and the number of clipped pixels per image.
-    """
-    over = img > full[:, None, None]
-    count = over.sum(axis=(1, 2))
-    if not count.any():
-        return img, count
-    img = img.copy()
-    for i in np.flatnonzero(count):
-        excess = np.clip(img[i] - full[i], 0, None).sum(axis=0)  # per column
-        img[i] = np.minimum(img[i], full[i])
-        for x in np.flatnonzero(excess > 0):
-            clipped = np.flatnonzero(over[i, :, x])
-            n_bleed = int(excess[x] // full[i])
-            lo = max(clipped.min() - (n_bleed + 1) // 2, 0)
-            hi = min(clipped.max() + n_bleed // 2 + 1, img.shape[1])
-            img[i, lo:hi, x] = full[i]
-    return img, count
 
 
 # -------------------------------------------------------------------------- API
