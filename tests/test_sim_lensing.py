@@ -53,6 +53,16 @@ def test_point_mass_deflection_matches_lenstronomy():
     np.testing.assert_allclose(ay, ref_y, rtol=1e-10, atol=1e-12)
 
 
+def test_images_match_lenstronomys_image_model():
+    """The batched renderer gives lenstronomy's own images (counts, orientation)."""
+    data = lensing.simulate(6, seed=3, noise=False, **FAST)
+    assert set(data.classes) == set(lensing.CLASSES)
+    for i in range(len(data)):
+        ref = lensing.reference_image(data, i)
+        np.testing.assert_allclose(data.images[i], ref, atol=1e-3 * ref.max())
+        assert data.images[i].sum() == pytest.approx(ref.sum(), rel=1e-3)
+
+
 def test_point_mass_einstein_radius_encloses_its_mass():
     from astropy.cosmology import FlatLambdaCDM
     from lenstronomy.Cosmo.lens_cosmo import LensCosmo

@@ -69,6 +69,7 @@ __all__ = [
     "point_mass_theta_E",
     "point_mass_alpha",
     "render_noiseless",
+    "reference_image",
 ]
 
 CLASSES = ("normal", "cdm", "vortex")
@@ -628,6 +629,65 @@ def simulate(
         {"subhalos": subs.reset_index(drop=True)},
         NORMAL_CLASSES,
     )
+
+
+def reference_image(data: SimulatedSet, i: int) -> np.ndarray:
+    """Noiseless image ``i`` of ``data``, drawn by lenstronomy's ImageModel.
+
+    One lens at a time, every subhalo a separate lenstronomy profile: the slow route,
+    kept as the reference that :func:`simulate` is tested against and as the baseline
+    of ``bench/case_studies.py``. Point-mass subhalos only.
+    """
+    if data.meta.get("subhalo_profile") != "point_mass":
+        raise ValueError("reference_image draws point-mass subhalos only")
+    from lenstronomy.Data.imaging_data import ImageData
+    from lenstronomy.Data.psf import PSF
+    from lenstronomy.ImSim.image_model import ImageModel
+    from lenstronomy.LensModel.lens_model import LensModel
+    from lenstronomy.LightModel.light_model import LightModel
+    from lenstronomy.Util import simulation_util
+
+    s, delta = data.meta["settings"], data.meta["pixel_scale"]
+    r = data.params.iloc[i]
+    names = ["SIE", "SHEAR"]
+    kwargs = [
+        {
+            "theta_E": r.theta_E,
+            "e1": r.lens_e1,
+            "e2": r.lens_e2,
+            "center_x": r.lens_x,
+            "center_y": r.lens_y,
+        },
+        {"gamma1": r.gamma1, "gamma2": r.gamma2},
+    ]
+    subs = data.tables["subhalos"]
+    points = [(q.theta_E, q.x, q.y) for q in subs[subs["image"] == i].itertuples()]
+    if r.vortex_mass > 0:
+        x, y, t = _vortex_elements(r, s["vortex_elements"])
+        points += list(zip(t, x, y, strict=True))
+    for t, x, y in points:
+        names.append("POINT_MASS")
+        kwargs.append({"theta_E": t, "center_x": x, "center_y": y})
+    light = LightModel(["SERSIC_ELLIPSE"])
+    source = {
+        "amp": 1.0,
+        "R_sersic": r.source_r_sersic,
+        "n_sersic": r.source_n_sersic,
+        "e1": r.source_e1,
+        "e2": r.source_e2,
+        "center_x": r.source_x,
+        "center_y": r.source_y,
+    }
+    cps = 10 ** (-0.4 * (r.source_mag - s["zero_point"]))
+    source["amp"] = cps / light.total_flux([source], norm=True)[0]
+    model = ImageModel(
+        ImageData(**simulation_util.data_configure_simple(data.meta["num_pix"], delta)),
+        PSF(psf_type="GAUSSIAN", fwhm=s["psf_fwhm"], pixel_size=delta, truncation=5),
+        lens_model_class=LensModel(names),
+        source_model_class=light,
+        kwargs_numerics={"supersampling_factor": 2, "supersampling_convolution": False},
+    )
+    return model.image(kwargs, [source]) * s["exposure_time"] * s["num_exposures"]
 
 
 def render_noiseless(
