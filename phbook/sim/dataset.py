@@ -13,13 +13,14 @@ worker, so a set is the same whatever the number of worker processes.
 
 from __future__ import annotations
 
+import atexit
 import hashlib
 import json
 import multiprocessing
 import os
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
-from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -39,6 +40,7 @@ __all__ = [
     "read_hdf5",
     "write_hdf5",
     "run_chunks",
+    "shutdown_pool",
 ]
 
 #: Images per chunk of work. Fixed (not tied to the number of workers) so that the
@@ -229,14 +231,46 @@ def default_workers() -> int:
         return max(1, os.cpu_count() or 1)
 
 
-def _context(preload: Sequence[str]):
-    methods = multiprocessing.get_all_start_methods()
-    if "forkserver" in methods:
+#: Modules the worker processes import before their first task (the simulators and
+#: lenstronomy); a module that is not installed is skipped.
+PRELOAD = (
+    "phbook.sim.lensing",
+    "phbook.sim.transients",
+    "phbook.sim.galaxies",
+    "lenstronomy.LensModel.lens_model",
+    "lenstronomy.LightModel.light_model",
+)
+
+_POOL: dict[str, Any] = {"workers": 0, "executor": None}
+
+
+def _context():
+    if "forkserver" in multiprocessing.get_all_start_methods():
         ctx = multiprocessing.get_context("forkserver")
-        # Workers fork from a server that has imported the simulator once.
-        ctx.set_forkserver_preload(list(preload))
+        # workers fork from a server that imported the simulators once
+        ctx.set_forkserver_preload(list(PRELOAD))
         return ctx
     return multiprocessing.get_context("spawn")
+
+
+def _executor(workers: int) -> ProcessPoolExecutor:
+    """A pool of ``workers`` processes, kept for the next call (started once)."""
+    if _POOL["executor"] is None or _POOL["workers"] != workers:
+        shutdown_pool()
+        _POOL["executor"] = ProcessPoolExecutor(workers, mp_context=_context())
+        _POOL["workers"] = workers
+    return _POOL["executor"]
+
+
+def shutdown_pool() -> None:
+    """Stop the worker processes kept between calls (also done at exit)."""
+    executor = _POOL["executor"]
+    _POOL["executor"], _POOL["workers"] = None, 0
+    if executor is not None:
+        executor.shutdown(wait=True, cancel_futures=True)
+
+
+atexit.register(shutdown_pool)
 
 
 def run_chunks(
@@ -247,13 +281,13 @@ def run_chunks(
     desc: str,
     sizes: Sequence[int],
     progress: bool | None = None,
-    preload: Sequence[str] = (),
 ) -> list[dict]:
     """``[fn(task) for task in tasks]``, in a process pool when ``workers > 1``.
 
-    ``fn`` must be a module-level function (it is pickled). A tqdm bar counts the
-    ``sizes`` (images per task) as tasks finish; ``progress=None`` follows
-    :func:`phbook.config.show_progress`.
+    ``fn`` must be a module-level function (it is pickled). The pool is kept for the
+    next call (its processes have imported lenstronomy and compiled their kernels);
+    :func:`shutdown_pool` stops it. A tqdm bar counts the ``sizes`` (images per task)
+    as tasks finish; ``progress=None`` follows :func:`phbook.config.show_progress`.
     """
     from tqdm.auto import tqdm
 
@@ -273,14 +307,16 @@ def run_chunks(
                 results[i] = fn(task)
                 bar.update(sizes[i])
         else:
-            with ProcessPoolExecutor(workers, mp_context=_context(preload)) as pool:
+            pool = _executor(workers)
+            try:
                 futures = {pool.submit(fn, task): i for i, task in enumerate(tasks)}
-                from concurrent.futures import as_completed
-
                 for future in as_completed(futures):
                     i = futures[future]
                     results[i] = future.result()
                     bar.update(sizes[i])
+            except BaseException:
+                shutdown_pool()  # a broken or interrupted pool is not reused
+                raise
     finally:
         bar.close()
     return results  # type: ignore[return-value]

@@ -563,7 +563,6 @@ def simulate(
         desc="galaxy stamps",
         sizes=sizes,
         progress=progress,
-        preload=["phbook.sim.galaxies"],
     )
     images = np.concatenate([r["images"] for r in results])
     params["saturated_pixels"] = np.concatenate(

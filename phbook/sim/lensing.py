@@ -599,7 +599,6 @@ def simulate(
         desc="lensing images",
         sizes=sizes,
         progress=progress,
-        preload=["phbook.sim.lensing", "lenstronomy.LensModel.lens_model"],
     )
     images = np.concatenate([r["images"] for r in results])
     for key in ("magnification", "arc_snr", "perturbation_snr"):

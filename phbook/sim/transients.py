@@ -526,7 +526,6 @@ def simulate(
         desc="transient stamps",
         sizes=sizes,
         progress=progress,
-        preload=["phbook.sim.transients"],
     )
     images = np.concatenate([r["images"] for r in results])
     params["flux"] = np.concatenate([r["flux"] for r in results])
