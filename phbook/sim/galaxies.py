@@ -2,11 +2,12 @@
 
 Ordinary galaxies are elliptical Sersic profiles with a range of indices, sizes,
 ellipticities and brightnesses, sometimes with a faint unrelated neighbour, seen through
-a Moffat PSF with sky, Poisson and read noise. The anomaly classes are the two kinds
-that fill the top of the anomaly ranking of a search of real survey images such as the
-WGAN search of Hyper Suprime-Cam galaxies by Storey-Fisher et al.
-:cite:`storeyfisher2021anomaly`: astrophysical ones (galaxy mergers and their tidal
-features) and image problems of the pipeline.
+a Moffat PSF with sky, Poisson and read noise. The anomaly classes are of the two kinds
+that an anomaly search of real survey images turns up, such as the WGAN search of
+Hyper Suprime-Cam galaxies by Storey-Fisher et al. :cite:`storeyfisher2021anomaly`:
+astrophysical ones (galaxy mergers and tidal features are among the anomalies they
+report) and problems of the imaging pipeline (bright stars, masks, saturation, image
+edges), which earn large anomaly scores without being interesting.
 
 ``"normal"``
     one Sersic galaxy (n 0.6-6), with a probability of 0.3 a faint neighbour.

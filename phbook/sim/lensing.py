@@ -25,7 +25,9 @@ which the lensing chapter states where it compares AUCs:
 * instrument: Euclid-VIS-like (the numbers of lenstronomy's ``Euclid`` VIS
   configuration: 0.101" pixels, 0.16" FWHM Gaussian PSF, 4 x 566 s, sky 22.3
   mag/arcsec^2, read noise 4.2 e-, zero point 25.72), 64 x 64 pixels by default
-  (150 x 150 optional, on the same 6.46" field), instead of their 150 x 150 images;
+  (150 x 150 optional, on the same 6.46" field), instead of the 150 x 150 images of
+  the DeepLenseSim "Model I" set (which its authors say most closely matches their
+  papers);
 * the halo is set by a velocity dispersion, not a fixed Einstein radius, so that the
   varying-redshift set varies the Einstein radius physically; no lens light is added;
 * CDM subhalos: a Poisson number (mean 10) of point masses with dN/dm ~ m^-1.9 between
@@ -135,6 +137,10 @@ UNITS = {
     "z_lens": "",
     "z_source": "",
     "sigma_v": "km/s",
+    "sigma_crit": "M_sun / arcsec^2, critical surface density",
+    "lens_e1": "ellipticity components of the SIE (lenstronomy convention)",
+    "gamma1": "external shear components (lenstronomy convention)",
+    "source_e1": "ellipticity components of the source",
     "theta_E": "arcsec",
     "mass_E": "M_sun (inside theta_E)",
     "lens_x": "arcsec",
