@@ -9,6 +9,11 @@ so a chapter can ask for the same set again at no cost.
 
 Randomness is drawn from generators seeded by ``(seed, stream, chunk)``, never by the
 worker, so a set is the same whatever the number of worker processes.
+
+Worker processes start from a server process (``forkserver``; ``spawn`` where that is
+missing), so a *script* that simulates with ``workers > 1`` must guard its main code
+with ``if __name__ == "__main__":``, as for any Python multiprocessing. Notebooks need
+nothing. The workers are kept for the next call; :func:`shutdown_pool` stops them.
 """
 
 from __future__ import annotations
