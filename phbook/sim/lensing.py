@@ -42,6 +42,10 @@ which the lensing chapter states where it compares AUCs:
 * the ``perturbation_snr`` column says by how many noise sigmas the substructure changes
   each image (median about 30 for both anomaly classes at the default settings), so a
   chapter can show how detectability depends on it;
+* the substructure adds mass on top of the smooth halo (as in DeepLense): a few percent
+  of the mass inside the Einstein radius, which moves the ring by about 1%, far less
+  than the spread of Einstein radii (+-20%), so the ring size does not give the class
+  away;
 * the varying-redshift set draws z_lens ~ U(0.3, 0.7) and z_source ~ U(0.9, 1.6);
 * noise is really added (Poisson on the total counts plus Gaussian read noise): a widely
   used public generator computes the noise and then returns the noiseless image.
