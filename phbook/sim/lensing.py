@@ -43,7 +43,7 @@ which the lensing chapter states where it compares AUCs:
   each image (median about 30 for both anomaly classes at the default settings), so a
   chapter can show how detectability depends on it;
 * the substructure adds mass on top of the smooth halo (as in DeepLense): a few percent
-  of the mass inside the Einstein radius, which moves the ring by about 1%, far less
+  of the mass inside the Einstein radius, which moves the ring by 1-2%, far less
   than the spread of Einstein radii (+-20%), so the ring size does not give the class
   away;
 * the varying-redshift set draws z_lens ~ U(0.3, 0.7) and z_source ~ U(0.9, 1.6);
