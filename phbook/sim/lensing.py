@@ -381,7 +381,7 @@ def _render_chunk(task: dict) -> dict:
     from lenstronomy.LensModel.lens_model import LensModel
     from lenstronomy.LightModel.light_model import LightModel
     from lenstronomy.Util import kernel_util, util
-    from scipy.signal import fftconvolve
+    from scipy.ndimage import convolve1d
 
     s = task["settings"]
     num_pix, sup = task["num_pix"], task["supersampling"]
@@ -400,7 +400,8 @@ def _render_chunk(task: dict) -> dict:
     model = np.zeros((m, num_pix, num_pix))
     smooth = np.zeros((m, num_pix, num_pix))
     lensed_flux = np.zeros(m)
-    for k, (index, row) in enumerate(params.iterrows()):
+    rows = zip(params.index, params.to_dict("records"), strict=True)
+    for k, (index, row) in enumerate(rows):
         kw_lens = [
             {
                 "theta_E": row["theta_E"],
@@ -462,13 +463,19 @@ def _render_chunk(task: dict) -> dict:
             model[k] = smooth[k]
         lensed_flux[k] = model[k].sum() / exposure / cps
 
+    # lenstronomy's pixelated Gaussian kernel is the outer product of a 1-d kernel:
+    # two 1-d convolutions (zero padding, as lenstronomy) instead of a 2-d one
     kernel_size = int(np.ceil(3 * s["psf_fwhm"] / delta)) * 2 + 1
     kernel = kernel_util.kernel_gaussian(kernel_size, delta, s["psf_fwhm"])
-    kernel = kernel / kernel.sum()
-    model = np.clip(fftconvolve(model, kernel[None], mode="same", axes=(1, 2)), 0, None)
-    smooth = np.clip(
-        fftconvolve(smooth, kernel[None], mode="same", axes=(1, 2)), 0, None
-    )
+    k1 = kernel.sum(axis=0) / kernel.sum()
+
+    def blur(img):
+        for axis in (1, 2):
+            img = convolve1d(img, k1, axis=axis, mode="constant")
+        return np.clip(img, 0, None)
+
+    model = blur(model)
+    smooth = blur(smooth)
 
     sky = 10.0 ** (-0.4 * (s["sky_brightness"] - s["zero_point"])) * to_counts  # e-/px
     read_var = s["num_exposures"] * s["read_noise"] ** 2
