@@ -34,6 +34,13 @@ sky 20.5 mag/arcsec^2 and a zero point of 35.0 (the AB magnitude that gives 1 el
 in the co-added exposure): a 5-sigma point-source depth of about 26 mag, like a wide
 ground-based survey. Images are in electrons per pixel with the mean sky subtracted;
 ``params["noise_sigma"]`` is the sky noise of each image, for scaling.
+
+Usage::
+
+    from phbook.sim import galaxies
+    data = galaxies.load_or_simulate(20000, seed=1)  # 80% normal
+    x = data.images / data.params["noise_sigma"].to_numpy()[:, None, None]
+    data.params["group"]  # "normal", "merger" or "pipeline"
 """
 
 from __future__ import annotations

@@ -52,6 +52,15 @@ which the lensing chapter states where it compares AUCs:
 
 Units: angles in arcsec, masses in solar masses, velocity dispersion in km/s, images in
 electrons per pixel of the co-added exposure with the mean sky subtracted.
+
+Usage (a training set of smooth lenses, a balanced test set, cached)::
+
+    from phbook.sim import lensing
+    train = lensing.load_or_simulate(20000, seed=1, fractions={"normal": 1})
+    test = lensing.load_or_simulate(6000, seed=2)  # thirds of the three classes
+    x, classes, params = test  # images (N, 64, 64) float32, names, DataFrame
+    test.labels  # 1 for cdm and vortex, 0 for normal
+    smooth = lensing.render_noiseless(test, [0, 1], smooth=True)
 """
 
 from __future__ import annotations

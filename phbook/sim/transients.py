@@ -39,6 +39,16 @@ its depth.
 
 With ``scaled=True`` (the default) each stamp is then mapped to [-1, 1] by
 :func:`scale_stamps`, as Huijse et al. did for their 19 million candidates.
+
+Usage (all candidates for training, a small labelled set of real transients)::
+
+    from phbook.sim import transients
+    candidates = transients.load_or_simulate(50000, seed=1)  # 20% real
+    reals = transients.load_or_simulate(
+        200, seed=2, fractions=dict.fromkeys(transients.REAL_CLASSES, 1)
+    )
+    candidates.labels  # 1 = real transient (the anomaly), 0 = artifact
+    candidates.report_classes  # artifacts renamed "normal" for per_class_report
 """
 
 from __future__ import annotations
