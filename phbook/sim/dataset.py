@@ -220,6 +220,7 @@ def rng_for(seed: int, stream: int, chunk: int = 0) -> np.random.Generator:
 
 
 def check_seed(seed) -> int:
+    """``seed`` as an int; anything but a non-negative integer is an error naming it."""
     if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or seed < 0:
         raise ValueError(f"seed must be a non-negative integer, got {seed!r}")
     return int(seed)

@@ -70,6 +70,7 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
+from numpy.typing import ArrayLike
 
 from . import dataset as _ds
 from .dataset import SimulatedSet
@@ -211,7 +212,11 @@ def _point_mass_alpha(x, y, center_x, center_y, theta_E):  # pragma: no cover - 
 
 
 def point_mass_alpha(
-    x, y, center_x, center_y, theta_E
+    x: ArrayLike,
+    y: ArrayLike,
+    center_x: ArrayLike,
+    center_y: ArrayLike,
+    theta_E: ArrayLike,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Deflection (arcsec) at points ``x, y`` of point masses summed over all of them.
 
@@ -232,7 +237,7 @@ def point_mass_alpha(
     return ax.reshape(shape), ay.reshape(shape)
 
 
-def point_mass_theta_E(mass, sigma_crit_angle):
+def point_mass_theta_E(mass: ArrayLike, sigma_crit_angle: ArrayLike) -> np.ndarray:
     """Einstein radius (arcsec) of a point mass (M_sun); Sigma_crit in M_sun/arcsec^2.
 
     A point mass of mass M deflects light like ``theta_E**2 / r``, with

@@ -8,13 +8,22 @@ drawn in one call.
 from __future__ import annotations
 
 import numpy as np
+from numpy.typing import ArrayLike
 from scipy.special import gamma as gamma_fn
 from scipy.special import gammaincinv
 
 __all__ = ["moffat", "sersic", "sersic_b", "pixel_grid", "bin_pixels", "saturate"]
 
 
-def moffat(x, y, x0, y0, fwhm, beta, flux=1.0):
+def moffat(
+    x: ArrayLike,
+    y: ArrayLike,
+    x0: ArrayLike,
+    y0: ArrayLike,
+    fwhm: ArrayLike,
+    beta: float,
+    flux: ArrayLike = 1.0,
+) -> np.ndarray:
     """A Moffat PSF of total ``flux`` centred on ``(x0, y0)``, evaluated at ``x, y``.
 
     ``I(r) = flux (beta - 1) / (pi alpha^2) (1 + r^2 / alpha^2)^-beta`` with
@@ -26,12 +35,22 @@ def moffat(x, y, x0, y0, fwhm, beta, flux=1.0):
     return flux * (beta - 1.0) / (np.pi * alpha**2) * (1.0 + r2 / alpha**2) ** (-beta)
 
 
-def sersic_b(n):
+def sersic_b(n: ArrayLike) -> np.ndarray:
     """``b_n`` of the Sersic profile: half the light is inside r_e."""
     return gammaincinv(2.0 * np.asarray(n, dtype=float), 0.5)
 
 
-def sersic(x, y, x0, y0, flux, r_e, n, q, phi):
+def sersic(
+    x: ArrayLike,
+    y: ArrayLike,
+    x0: ArrayLike,
+    y0: ArrayLike,
+    flux: ArrayLike,
+    r_e: ArrayLike,
+    n: ArrayLike,
+    q: ArrayLike,
+    phi: ArrayLike,
+) -> np.ndarray:
     """An elliptical Sersic profile of total ``flux`` (surface brightness per pixel^2).
 
     ``I(r) = I_e exp(-b_n ((r / r_e)^(1/n) - 1))`` with the elliptical radius
@@ -68,7 +87,7 @@ def bin_pixels(img: np.ndarray, supersampling: int) -> np.ndarray:
     return img.reshape(*lead, h // s, s, w // s, s).mean(axis=(-3, -1))
 
 
-def saturate(img: np.ndarray, full) -> tuple[np.ndarray, np.ndarray]:
+def saturate(img: np.ndarray, full: ArrayLike) -> tuple[np.ndarray, np.ndarray]:
     """Clip images (N, H, W) at the full well ``full`` and bleed the excess charge.
 
     ``full`` is a number or one value per image. The charge above the full well in a

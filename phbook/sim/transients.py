@@ -58,6 +58,7 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
+from numpy.typing import ArrayLike
 
 from . import dataset as _ds
 from .dataset import SimulatedSet
@@ -166,7 +167,7 @@ def _exponential_stamps(size, x0, y0, scale, q, phi, flux):
     return bin_pixels(img, _SUPERSAMPLE)
 
 
-def scale_stamps(x) -> np.ndarray:
+def scale_stamps(x: ArrayLike) -> np.ndarray:
     """Each stamp minus its median, divided by its largest absolute value: in [-1, 1].
 
     The normalisation Huijse et al. applied to CHASE candidates: it removes the
