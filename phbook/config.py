@@ -39,6 +39,12 @@ _SIZES: dict[str, dict[str, dict[str, Any]]] = {
         "quick": {"n_train": 3000, "n_test": 1000, "epochs": 4, "batch_size": 128},
         "full": {"n_train": 20000, "n_test": 4000, "epochs": 25, "batch_size": 256},
     },
+    # bench/case_studies.py: simulator speed (images per timed run, repeats, and the
+    # number of lenses drawn one by one with lenstronomy's ImageModel as the baseline)
+    "case_studies": {
+        "quick": {"lensing_gen_n": 1000, "repeats": 3, "baseline_n": 30},
+        "full": {"lensing_gen_n": 10000, "repeats": 3, "baseline_n": 200},
+    },
 }
 
 
