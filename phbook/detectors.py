@@ -232,7 +232,7 @@ class HillasCut(Detector):
     images in ADC): the frame median (noise level), log peak, log size, number of
     cleaned pixels, length, width, width/length, concentration, and the number of
     separate islands in the cleaned image. Pass images in ADC (``transform`` undoes a
-    normalisation applied to them first).
+    normalisation applied to them first, rounding back to integer ADC counts).
     """
 
     FEATURES = (
@@ -260,7 +260,8 @@ class HillasCut(Detector):
 
         img = x[:, 0] if x.ndim == 4 else x
         if self.transform is not None:
-            img = self.transform.inverse(img)
+            # pulse heights are integer ADC counts: undo float round-off of the inverse
+            img = np.rint(self.transform.inverse(img))
         h = hillas.parameters(img)
         mask = hillas.tailcuts(img)
         structure = np.zeros((3, 3, 3), bool)
