@@ -22,6 +22,7 @@ __all__ = [
     "f1_max",
     "summary",
     "per_class_report",
+    "compare",
 ]
 
 
@@ -112,3 +113,28 @@ def per_class_report(
         row.update(summary(sel[mask].astype(int), scores[mask]))
         rows.append(row)
     return pd.DataFrame(rows).set_index("class")
+
+
+def compare(
+    scores: dict, classes: Sequence[str], metric: str = "auc", normal: str = NORMAL
+) -> pd.DataFrame:
+    """One metric of several detectors by class: rows are the anomaly classes and
+    ``all``, columns the detectors (the keys of ``scores``, in order).
+
+    ``metric`` is a column of :func:`per_class_report`: ``auc``, ``ap``,
+    ``tpr@1e-2``, ``tpr@1e-3`` or ``f1_max``.
+    """
+    if not scores:
+        raise ValueError("scores is empty: give {detector name: anomaly scores}")
+    columns = {}
+    for name, s in scores.items():
+        report = per_class_report(s, classes, normal=normal)
+        if metric not in report.columns:
+            raise ValueError(
+                f"metric {metric!r} unknown; valid values: "
+                + ", ".join(c for c in report.columns if c != "n")
+            )
+        columns[name] = report[metric]
+    table = pd.DataFrame(columns)
+    table.insert(0, "n", report["n"])
+    return table
