@@ -84,9 +84,11 @@ class Detector(OutlierMixin, BaseEstimator):
 
     # -- the public API
     def fit(self, X, y=None):
-        """Learn the normal images from ``X`` (``y`` is ignored: the methods are unsupervised)."""
+        """Learn what normal images look like from ``X`` (``y`` is ignored)."""
         if not 0 <= self.contamination < 0.5:
-            raise ValueError(f"contamination must lie in [0, 0.5), got {self.contamination}")
+            raise ValueError(
+                f"contamination must lie in [0, 0.5), got {self.contamination}"
+            )
         x = as_images(X)
         self.image_shape_ = tuple(x.shape[1:])
         self._fit(x)
@@ -95,7 +97,9 @@ class Detector(OutlierMixin, BaseEstimator):
 
     def _checked(self, X) -> np.ndarray:
         if not hasattr(self, "image_shape_"):
-            raise RuntimeError(f"{type(self).__name__} is not fitted yet; call fit(X) first")
+            raise RuntimeError(
+                f"{type(self).__name__} is not fitted yet; call fit(X) first"
+            )
         x = as_images(X)
         if tuple(x.shape[1:]) != self.image_shape_:
             raise ValueError(
@@ -127,7 +131,7 @@ def _flat(x: np.ndarray) -> np.ndarray:
 
 
 class PCAReconstruction(Detector):
-    """Squared error of the reconstruction from the first ``n_components`` principal components."""
+    """Mean squared error of the reconstruction from ``n_components`` components."""
 
     def __init__(self, n_components: int = 32, contamination: float = 0.01):
         super().__init__(contamination)
@@ -160,8 +164,14 @@ class _SklearnFlat(Detector):
 class IsolationForestDetector(_SklearnFlat):
     """scikit-learn's ``IsolationForest`` on flattened images."""
 
-    def __init__(self, n_estimators: int = 200, max_samples="auto",
-                 contamination: float = 0.01, random_state: int = 0, n_jobs=None):
+    def __init__(
+        self,
+        n_estimators: int = 200,
+        max_samples="auto",
+        contamination: float = 0.01,
+        random_state: int = 0,
+        n_jobs=None,
+    ):
         super().__init__(contamination)
         self.n_estimators = n_estimators
         self.max_samples = max_samples
@@ -169,8 +179,12 @@ class IsolationForestDetector(_SklearnFlat):
         self.n_jobs = n_jobs
 
     def _make(self):
-        return IsolationForest(n_estimators=self.n_estimators, max_samples=self.max_samples,
-                               random_state=self.random_state, n_jobs=self.n_jobs)
+        return IsolationForest(
+            n_estimators=self.n_estimators,
+            max_samples=self.max_samples,
+            random_state=self.random_state,
+            n_jobs=self.n_jobs,
+        )
 
 
 class LOFDetector(_SklearnFlat):
@@ -182,8 +196,9 @@ class LOFDetector(_SklearnFlat):
         self.n_jobs = n_jobs
 
     def _make(self):
-        return LocalOutlierFactor(n_neighbors=self.n_neighbors, novelty=True,
-                                  n_jobs=self.n_jobs)
+        return LocalOutlierFactor(
+            n_neighbors=self.n_neighbors, novelty=True, n_jobs=self.n_jobs
+        )
 
 
 def batched(fn: Callable, x, batch_size: int = 4096, device=None) -> np.ndarray:
@@ -201,7 +216,7 @@ def batched(fn: Callable, x, batch_size: int = 4096, device=None) -> np.ndarray:
     out = []
     with torch.no_grad():
         for start in range(0, len(x), batch_size):
-            xb = torch.as_tensor(x[start:start + batch_size], dtype=torch.float32).to(dev)
+            xb = torch.as_tensor(x[start : start + batch_size], dtype=torch.float32).to(dev)
             out.append(fn(xb).detach().float().cpu().numpy().reshape(len(xb), -1))
     if not out:
         return np.empty(0)

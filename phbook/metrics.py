@@ -30,7 +30,9 @@ def _check(labels, scores) -> tuple[np.ndarray, np.ndarray]:
     labels = np.asarray(labels).astype(int).ravel()
     scores = np.asarray(scores, dtype=np.float64).ravel()
     if labels.shape != scores.shape:
-        raise ValueError(f"labels {labels.shape} and scores {scores.shape} differ in length")
+        raise ValueError(
+            f"labels {labels.shape} and scores {scores.shape} differ in length"
+        )
     if not np.isin(labels, (0, 1)).all():
         raise ValueError("labels must be 0 (normal) or 1 (anomaly)")
     if labels.min() == labels.max():

@@ -37,7 +37,7 @@ def use_style() -> None:
 
 
 def _as_numpy_images(x) -> np.ndarray:
-    """(N, H, W) float array from numpy or torch input of shape (N, H, W) or (N, 1, H, W)."""
+    """(N, H, W) float array from NumPy or torch images (N, H, W) or (N, 1, H, W)."""
     if hasattr(x, "detach"):
         x = x.detach().cpu().numpy()
     x = np.asarray(x, dtype=np.float32)
@@ -48,7 +48,9 @@ def _as_numpy_images(x) -> np.ndarray:
     if x.ndim == 2:
         x = x[None]
     if x.ndim != 3:
-        raise ValueError(f"expected images of shape (N, H, W) or (N, 1, H, W), got {x.shape}")
+        raise ValueError(
+            f"expected images of shape (N, H, W) or (N, 1, H, W), got {x.shape}"
+        )
     return x
 
 
@@ -75,7 +77,9 @@ def show_images(
     ncols = max(1, min(ncols, n))
     nrows = int(np.ceil(n / ncols))
     fig, axes = plt.subplots(
-        nrows, ncols, figsize=(size * ncols, size * nrows + (0.3 if suptitle else 0)),
+        nrows,
+        ncols,
+        figsize=(size * ncols, size * nrows + (0.3 if suptitle else 0)),
         squeeze=False,
     )
     if shared_scale and vmin is None and vmax is None:

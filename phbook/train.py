@@ -34,7 +34,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import pandas as pd
 import torch
 from torch import nn
@@ -325,7 +324,9 @@ def fit(
     if path is not None and path.exists():
         ckpt = load_checkpoint(path, map_location=dev)
         if ckpt["fingerprint"] != fingerprint:
-            changed = sorted(k for k in fingerprint if ckpt["fingerprint"].get(k) != fingerprint[k])
+            changed = sorted(
+                k for k in fingerprint if ckpt["fingerprint"].get(k) != fingerprint[k]
+            )
             warnings.warn(
                 f"{path}: the checkpoint was made with a different {', '.join(changed)}; "
                 "training from scratch and overwriting it",
@@ -362,8 +363,13 @@ def fit(
     if show:
         from tqdm.auto import tqdm
 
-        bar = tqdm(total=epochs, initial=start_epoch, desc=type(model).__name__,
-                   unit="epoch", leave=True)
+        bar = tqdm(
+            total=epochs,
+            initial=start_epoch,
+            desc=type(model).__name__,
+            unit="epoch",
+            leave=True,
+        )
     state = TrainState(start_epoch, epochs, start_epoch * steps_per_epoch, steps_per_epoch)
     stopped_early = False
     try:
@@ -380,14 +386,20 @@ def fit(
             buffer: list[dict] = []
             buffer_start = state.step
             for b in range(steps_per_epoch):
-                idx = perm[b * eff_batch:(b + 1) * eff_batch]
+                idx = perm[b * eff_batch : (b + 1) * eff_batch]
                 batch = _batch(tensors, idx, dev)
                 if step_fn is not None:
                     terms = step_fn(batch, optimizers, state)
                 else:
                     terms = _default_step(model, batch, optimizers, loss_fn, grad_clip)
-                terms = {k: (v.detach() if isinstance(v, torch.Tensor)
-                             else torch.tensor(float(v))) for k, v in terms.items()}
+                terms = {
+                    k: (
+                        v.detach()
+                        if isinstance(v, torch.Tensor)
+                        else torch.tensor(float(v))
+                    )
+                    for k, v in terms.items()
+                }
                 if "loss" not in terms:
                     raise ValueError("training_step must return a 'loss' entry")
                 buffer.append(terms)
@@ -417,9 +429,14 @@ def fit(
             if val_tensors is not None:
                 value = row["val_loss"]
                 if value < best["value"] - min_delta:
-                    best = {"value": value, "epoch": epoch + 1, "bad_epochs": 0,
-                            "state": {k: v.detach().clone()
-                                      for k, v in model.state_dict().items()}}
+                    best = {
+                        "value": value,
+                        "epoch": epoch + 1,
+                        "bad_epochs": 0,
+                        "state": {
+                            k: v.detach().clone() for k, v in model.state_dict().items()
+                        },
+                    }
                 else:
                     best["bad_epochs"] += 1
                 stopped_early = patience is not None and best["bad_epochs"] >= patience
@@ -442,8 +459,13 @@ def fit(
                 )
             if bar is not None:
                 bar.update(1)
-                bar.set_postfix({k: f"{v:.4g}" for k, v in row.items()
-                                 if k in ("train_loss", "val_loss")})
+                bar.set_postfix(
+                    {
+                        k: f"{v:.4g}"
+                        for k, v in row.items()
+                        if k in ("train_loss", "val_loss")
+                    }
+                )
             for cb in callbacks:
                 cb(state, row)
             if stopped_early:
@@ -479,4 +501,3 @@ def load_or_train(
     history = fit(model, x, checkpoint=path, **fit_kwargs)
     model.eval()
     return model, history
-

@@ -29,7 +29,7 @@ def test_sizes_differ_by_profile_and_are_read_only(monkeypatch):
     with pytest.raises(TypeError):
         quick["n_train"] = 1
     with pytest.raises(AttributeError, match="this chapter has"):
-        quick.no_such_size
+        _ = quick.no_such_size
     with pytest.raises(config.ConfigError, match="known chapters"):
         config.sizes("no-such-chapter")
 

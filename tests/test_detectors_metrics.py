@@ -21,8 +21,9 @@ def test_sign_convention_matches_sklearn_isolation_forest():
     normal, _ = blobs()
     ours = detectors.IsolationForestDetector(n_estimators=50, random_state=0).fit(normal)
     ref = IsolationForest(n_estimators=50, random_state=0).fit(normal.reshape(400, -1))
-    np.testing.assert_allclose(ours.score_samples(normal),
-                               ref.score_samples(normal.reshape(400, -1)))
+    np.testing.assert_allclose(
+        ours.score_samples(normal), ref.score_samples(normal.reshape(400, -1))
+    )
     np.testing.assert_allclose(ours.anomaly_score(normal), -ours.score_samples(normal))
     # decision_function < 0 for outliers; `contamination` of the training set is below 0.
     assert np.mean(ours.decision_function(normal) < 0) == pytest.approx(0.01, abs=0.005)
@@ -31,9 +32,14 @@ def test_sign_convention_matches_sklearn_isolation_forest():
 
 # IsolationForest's random axis-aligned splits rarely isolate a single pixel among 64,
 # so it is only a little better than chance here; that weakness is real, not a bug.
-@pytest.mark.parametrize("cls, floor", [(detectors.PCAReconstruction, 0.95),
-                                        (detectors.IsolationForestDetector, 0.55),
-                                        (detectors.LOFDetector, 0.95)])
+@pytest.mark.parametrize(
+    "cls, floor",
+    [
+        (detectors.PCAReconstruction, 0.95),
+        (detectors.IsolationForestDetector, 0.55),
+        (detectors.LOFDetector, 0.95),
+    ],
+)
 def test_baselines_rank_hot_pixels_as_anomalous(cls, floor):
     normal, anomalies = blobs()
     test_normal, _ = blobs(200, seed=1)

@@ -34,14 +34,17 @@ def make_model(seed=0):
 
 
 def same_weights(a, b):
-    return all(torch.equal(p, q) for p, q in zip(a.state_dict().values(),
-                                                 b.state_dict().values()))
+    return all(
+        torch.equal(p, q)
+        for p, q in zip(a.state_dict().values(), b.state_dict().values(), strict=True)
+    )
 
 
 def test_fit_returns_history_and_learns():
     model = make_model()
-    hist = train.fit(model, data(), x_val=data(100, 1), epochs=6, batch_size=32,
-                     lr=3e-3, device="cpu")
+    hist = train.fit(
+        model, data(), x_val=data(100, 1), epochs=6, batch_size=32, lr=3e-3, device="cpu"
+    )
     assert list(hist["epoch"]) == [1, 2, 3, 4, 5, 6]
     for col in ("train_loss", "train_mse", "val_loss", "seconds", "images_per_s"):
         assert col in hist
@@ -63,12 +66,21 @@ def test_resume_after_interruption_gives_same_weights(tmp_path):
     ckpt = tmp_path / "run.pt"
     interrupted = make_model()
     with pytest.raises(Interrupt):
-        train.fit(interrupted, x, epochs=5, batch_size=32, seed=3, device="cpu",
-                  checkpoint=ckpt, callbacks=[stop_after_two])
+        train.fit(
+            interrupted,
+            x,
+            epochs=5,
+            batch_size=32,
+            seed=3,
+            device="cpu",
+            checkpoint=ckpt,
+            callbacks=[stop_after_two],
+        )
     assert train.load_checkpoint(ckpt)["epoch"] == 2
     resumed = make_model(seed=99)  # different initial weights: all must come from disk
-    hist = train.fit(resumed, x, epochs=5, batch_size=32, seed=3, device="cpu",
-                     checkpoint=ckpt)
+    hist = train.fit(
+        resumed, x, epochs=5, batch_size=32, seed=3, device="cpu", checkpoint=ckpt
+    )
     assert list(hist["epoch"]) == [1, 2, 3, 4, 5]
     assert same_weights(resumed, reference)
 
@@ -90,15 +102,17 @@ def test_nan_loss_names_epoch_and_step():
 
 def test_load_or_train_loads_finished_model(tmp_path):
     x = data()
-    model, hist = train.load_or_train("tiny", make_model(), x, directory=tmp_path,
-                                      epochs=3, batch_size=32, device="cpu")
+    model, hist = train.load_or_train(
+        "tiny", make_model(), x, directory=tmp_path, epochs=3, batch_size=32, device="cpu"
+    )
     assert (tmp_path / "tiny.pt").exists()
     calls = []
     spy = make_model(seed=5)
     original = spy.loss
     spy.loss = lambda batch: calls.append(1) or original(batch)
-    again, hist2 = train.load_or_train("tiny", spy, x, directory=tmp_path,
-                                       epochs=3, batch_size=32, device="cpu")
+    again, hist2 = train.load_or_train(
+        "tiny", spy, x, directory=tmp_path, epochs=3, batch_size=32, device="cpu"
+    )
     assert not calls, "a finished checkpoint must be loaded, not trained again"
     assert same_weights(again, model)
     assert hist2.equals(hist)
@@ -107,18 +121,33 @@ def test_load_or_train_loads_finished_model(tmp_path):
 
 
 def test_checkpoint_of_other_data_is_not_reused(tmp_path):
-    train.load_or_train("tiny", make_model(), data(), directory=tmp_path, epochs=2,
-                        batch_size=32, device="cpu")
+    train.load_or_train(
+        "tiny",
+        make_model(),
+        data(),
+        directory=tmp_path,
+        epochs=2,
+        batch_size=32,
+        device="cpu",
+    )
     with pytest.warns(UserWarning, match="different data"):
-        train.load_or_train("tiny", make_model(), data(seed=5), directory=tmp_path,
-                            epochs=2, batch_size=32, device="cpu")
+        train.load_or_train(
+            "tiny",
+            make_model(),
+            data(seed=5),
+            directory=tmp_path,
+            epochs=2,
+            batch_size=32,
+            device="cpu",
+        )
 
 
 def test_early_stopping_restores_best_weights():
     x, x_val = data(), data(100, 1)
     model = make_model()
-    hist = train.fit(model, x, x_val=x_val, epochs=40, batch_size=32, lr=0.05,
-                     patience=2, device="cpu")
+    hist = train.fit(
+        model, x, x_val=x_val, epochs=40, batch_size=32, lr=0.05, patience=2, device="cpu"
+    )
     assert len(hist) < 40
     best = hist["val_loss"].min()
     model.eval()
@@ -153,8 +182,10 @@ def test_multi_optimiser_training_step():
             self.b = nn.Linear(4, 1)
 
         def configure_optimizers(self, lr, weight_decay):
-            return {"a": torch.optim.SGD(self.a.parameters(), lr=lr),
-                    "b": torch.optim.SGD(self.b.parameters(), lr=lr)}
+            return {
+                "a": torch.optim.SGD(self.a.parameters(), lr=lr),
+                "b": torch.optim.SGD(self.b.parameters(), lr=lr),
+            }
 
         def training_step(self, batch, optimizers, state):
             la = self.a(batch).pow(2).mean()
@@ -169,6 +200,7 @@ def test_multi_optimiser_training_step():
                 optimizers["b"].step()
             return {"loss": la.detach(), "b": lb.detach()}
 
-    hist = train.fit(TwoPlayer(), torch.randn(64, 4), epochs=2, batch_size=16,
-                     lr=0.1, device="cpu")
+    hist = train.fit(
+        TwoPlayer(), torch.randn(64, 4), epochs=2, batch_size=16, lr=0.1, device="cpu"
+    )
     assert {"train_loss", "train_b"} <= set(hist.columns)

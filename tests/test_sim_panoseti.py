@@ -1,0 +1,165 @@
+import numpy as np
+import pytest
+from scipy.stats import ks_2samp
+
+from phbook.sim import panoseti as P
+
+INST = P.Instrument()
+POP = P.ShowerPopulation()
+
+
+def test_frames_have_the_documented_layout():
+    f = P.simulate(500, seed=1, anomaly_fraction=0.2)
+    assert f.adc.shape == (500, 16, 16) and f.adc.dtype == np.int16
+    assert f.classes.shape == (500,) and set(f.classes) <= {P.NORMAL, *P.ANOMALY_CLASSES}
+    assert np.isnan(f.strength[f.classes == P.NORMAL]).all()
+    anomalous = f.strength[f.classes != P.NORMAL]
+    assert len(anomalous) > 50 and ((anomalous >= 0) & (anomalous <= 1)).all()
+    assert set(np.unique(f.quabo)) <= {0, 1, 2, 3}
+
+
+def test_seed_makes_runs_repeatable():
+    a, b, c = (P.simulate(300, seed=s, anomaly_fraction=0.1) for s in (4, 4, 5))
+    assert np.array_equal(a.adc, b.adc) and np.array_equal(a.classes, b.classes)
+    assert not np.array_equal(a.adc, c.adc)
+
+
+@pytest.mark.parametrize("k", [1, 2, 3])
+def test_every_frame_satisfies_its_trigger(k):
+    f = P.simulate(400, seed=2, trigger_pixels=k, pe_threshold=8.0)
+    above = f.adc > 8.0 * INST.adc_per_pe
+    assert above.any(axis=(1, 2)).all()
+    if k > 1:
+        padded = np.pad(above, ((0, 0), (1, 1), (1, 1)))
+        count = sum(
+            padded[:, 1 + dr : 17 + dr, 1 + dc : 17 + dc]
+            for dr in (-1, 0, 1)
+            for dc in (-1, 0, 1)
+            if (dr, dc) != (0, 0)
+        )
+        assert (above & (count >= k - 1)).any(axis=(1, 2)).all()
+
+
+def test_trigger_logic_on_hand_made_frames():
+    inst2 = P.Instrument(trigger_pixels=2)
+    frames = np.zeros((3, 16, 16), np.float32)
+    frames[0, 5, 5] = 1000  # one pixel: triggers 1-pixel logic only
+    frames[1, 5, 5] = frames[1, 6, 6] = 1000  # diagonal neighbours: a pair
+    frames[2, 5, 5] = frames[2, 9, 9] = 1000  # two separate pixels: no pair
+    assert P.triggered(frames, INST).tolist() == [True, True, True]
+    assert P.triggered(frames, inst2).tolist() == [False, True, False]
+
+
+def test_no_frame_without_a_trigger_in_higher_thresholds():
+    low = P.simulate(2000, seed=3, pe_threshold=8.0)
+    high = P.simulate(2000, seed=3, pe_threshold=15.0)
+    assert np.median(high.adc.max(axis=(1, 2))) > np.median(low.adc.max(axis=(1, 2)))
+    assert (high.adc.max(axis=(1, 2)) > 15 * 16).all()
+
+
+def test_background_table_sampler_matches_direct_sampling():
+    rng = np.random.default_rng(0)
+    table_draws = P._background(800, INST, rng).ravel()
+    counts = rng.poisson(INST.nsb_pe, table_draws.size).astype(np.float32)
+    direct = P._pixel_charge(counts, INST, rng)
+    assert ks_2samp(table_draws, direct).pvalue > 1e-3
+    assert abs(table_draws.mean() - direct.mean()) < 0.1
+
+
+def test_background_tail_draws_are_exact():
+    rng = np.random.default_rng(1)
+    t = float(P._background_quantiles(INST)[-1])
+    tail = P._background_tail(4000, t, INST, rng)
+    assert (tail > t).all()
+    counts = rng.poisson(INST.nsb_pe, 40_000_000).astype(np.float32)
+    direct = P._pixel_charge(counts, INST, rng)
+    direct = direct[direct > t]
+    assert len(direct) > 150
+    assert ks_2samp(tail, direct).pvalue > 1e-3
+
+
+def test_ellipse_light_is_conserved_and_windowing_is_exact():
+    rng = np.random.default_rng(2)
+    n = 300
+    p = {
+        "size": np.full(n, 500, np.float32),
+        "length": rng.uniform(0.5, 3, n).astype(np.float32),
+        "width": rng.uniform(0.3, 0.5, n).astype(np.float32),
+        "psi": rng.uniform(0, np.pi, n).astype(np.float32),
+        "cy": np.full(n, 8.0, np.float32),
+        "cx": np.full(n, 8.0, np.float32),
+    }
+    pe = P.shower_pe(p, np.zeros(n, np.uint8))
+    small = p["length"] < 1.5  # entirely inside the quabo
+    np.testing.assert_allclose(pe[small].sum(axis=(1, 2)), 500, rtol=2e-3)
+    saved = P._WINDOWS
+    try:
+        P._WINDOWS = (16,)
+        dense = P.shower_pe(p, np.zeros(n, np.uint8))
+    finally:
+        P._WINDOWS = saved
+    assert np.abs(pe - dense).sum() / dense.sum() < 1e-3
+
+
+def test_saturation_clips_at_the_adc_ceiling():
+    pe = np.full((4, 16, 16), 5000.0, np.float32)  # far beyond 4095 ADC
+    adc = P.digitize(pe, np.arange(4), INST, np.random.default_rng(0))
+    baseline, _ = P._fixed_pattern(INST)
+    np.testing.assert_array_equal(adc, INST.adc_max - baseline)
+
+
+def test_noise_only_pixels_match_the_instrument_settings():
+    adc = P.digitize(
+        np.zeros((4000, 16, 16), np.float32), 0, INST, np.random.default_rng(3)
+    )
+    mean = INST.pedestal_adc + INST.adc_per_pe * INST.nsb_pe
+    assert adc.mean() == pytest.approx(mean, abs=0.3)
+    var = (
+        INST.noise_adc**2
+        + (INST.adc_per_pe * INST.spe_resolution) ** 2 * INST.nsb_pe
+        + INST.adc_per_pe**2 * INST.nsb_pe
+        + INST.pixel_offset_adc**2
+    )
+    assert adc.var() == pytest.approx(var, rel=0.05)
+
+
+@pytest.mark.parametrize("cls", P.ANOMALY_CLASSES)
+def test_each_anomaly_class_triggers_and_has_its_signature(cls):
+    rng = np.random.default_rng(4)
+    faint = P.simulate_anomalies(cls, 200, rng, INST, POP, strength=(0.0, 0.1))
+    bright = P.simulate_anomalies(cls, 200, rng, INST, POP, strength=(0.9, 1.0))
+    for f in (faint, bright):
+        assert (f.classes == cls).all()
+        assert P.triggered(f.adc.astype(np.float32), INST).all()
+    med = lambda f: np.median(np.median(f.adc, axis=(1, 2)))  # noqa: E731
+    lit = lambda f: np.median((f.adc > 100).sum(axis=(1, 2)))  # noqa: E731
+    if cls == "speckled":
+        assert med(faint) > 60 and med(bright) > 600
+    elif cls == "hot_pixel":
+        assert lit(faint) <= 2
+        assert np.median(bright.adc.max(axis=(1, 2))) > 5 * INST.threshold_adc
+    elif cls == "dead_pixels":
+        near_zero = lambda f: np.median((np.abs(f.adc) <= 3).sum(axis=(1, 2)))  # noqa: E731
+        assert near_zero(bright) > near_zero(faint) + 15
+    elif cls in ("streak", "muon_arc"):
+        assert lit(bright) > 2 * lit(faint)
+    elif cls == "point_source":
+        assert lit(faint) <= 4
+        assert np.median(bright.adc.max(axis=(1, 2))) > 3 * np.median(
+            faint.adc.max(axis=(1, 2))
+        )
+    elif cls == "pileup":
+        assert lit(bright) >= lit(faint)
+
+
+def test_bad_arguments_are_clear():
+    with pytest.raises(ValueError, match="trigger_pixels"):
+        P.simulate(10, trigger_pixels=4)
+    with pytest.raises(ValueError, match="unknown anomaly classes"):
+        P.simulate(10, anomaly_fraction=0.5, anomaly_classes=("ufo",))
+    with pytest.raises(ValueError, match="anomaly_fraction"):
+        P.simulate(10, anomaly_fraction=2)
+    with pytest.raises(ValueError, match="strength"):
+        P.simulate_anomalies("streak", 5, np.random.default_rng(), INST, POP, (0.5, 2))
+    with pytest.raises(ValueError, match="quabo"):
+        P.quabo_offset(7)
