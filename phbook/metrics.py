@@ -23,6 +23,7 @@ __all__ = [
     "summary",
     "per_class_report",
     "compare",
+    "auc_by_strength",
 ]
 
 
@@ -139,4 +140,50 @@ def compare(
         columns[name] = report[metric]
     table = pd.DataFrame(columns)
     table.insert(0, "n", report["n"])
+    return table
+
+
+def auc_by_strength(
+    scores,
+    classes: Sequence[str],
+    strength,
+    bins: Sequence[float] = (0.0, 0.2, 0.4, 0.6, 0.8, 1.0),
+    normal: str = NORMAL,
+) -> pd.DataFrame:
+    """ROC-AUC of each anomaly class in bins of anomaly strength (faint to bright).
+
+    Every bin's anomalies are scored against all normal samples. Rows are the classes,
+    columns the bins (labelled by their centres); a bin without anomalies is NaN. This
+    shows where a detector stops seeing a class as it gets fainter.
+    """
+    scores = np.asarray(scores, dtype=np.float64).ravel()
+    classes = np.asarray(classes).astype(str).ravel()
+    strength = np.asarray(strength, dtype=np.float64).ravel()
+    if not len(scores) == len(classes) == len(strength):
+        raise ValueError(
+            f"scores ({len(scores)}), classes ({len(classes)}) and strength "
+            f"({len(strength)}) differ in length"
+        )
+    edges = np.asarray(bins, dtype=np.float64)
+    if edges.ndim != 1 or len(edges) < 2 or np.any(np.diff(edges) <= 0):
+        raise ValueError(f"bins must be increasing edges, got {list(bins)}")
+    is_normal = classes == normal
+    if not is_normal.any():
+        raise ValueError(f"no samples of the normal class {normal!r}")
+    centres = (edges[:-1] + edges[1:]) / 2
+    rows = {}
+    for name in [c for c in pd.unique(classes) if c != normal]:
+        values = []
+        for i, (lo, hi) in enumerate(zip(edges[:-1], edges[1:], strict=True)):
+            last = i == len(edges) - 2
+            sel = (classes == name) & (strength >= lo)
+            sel &= (strength <= hi) if last else (strength < hi)
+            if not sel.any():
+                values.append(np.nan)
+                continue
+            mask = is_normal | sel
+            values.append(roc_auc(sel[mask].astype(int), scores[mask]))
+        rows[name] = values
+    table = pd.DataFrame(rows, index=np.round(centres, 3)).T
+    table.columns.name = "strength"
     return table

@@ -413,3 +413,21 @@ def compare_histograms(
     ax.set_ylabel("density")
     ax.legend(fontsize=7)
     return ax
+
+
+def plot_auc_vs_strength(table, *, ax=None, title: str | None = None):
+    """ROC-AUC against anomaly strength, one line per class (from
+    :func:`phbook.metrics.auc_by_strength`); 0.5 is chance."""
+    if ax is None:
+        _, ax = plt.subplots(figsize=(4.6, 3.2))
+    for i, (name, row) in enumerate(table.iterrows()):
+        ax.plot(table.columns.astype(float), row.values, "o-", ms=3, lw=1.2,
+                color=f"C{i % 10}", label=str(name))
+    ax.axhline(0.5, color="0.6", lw=0.8, ls=":")
+    ax.set_xlabel("anomaly strength (0 = faint, 1 = bright)")
+    ax.set_ylabel("ROC-AUC against normal frames")
+    ax.set_ylim(0.3, 1.01)
+    if title:
+        ax.set_title(title)
+    ax.legend(fontsize=7, ncol=2)
+    return ax

@@ -26,9 +26,7 @@ def test_compare_puts_detectors_side_by_side():
     assert table.loc["all", "b"] == pytest.approx(1 - table.loc["all", "a"])
     assert table.loc["hot_pixel", "a"] > table.loc["streak", "a"]
     ap = metrics.compare({"a": s}, c, metric="ap")
-    assert ap.loc["all", "a"] == pytest.approx(
-        metrics.average_precision(c != "normal", s)
-    )
+    assert ap.loc["all", "a"] == pytest.approx(metrics.average_precision(c != "normal", s))
     with pytest.raises(ValueError, match="metric 'roc'"):
         metrics.compare({"a": s}, c, metric="roc")
 
@@ -89,4 +87,24 @@ def test_reconstruction_figure_has_input_recon_and_residual_rows():
         "training",
         "generated",
     ]
+    plt.close("all")
+
+
+def test_auc_by_strength_bins_and_plot():
+    rng = np.random.default_rng(0)
+    classes = np.array(["normal"] * 300 + ["streak"] * 200)
+    strength = np.r_[np.full(300, np.nan), rng.uniform(0, 1, 200)]
+    # anomalies score like normal frames when faint and far above them when bright
+    scores = rng.normal(0, 1, 500) + np.nan_to_num(strength) * 6
+    table = metrics.auc_by_strength(scores, classes, strength, bins=(0, 0.1, 0.5, 1))
+    assert list(table.index) == ["streak"]
+    assert list(table.columns) == [0.05, 0.3, 0.75]
+    row = table.loc["streak"].to_numpy()
+    assert 0.3 < row[0] < 0.75 and row[2] > 0.99 and row[0] < row[1] < row[2]
+    sel = (classes == "normal") | ((strength >= 0.5) & (strength <= 1))
+    assert row[2] == pytest.approx(metrics.roc_auc(classes[sel] != "normal", scores[sel]))
+    ax = plotting.plot_auc_vs_strength(table)
+    assert len(ax.get_lines()) == 2  # the class and the chance line
+    with pytest.raises(ValueError, match="increasing edges"):
+        metrics.auc_by_strength(scores, classes, strength, bins=(0, 0.5, 0.4))
     plt.close("all")
