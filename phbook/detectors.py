@@ -236,8 +236,9 @@ class IncrementalPCADetector(Detector):
     stays bounded however many images there are.
     """
 
-    def __init__(self, n_components: int = 32, batch_size: int = 1024,
-                 contamination: float = 0.01):
+    def __init__(
+        self, n_components: int = 32, batch_size: int = 1024, contamination: float = 0.01
+    ):
         super().__init__(contamination)
         self.n_components = n_components
         self.batch_size = batch_size
@@ -252,7 +253,7 @@ class IncrementalPCADetector(Detector):
             )
         self.pca_ = IncrementalPCA(n_components=k)
         for start in range(0, len(flat), self.batch_size):
-            chunk = flat[start:start + self.batch_size]
+            chunk = flat[start : start + self.batch_size]
             if len(chunk) >= k:  # a last batch smaller than k cannot be used
                 self.pca_.partial_fit(chunk)
 
@@ -275,9 +276,16 @@ class DictionaryLearningDetector(Detector):
     reconstruction ``code @ atoms``. ``alpha`` is the L1 weight of the learning.
     """
 
-    def __init__(self, n_components: int = 32, alpha: float = 0.1, n_nonzero: int = 8,
-                 batch_size: int = 256, max_iter: int = 5, random_state: int = 0,
-                 contamination: float = 0.01):
+    def __init__(
+        self,
+        n_components: int = 32,
+        alpha: float = 0.1,
+        n_nonzero: int = 8,
+        batch_size: int = 256,
+        max_iter: int = 5,
+        random_state: int = 0,
+        contamination: float = 0.01,
+    ):
         super().__init__(contamination)
         self.n_components = n_components
         self.alpha = alpha
@@ -293,10 +301,13 @@ class DictionaryLearningDetector(Detector):
                 f"got {self.n_nonzero}"
             )
         self.dict_ = MiniBatchDictionaryLearning(
-            n_components=self.n_components, alpha=self.alpha,
-            batch_size=self.batch_size, max_iter=self.max_iter,
+            n_components=self.n_components,
+            alpha=self.alpha,
+            batch_size=self.batch_size,
+            max_iter=self.max_iter,
             random_state=self.random_state,
-            transform_algorithm="omp", transform_n_nonzero_coefs=self.n_nonzero,
+            transform_algorithm="omp",
+            transform_n_nonzero_coefs=self.n_nonzero,
         ).fit(_flat(x))
 
     def transform(self, X) -> np.ndarray:
@@ -348,11 +359,20 @@ class DeepDetector(Detector):
     scores: tuple[str, ...] = ("recon", "latent_nll", "latent_dist")
     latent_scores = ("latent_nll", "latent_dist")
 
-    def __init__(self, model=None, *, model_kwargs: dict | None = None,
-                 fit_kwargs: dict | None = None, name: str | None = None,
-                 train: bool = True, score: str = "recon",
-                 gmm_components=tuple(range(1, 11)), batch_size: int = 4096,
-                 device=None, contamination: float = 0.01):
+    def __init__(
+        self,
+        model=None,
+        *,
+        model_kwargs: dict | None = None,
+        fit_kwargs: dict | None = None,
+        name: str | None = None,
+        train: bool = True,
+        score: str = "recon",
+        gmm_components=tuple(range(1, 11)),
+        batch_size: int = 4096,
+        device=None,
+        contamination: float = 0.01,
+    ):
         super().__init__(contamination)
         self.model = model
         self.model_kwargs = model_kwargs
@@ -406,18 +426,14 @@ class DeepDetector(Detector):
         if self.train:
             kwargs = {"device": dev, **(self.fit_kwargs or {})}
             if self.name:
-                model, self.history_ = training.load_or_train(
-                    self.name, model, x, **kwargs
-                )
+                model, self.history_ = training.load_or_train(self.name, model, x, **kwargs)
             else:
                 self.history_ = training.fit(model, x, **kwargs)
         self.model_ = model.to(dev).eval()
         if self.score in self.latent_scores:
             from . import latent
 
-            self.gmm_selection_ = latent.select_gmm(
-                self._encode(x), self.gmm_components
-            )
+            self.gmm_selection_ = latent.select_gmm(self._encode(x), self.gmm_components)
             self.gmm_ = self.gmm_selection_.best
 
     # -- what the model gives
@@ -505,15 +521,34 @@ class VAEDetector(DeepDetector):
     model_class = _LazyModelClass(_beta_vae)
     scores = ("recon", "elbo", "kl", "latent_nll", "latent_dist")
 
-    def __init__(self, model=None, *, model_kwargs: dict | None = None,
-                 fit_kwargs: dict | None = None, name: str | None = None,
-                 train: bool = True, score: str = "elbo", n_samples: int = 8,
-                 seed: int = 0, gmm_components=tuple(range(1, 11)),
-                 batch_size: int = 4096, device=None, contamination: float = 0.01):
-        super().__init__(model, model_kwargs=model_kwargs, fit_kwargs=fit_kwargs,
-                         name=name, train=train, score=score,
-                         gmm_components=gmm_components, batch_size=batch_size,
-                         device=device, contamination=contamination)
+    def __init__(
+        self,
+        model=None,
+        *,
+        model_kwargs: dict | None = None,
+        fit_kwargs: dict | None = None,
+        name: str | None = None,
+        train: bool = True,
+        score: str = "elbo",
+        n_samples: int = 8,
+        seed: int = 0,
+        gmm_components=tuple(range(1, 11)),
+        batch_size: int = 4096,
+        device=None,
+        contamination: float = 0.01,
+    ):
+        super().__init__(
+            model,
+            model_kwargs=model_kwargs,
+            fit_kwargs=fit_kwargs,
+            name=name,
+            train=train,
+            score=score,
+            gmm_components=gmm_components,
+            batch_size=batch_size,
+            device=device,
+            contamination=contamination,
+        )
         self.n_samples = n_samples
         self.seed = seed
 

@@ -70,9 +70,7 @@ def pca_3d(z, pca: PCA | None = None) -> tuple[np.ndarray, PCA]:
     z = _codes(z)
     if pca is None:
         if z.shape[1] < 3:
-            raise ValueError(
-                f"z has {z.shape[1]} dimensions; PCA to 3D needs at least 3"
-            )
+            raise ValueError(f"z has {z.shape[1]} dimensions; PCA to 3D needs at least 3")
         pca = PCA(n_components=3, random_state=0).fit(z)
     return pca.transform(z), pca
 
@@ -131,13 +129,9 @@ def select_gmm(
     z = _codes(z)
     counts = np.asarray(sorted({int(k) for k in n_components}))
     if len(counts) == 0 or counts[0] < 1:
-        raise ValueError(
-            f"n_components must be positive counts, got {list(n_components)}"
-        )
+        raise ValueError(f"n_components must be positive counts, got {list(n_components)}")
     if counts[-1] > len(z):
-        raise ValueError(
-            f"{counts[-1]} components asked for but only {len(z)} codes given"
-        )
+        raise ValueError(f"{counts[-1]} components asked for but only {len(z)} codes given")
     if max_samples is not None and len(z) > max_samples:
         rng = np.random.default_rng(random_state)
         z = z[rng.choice(len(z), max_samples, replace=False)]

@@ -195,9 +195,7 @@ def plot_score_hist(
     classes = np.asarray(classes).astype(str).ravel()
     if len(scores) != len(classes):
         raise ValueError(f"{len(scores)} scores but {len(classes)} class names")
-    names = list(order) if order is not None else [normal] + sorted(
-        set(classes) - {normal}
-    )
+    names = list(order) if order is not None else [normal] + sorted(set(classes) - {normal})
     finite = scores[np.isfinite(scores)]
     use_log = log_x and finite.size and finite.min() > 0
     if use_log:
@@ -210,11 +208,22 @@ def plot_score_hist(
         if not sel.any():
             continue
         if name == normal:
-            ax.hist(scores[sel], bins=edges, density=True, color="0.75",
-                    label=f"{name} ({sel.sum()})")
+            ax.hist(
+                scores[sel],
+                bins=edges,
+                density=True,
+                color="0.75",
+                label=f"{name} ({sel.sum()})",
+            )
         else:
-            ax.hist(scores[sel], bins=edges, density=True, histtype="step", lw=1.3,
-                    label=f"{name} ({sel.sum()})")
+            ax.hist(
+                scores[sel],
+                bins=edges,
+                density=True,
+                histtype="step",
+                lw=1.3,
+                label=f"{name} ({sel.sum()})",
+            )
     ax.set_xlabel("anomaly score (higher = more anomalous)")
     ax.set_ylabel("density")
     ax.legend(fontsize=7, ncol=2)
@@ -226,8 +235,15 @@ def plot_bic(selection, *, ax=None):
     if ax is None:
         _, ax = plt.subplots(figsize=(4.2, 3.0))
     ax.plot(selection.n_components, selection.bic, "o-", ms=4)
-    ax.plot([selection.best_n], [selection.bic[selection.best_index]], "o", ms=10,
-            mfc="none", mec="C3", label=f"lowest BIC: {selection.best_n} components")
+    ax.plot(
+        [selection.best_n],
+        [selection.bic[selection.best_index]],
+        "o",
+        ms=10,
+        mfc="none",
+        mec="C3",
+        label=f"lowest BIC: {selection.best_n} components",
+    )
     ax.set_xlabel("number of Gaussian components")
     ax.set_ylabel("BIC (lower is better)")
     ax.legend(fontsize=8)
@@ -265,8 +281,7 @@ def plot_latent_3d(
         labels = np.asarray(labels)
         for i, name in enumerate(_unique_in_order(labels)):
             sel = idx[labels[idx] == name]
-            ax.scatter(*z3[sel].T, s=s, alpha=alpha, color=f"C{i % 10}",
-                       label=str(name))
+            ax.scatter(*z3[sel].T, s=s, alpha=alpha, color=f"C{i % 10}", label=str(name))
         ax.legend(fontsize=7, markerscale=3, loc="upper left")
     ax.set_xlabel("PC 1")
     ax.set_ylabel("PC 2")
@@ -306,8 +321,9 @@ def show_cluster_gallery(
     if not rows:
         raise ValueError("members holds no images")
     ncols = max(len(members[k]) for k in rows)
-    fig, axes = plt.subplots(len(rows), ncols, figsize=(size * ncols, size * len(rows)),
-                             squeeze=False)
+    fig, axes = plt.subplots(
+        len(rows), ncols, figsize=(size * ncols, size * len(rows)), squeeze=False
+    )
     vmin = vmax = None
     if shared_scale:
         chosen = np.concatenate([images[members[k]] for k in rows])
@@ -349,19 +365,20 @@ def show_reconstructions(
     for name, r in recons.items():
         r = _as_numpy_images(r)
         if r.shape != images.shape:
-            raise ValueError(f"reconstruction {name!r} has shape {r.shape}, "
-                             f"images {images.shape}")
+            raise ValueError(
+                f"reconstruction {name!r} has shape {r.shape}, images {images.shape}"
+            )
         rows.append((name, r, "image"))
         if residual:
             rows.append((f"{name}\nresidual", images - r, "residual"))
     n = len(images)
-    fig, axes = plt.subplots(len(rows), n, figsize=(size * n, size * len(rows)),
-                             squeeze=False)
+    fig, axes = plt.subplots(
+        len(rows), n, figsize=(size * n, size * len(rows)), squeeze=False
+    )
     lo = images.reshape(n, -1).min(1)
     hi = images.reshape(n, -1).max(1)
     res = [r for _, r, kind in rows if kind == "residual"]
-    rmax = (np.abs(np.stack(res)).reshape(len(res), n, -1).max(axis=(0, 2))
-            if res else None)
+    rmax = np.abs(np.stack(res)).reshape(len(res), n, -1).max(axis=(0, 2)) if res else None
     for i, (name, arr, kind) in enumerate(rows):
         for j in range(n):
             ax = axes[i, j]
@@ -404,8 +421,11 @@ def compare_histograms(
     else:
         edges = np.linspace(lo, hi, bins + 1)
     for i, (name, v) in enumerate(arrays.items()):
-        style = {"histtype": "stepfilled", "alpha": 0.35} if i == 0 else {
-            "histtype": "step", "lw": 1.4}
+        style = (
+            {"histtype": "stepfilled", "alpha": 0.35}
+            if i == 0
+            else {"histtype": "step", "lw": 1.4}
+        )
         ax.hist(v, bins=edges, density=True, label=name, color=f"C{i}", **style)
     if logy:
         ax.set_yscale("log")
@@ -421,8 +441,15 @@ def plot_auc_vs_strength(table, *, ax=None, title: str | None = None):
     if ax is None:
         _, ax = plt.subplots(figsize=(4.6, 3.2))
     for i, (name, row) in enumerate(table.iterrows()):
-        ax.plot(table.columns.astype(float), row.values, "o-", ms=3, lw=1.2,
-                color=f"C{i % 10}", label=str(name))
+        ax.plot(
+            table.columns.astype(float),
+            row.values,
+            "o-",
+            ms=3,
+            lw=1.2,
+            color=f"C{i % 10}",
+            label=str(name),
+        )
     ax.axhline(0.5, color="0.6", lw=0.8, ls=":")
     ax.set_xlabel("anomaly strength (0 = faint, 1 = bright)")
     ax.set_ylabel("ROC-AUC against normal frames")

@@ -54,8 +54,7 @@ def test_architecture_follows_the_paper():
         for c in convs
     )
     assert any(
-        isinstance(m, nn.Upsample) and m.mode == "nearest"
-        for m in model.decoder.modules()
+        isinstance(m, nn.Upsample) and m.mode == "nearest" for m in model.decoder.modules()
     )
     # the latent and output layers are linear: they take negative values
     torch.manual_seed(0)
@@ -72,9 +71,7 @@ def test_loss_is_mse_plus_l1_on_the_latent_weights():
     model = SparseConvAE(16, l1=0.005)
     x = torch.from_numpy(blobs(16))
     terms = model.loss(x)
-    torch.testing.assert_close(
-        terms["mse"], nn.functional.mse_loss(model(x), x[:, None])
-    )
+    torch.testing.assert_close(terms["mse"], nn.functional.mse_loss(model(x), x[:, None]))
     torch.testing.assert_close(terms["l1"], 0.005 * model.to_latent.weight.abs().sum())
     torch.testing.assert_close(terms["loss"], terms["mse"] + terms["l1"])
     with torch.no_grad():
@@ -89,9 +86,7 @@ def test_l1_makes_the_latent_weights_sparser():
     for l1 in (0.0, 0.005):
         torch.manual_seed(0)
         model = SparseConvAE(16, latent_dim=8, channels=(8, 8), l1=l1)
-        train.fit(
-            model, x, epochs=4, batch_size=64, lr=3e-3, progress=False, device="cpu"
-        )
+        train.fit(model, x, epochs=4, batch_size=64, lr=3e-3, progress=False, device="cpu")
         w = model.to_latent.weight.detach().abs()
         sparsity[l1] = float((w < 1e-2).float().mean())
     assert sparsity[0.005] > sparsity[0.0] + 0.2
@@ -128,9 +123,7 @@ def test_the_model_argument_is_not_trained_in_place():
         device="cpu",
     ).fit(x)
     assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())
-    assert not torch.equal(
-        det.model_.to_latent.weight.cpu(), before["to_latent.weight"]
-    )
+    assert not torch.equal(det.model_.to_latent.weight.cpu(), before["to_latent.weight"])
 
 
 def test_detector_on_21x21_stamps_and_latent_scores():

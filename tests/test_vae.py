@@ -44,9 +44,7 @@ def test_kl_matches_torch_distributions():
 def test_reconstruction_error_and_l1_by_hand():
     x = torch.zeros(2, 1, 2, 2)
     x_hat = torch.tensor([[[[1.0, 2.0], [0.0, 0.0]]], [[[0.5, 0.5], [0.5, 0.5]]]])
-    torch.testing.assert_close(
-        V.reconstruction_error(x, x_hat), torch.tensor([5.0, 1.0])
-    )
+    torch.testing.assert_close(V.reconstruction_error(x, x_hat), torch.tensor([5.0, 1.0]))
     lin = nn.Linear(2, 2)
     with torch.no_grad():
         lin.weight.copy_(torch.tensor([[1.0, -2.0], [3.0, -4.0]]))
@@ -176,9 +174,9 @@ def test_vae_detector_scores_and_sign():
             det.model_, train=False, score=score, gmm_components=(1, 2, 3), device="cpu"
         ).fit(x)
         assert other.anomaly_score(both).shape == (200,)
-    recon = detectors.VAEDetector(
-        det.model_, train=False, score="recon", device="cpu"
-    ).fit(x)
+    recon = detectors.VAEDetector(det.model_, train=False, score="recon", device="cpu").fit(
+        x
+    )
     assert metrics.roc_auc(labels, recon.anomaly_score(both)) > 0.9
     assert det.transform(test).shape == (100, 8)
     assert det.reconstruct(test).shape == (100, 1, 16, 16)

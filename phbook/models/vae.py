@@ -57,9 +57,7 @@ def kl_divergence(mu: torch.Tensor, logvar: torch.Tensor) -> torch.Tensor:
     ``0.5 * sum(mu^2 + exp(logvar) - 1 - logvar)``.
     """
     if mu.shape != logvar.shape:
-        raise ValueError(
-            f"mu {tuple(mu.shape)} and logvar {tuple(logvar.shape)} differ"
-        )
+        raise ValueError(f"mu {tuple(mu.shape)} and logvar {tuple(logvar.shape)} differ")
     return 0.5 * (mu.pow(2) + logvar.exp() - 1.0 - logvar).sum(-1)
 
 
