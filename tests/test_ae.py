@@ -47,6 +47,7 @@ def test_odd_sizes_are_padded_evenly_and_cropped():
 
 
 def test_architecture_follows_the_paper():
+    torch.manual_seed(0)
     model = SparseConvAE(16)
     convs = [m for m in model.encoder.modules() if isinstance(m, nn.Conv2d)]
     assert all(
@@ -56,12 +57,17 @@ def test_architecture_follows_the_paper():
     assert any(
         isinstance(m, nn.Upsample) and m.mode == "nearest" for m in model.decoder.modules()
     )
-    # the latent and output layers are linear: they take negative values
-    torch.manual_seed(0)
+    # ReLU after every hidden layer, none after the output convolution
+    assert isinstance(model.decoder.body[-1], nn.Conv2d)
+    assert sum(isinstance(m, nn.ReLU) for m in model.decoder.body) == 1
+    assert sum(isinstance(m, nn.ReLU) for m in model.encoder.body) == 2
+    # the latent and output layers are linear: they can take negative values
     x = torch.randn(64, 1, 16, 16)
     assert (model.encode(x) < 0).any()
+    with torch.no_grad():
+        model.decoder.body[-1].bias.fill_(-1.0)
     assert (model(x) < 0).any()
-    # the layer after the latent is followed by a ReLU: its input to the decoder is >= 0
+    # the layer after the latent is followed by a ReLU: the decoder's input is >= 0
     h = torch.relu(model.from_latent(model.encode(x)))
     assert (h >= 0).all()
 
