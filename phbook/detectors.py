@@ -345,7 +345,10 @@ class DeepDetector(Detector):
         the threshold (and fits the latent mixture of the latent scores).
     score
         Which anomaly score: one of :attr:`scores`. ``"recon"`` is the mean squared
-        error of the reconstruction; ``"latent_nll"`` the negative log-likelihood of
+        error of the reconstruction (sensitive to extended anomalies); ``"recon_max"``
+        the largest squared error of a single pixel (sensitive to compact anomalies
+        that a mean over all pixels dilutes); ``"latent_nll"`` the negative
+        log-likelihood of
         the latent code under a Gaussian mixture fitted to the training codes (number
         of components chosen by BIC among ``gmm_components``); ``"latent_dist"`` the
         Mahalanobis distance of the code to the nearest mixture component.
@@ -356,7 +359,7 @@ class DeepDetector(Detector):
     """
 
     model_class: type | None = None
-    scores: tuple[str, ...] = ("recon", "latent_nll", "latent_dist")
+    scores: tuple[str, ...] = ("recon", "recon_max", "latent_nll", "latent_dist")
     latent_scores = ("latent_nll", "latent_dist")
 
     def __init__(
@@ -461,6 +464,9 @@ class DeepDetector(Detector):
     def _score_recon(self, xb):
         return (xb - self._reconstruct(xb)).pow(2).flatten(1).mean(1)
 
+    def _score_recon_max(self, xb):
+        return (xb - self._reconstruct(xb)).pow(2).flatten(1).amax(1)
+
     def _anomaly_score(self, x):
         from . import latent
 
@@ -505,8 +511,9 @@ class VAEDetector(DeepDetector):
 
     Scores (``score=``), each higher for more anomalous images:
 
-    ``"recon"``
-        mean squared error of the reconstruction decoded from ``mu`` (deterministic);
+    ``"recon"``, ``"recon_max"``
+        mean (or largest pixel) squared error of the reconstruction decoded from
+        ``mu`` (deterministic);
     ``"elbo"``
         the negative ELBO with ``beta = 1``: the expected sum of squared errors over
         ``n_samples`` posterior samples plus the KL divergence (an upper bound on the
@@ -519,7 +526,7 @@ class VAEDetector(DeepDetector):
     """
 
     model_class = _LazyModelClass(_beta_vae)
-    scores = ("recon", "elbo", "kl", "latent_nll", "latent_dist")
+    scores = ("recon", "recon_max", "elbo", "kl", "latent_nll", "latent_dist")
 
     def __init__(
         self,
@@ -529,7 +536,7 @@ class VAEDetector(DeepDetector):
         fit_kwargs: dict | None = None,
         name: str | None = None,
         train: bool = True,
-        score: str = "elbo",
+        score: str = "recon",
         n_samples: int = 8,
         seed: int = 0,
         gmm_components=tuple(range(1, 11)),

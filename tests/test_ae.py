@@ -117,6 +117,11 @@ def test_autoencoder_detector_trains_checkpoints_and_reloads(tmp_path):
     )
     scores = det.anomaly_score(np.concatenate([test, with_hot_pixels(test)]))
     assert metrics.roc_auc(np.r_[np.zeros(100), np.ones(100)], scores) > 0.9
+    # the two reconstruction scores, by hand from the reconstructions
+    residual2 = ((test[:, None] - det.reconstruct(test)) ** 2).reshape(100, -1)
+    np.testing.assert_allclose(det.anomaly_score(test), residual2.mean(1), rtol=1e-5)
+    peak = detectors.AutoencoderDetector(det.model_, train=False, score="recon_max").fit(x)
+    np.testing.assert_allclose(peak.anomaly_score(test), residual2.max(1), rtol=1e-5)
 
 
 def test_the_model_argument_is_not_trained_in_place():
