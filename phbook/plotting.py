@@ -201,6 +201,7 @@ def plot_score_hist(
     if use_log:
         edges = np.geomspace(finite.min(), finite.max(), bins + 1)
         ax.set_xscale("log")
+        ax.xaxis.set_minor_formatter(mpl.ticker.NullFormatter())
     else:
         edges = np.linspace(finite.min(), finite.max(), bins + 1)
     for name in names:
@@ -453,8 +454,22 @@ def plot_auc_vs_strength(table, *, ax=None, title: str | None = None):
     ax.axhline(0.5, color="0.6", lw=0.8, ls=":")
     ax.set_xlabel("anomaly strength (0 = faint, 1 = bright)")
     ax.set_ylabel("ROC-AUC against normal frames")
-    ax.set_ylim(0.3, 1.01)
+    low = np.nanmin(table.to_numpy()) if table.size else 0.5
+    ax.set_ylim(min(0.3, np.floor(low * 10) / 10), 1.01)
     if title:
         ax.set_title(title)
     ax.legend(fontsize=7, ncol=2)
     return ax
+
+
+def show_source(obj):
+    """The source code of a ``phbook`` function or class, as a highlighted code block.
+
+    Chapters show the package's code this way instead of retyping it, so the code the
+    reader sees is the code that runs.
+    """
+    import inspect
+
+    from IPython.display import Markdown
+
+    return Markdown(f"```python\n{inspect.getsource(obj).rstrip()}\n```")

@@ -182,3 +182,13 @@ def test_vae_detector_scores_and_sign():
     assert det.reconstruct(test).shape == (100, 1, 16, 16)
     with pytest.raises(ValueError, match="score='nll' is not a score"):
         detectors.VAEDetector(det.model_, train=False, score="nll").fit(x)
+
+
+def test_a_checkpoint_with_another_beta_is_not_reused(tmp_path):
+    from phbook.train import load_or_train
+
+    x = blobs(128)[:, None]
+    kwargs = dict(epochs=1, batch_size=64, progress=False, device="cpu", directory=tmp_path)
+    load_or_train("vae", V.BetaVAE(16, latent_dim=4, beta=1.0), x, **kwargs)
+    with pytest.warns(UserWarning, match="different model"):
+        load_or_train("vae", V.BetaVAE(16, latent_dim=4, beta=2.0), x, **kwargs)
