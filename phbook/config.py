@@ -48,10 +48,10 @@ _SIZES: dict[str, dict[str, dict[str, Any]]] = {
             "n_lof": 2000,
         },
         "full": {
-            "n_train": 60000,
+            "n_train": 40000,
             "n_test_normal": 10000,
             "n_test_per_class": 1000,
-            "epochs": 12,
+            "epochs": 10,
             "batch_size": 256,
             "n_nonzero": 8,
             "dict_epochs": 3,
@@ -69,10 +69,10 @@ _SIZES: dict[str, dict[str, dict[str, Any]]] = {
             "n_generate": 2000,
         },
         "full": {
-            "n_train": 60000,
+            "n_train": 40000,
             "n_test_normal": 10000,
             "n_test_per_class": 1000,
-            "epochs": 20,
+            "epochs": 15,
             "batch_size": 256,
             "kl_warmup": 5,
             "n_generate": 20000,
@@ -80,7 +80,7 @@ _SIZES: dict[str, dict[str, dict[str, Any]]] = {
     },
     "latent_space": {
         "quick": {"max_components": 8, "gmm_samples": 4000},
-        "full": {"max_components": 15, "gmm_samples": 20000},
+        "full": {"max_components": 15, "gmm_samples": 10000},
     },
 }
 

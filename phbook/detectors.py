@@ -351,7 +351,8 @@ class DeepDetector(Detector):
         log-likelihood of
         the latent code under a Gaussian mixture fitted to the training codes (number
         of components chosen by BIC among ``gmm_components``); ``"latent_dist"`` the
-        Mahalanobis distance of the code to the nearest mixture component.
+        Mahalanobis distance of the code to the nearest mixture component. The
+        mixture is fitted to at most ``gmm_max_samples`` training codes.
     batch_size
         Images per scoring batch (memory stays bounded).
     device
@@ -372,6 +373,7 @@ class DeepDetector(Detector):
         train: bool = True,
         score: str = "recon",
         gmm_components=tuple(range(1, 11)),
+        gmm_max_samples: int | None = 20000,
         batch_size: int = 4096,
         device=None,
         contamination: float = 0.01,
@@ -384,6 +386,7 @@ class DeepDetector(Detector):
         self.train = train
         self.score = score
         self.gmm_components = gmm_components
+        self.gmm_max_samples = gmm_max_samples
         self.batch_size = batch_size
         self.device = device
 
@@ -436,7 +439,9 @@ class DeepDetector(Detector):
         if self.score in self.latent_scores:
             from . import latent
 
-            self.gmm_selection_ = latent.select_gmm(self._encode(x), self.gmm_components)
+            self.gmm_selection_ = latent.select_gmm(
+                self._encode(x), self.gmm_components, max_samples=self.gmm_max_samples
+            )
             self.gmm_ = self.gmm_selection_.best
 
     # -- what the model gives
@@ -540,6 +545,7 @@ class VAEDetector(DeepDetector):
         n_samples: int = 8,
         seed: int = 0,
         gmm_components=tuple(range(1, 11)),
+        gmm_max_samples: int | None = 20000,
         batch_size: int = 4096,
         device=None,
         contamination: float = 0.01,
@@ -552,6 +558,7 @@ class VAEDetector(DeepDetector):
             train=train,
             score=score,
             gmm_components=gmm_components,
+            gmm_max_samples=gmm_max_samples,
             batch_size=batch_size,
             device=device,
             contamination=contamination,

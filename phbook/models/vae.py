@@ -30,7 +30,21 @@ from torch import nn
 
 from .ae import ConvDecoder, ConvEncoder, as_image_batch, image_hw
 
+#: The book's small, medium and large beta for asinh-stretched 16x16 PANOSETI frames
+#: (chapters 3 and 4). With the squared-error reconstruction, beta = 2 sigma_x^2 is the
+#: pixel noise variance the decoder assumes; the stretched frames' noise variance is
+#: about 0.007, so the medium beta is near the matched value and the others a decade
+#: either side.
+BETAS = {"small": 0.003, "medium": 0.03, "large": 0.3}
+#: The weight of the L1 penalty on all weights of the book's VAEs.
+L1_WEIGHT = 1e-5
+#: A beta large enough that the posterior collapses without a KL warm-up (chapter 3).
+BETA_COLLAPSE = 0.7
+
 __all__ = [
+    "BETAS",
+    "L1_WEIGHT",
+    "BETA_COLLAPSE",
     "reconstruction_error",
     "kl_divergence",
     "l1_penalty",
