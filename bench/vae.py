@@ -137,15 +137,19 @@ def main() -> None:
     for name, beta in V.BETAS.items():
         model = V.BetaVAE(16, latent_dim=32, beta=beta, l1_weight=V.L1_WEIGHT)
         model, _ = train.load_or_train(f"vae-beta-{name}", model, x_fit, **fit_kwargs)
+        dets = {}
         for score in ("recon", "recon_max", "elbo", "kl", "latent_nll", "latent_dist"):
             det = detectors.VAEDetector(
-                model,
-                train=False,
-                score=score,
-                n_samples=4,
-                gmm_max_samples=n_gmm,
+                model, train=False, score=score, n_samples=4, gmm_max_samples=n_gmm
             ).fit(x_fit[:n_gmm] if score.startswith("latent") else x_fit)
+            dets[score] = det
             run(f"VAE {name} beta {score}", det)
+        # chapter 4: Fisher fusion of three scores chosen a priori, p-values from the
+        # held-out validation frames
+        fusion = detectors.ScoreFusion(
+            [dets["recon"], dets["recon_max"], dets["latent_nll"]], refit=False
+        ).fit(x_val)
+        run(f"VAE {name} beta fused", fusion)
 
     table = metrics.compare(scores, classes)
     with_pd_options = table.T.round(3).to_string()
