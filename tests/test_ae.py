@@ -205,3 +205,13 @@ def test_batched_returns_vectors_and_scalars():
     assert detectors.batched(
         lambda t: t.flatten(1).sum(1), x, batch_size=3, device="cpu"
     ).shape == (10,)
+
+
+@pytest.mark.parametrize("upsample", ["nearest", "transpose", "shuffle"])
+def test_every_upsampling_gives_the_image_size(upsample):
+    for size in (16, 21, (21, 16)):
+        dec = ConvDecoder(size, channels=(4, 8), upsample=upsample)
+        hw = (size, size) if isinstance(size, int) else size
+        assert dec(torch.zeros(3, dec.n_features)).shape == (3, 1, *hw)
+    with pytest.raises(ValueError, match="upsample must be one of"):
+        ConvDecoder(16, upsample="bilinear")
