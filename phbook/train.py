@@ -138,7 +138,10 @@ def checkpoint_path(name: str, directory: str | os.PathLike | None = None) -> Pa
 
 
 def _atomic_save(obj: dict, path: Path) -> None:
-    tmp = path.with_name(path.name + ".tmp")
+    # one temporary file per process: two notebooks training the same model at once
+    # (chapters that share a checkpoint, run in parallel by the tests) never rename
+    # each other's half-written file
+    tmp = path.with_name(f"{path.name}.{os.getpid()}.tmp")
     torch.save(obj, tmp)
     os.replace(tmp, path)
 
