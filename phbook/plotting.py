@@ -201,6 +201,11 @@ def plot_score_hist(
     if use_log:
         edges = np.geomspace(finite.min(), finite.max(), bins + 1)
         ax.set_xscale("log")
+        # over a decade or two, label 1, 2 and 5 times each power of ten
+        decades = np.log10(finite.max() / finite.min())
+        subs = (1.0, 2.0, 5.0) if decades < 2.5 else (1.0,)
+        ax.xaxis.set_major_locator(mpl.ticker.LogLocator(subs=subs))
+        ax.xaxis.set_major_formatter(mpl.ticker.FormatStrFormatter("%g"))
         ax.xaxis.set_minor_formatter(mpl.ticker.NullFormatter())
     else:
         edges = np.linspace(finite.min(), finite.max(), bins + 1)
