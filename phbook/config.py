@@ -39,6 +39,53 @@ _SIZES: dict[str, dict[str, dict[str, Any]]] = {
         "quick": {"n_train": 3000, "n_test": 1000, "epochs": 4, "batch_size": 128},
         "full": {"n_train": 20000, "n_test": 4000, "epochs": 25, "batch_size": 256},
     },
+    # Chapters 2-4 share one simulated benchmark (same sizes, so it is simulated once).
+    "autoencoders": {
+        "quick": {
+            "n_train": 4000,
+            "n_test_normal": 1000,
+            "n_test_per_class": 100,
+            "epochs": 6,
+            "batch_size": 128,
+            "n_nonzero": 8,
+            "dict_epochs": 2,
+            "n_lof": 2000,
+        },
+        "full": {
+            "n_train": 40000,
+            "n_test_normal": 10000,
+            "n_test_per_class": 1000,
+            "epochs": 10,
+            "batch_size": 256,
+            "n_nonzero": 8,
+            "dict_epochs": 3,
+            "n_lof": 20000,
+        },
+    },
+    "beta_vae": {
+        "quick": {
+            "n_train": 4000,
+            "n_test_normal": 1000,
+            "n_test_per_class": 100,
+            "epochs": 8,
+            "batch_size": 128,
+            "kl_warmup": 3,
+            "n_generate": 2000,
+        },
+        "full": {
+            "n_train": 40000,
+            "n_test_normal": 10000,
+            "n_test_per_class": 1000,
+            "epochs": 15,
+            "batch_size": 256,
+            "kl_warmup": 5,
+            "n_generate": 20000,
+        },
+    },
+    "latent_space": {
+        "quick": {"max_components": 8, "gmm_samples": 4000},
+        "full": {"max_components": 15, "gmm_samples": 10000},
+    },
     # bench/case_studies.py: simulator speed (images per timed run, repeats, and the
     # number of lenses drawn one by one with lenstronomy's ImageModel as the baseline)
     "case_studies": {

@@ -28,7 +28,7 @@ from collections.abc import Callable
 
 import numpy as np
 from sklearn.base import BaseEstimator, OutlierMixin
-from sklearn.decomposition import PCA
+from sklearn.decomposition import PCA, IncrementalPCA, MiniBatchDictionaryLearning
 from sklearn.ensemble import IsolationForest
 from sklearn.neighbors import LocalOutlierFactor
 
@@ -38,6 +38,11 @@ __all__ = [
     "PCAReconstruction",
     "IsolationForestDetector",
     "LOFDetector",
+    "IncrementalPCADetector",
+    "DictionaryLearningDetector",
+    "DeepDetector",
+    "AutoencoderDetector",
+    "VAEDetector",
     "batched",
     "HillasCut",
     "ScoreFusion",
@@ -201,7 +206,8 @@ class LOFDetector(_SklearnFlat):
 def batched(fn: Callable, x, batch_size: int = 4096, device=None) -> np.ndarray:
     """Apply a torch function to ``x`` in batches on ``device``; returns a NumPy array.
 
-    ``fn`` maps a float32 tensor batch (on ``device``) to one value per sample. Used by
+    ``fn`` maps a float32 tensor batch (on ``device``) to one value per sample (the
+    result has shape ``(N,)``) or one vector per sample (``(N, d)``). Used by
     the deep detectors so that scoring memory stays bounded whatever the size of ``x``.
     """
     import torch
@@ -214,7 +220,382 @@ def batched(fn: Callable, x, batch_size: int = 4096, device=None) -> np.ndarray:
         for start in range(0, len(x), batch_size):
             xb = torch.as_tensor(x[start : start + batch_size], dtype=torch.float32).to(dev)
             out.append(fn(xb).detach().float().cpu().numpy().reshape(len(xb), -1))
-    return np.concatenate(out, axis=0).squeeze(-1) if out else np.empty(0)
+    if not out:
+        return np.empty(0)
+    arr = np.concatenate(out, axis=0)
+    # one value per sample -> (N,); a vector per sample (a latent code) -> (N, d)
+    return arr[:, 0] if arr.shape[1] == 1 else arr
+
+
+# ------------------------------------------------------------- dictionary baselines
+
+
+class IncrementalPCADetector(Detector):
+    """Reconstruction error from scikit-learn's ``IncrementalPCA``, fitted on mini-batches.
+
+    The linear baseline of the CHASE autoencoder study: the same projection as
+    :class:`PCAReconstruction`, but learnt ``batch_size`` images at a time, so memory
+    stays bounded however many images there are.
+    """
+
+    def __init__(
+        self, n_components: int = 32, batch_size: int = 1024, contamination: float = 0.01
+    ):
+        super().__init__(contamination)
+        self.n_components = n_components
+        self.batch_size = batch_size
+
+    def _fit(self, x):
+        flat = _flat(x)
+        k = min(self.n_components, flat.shape[1])
+        if k > min(self.batch_size, len(flat)):
+            raise ValueError(
+                f"n_components={k} needs batch_size and the number of images to be at "
+                f"least {k}; got batch_size={self.batch_size}, {len(flat)} images"
+            )
+        self.pca_ = IncrementalPCA(n_components=k)
+        for start in range(0, len(flat), self.batch_size):
+            chunk = flat[start : start + self.batch_size]
+            if len(chunk) >= k:  # a last batch smaller than k cannot be used
+                self.pca_.partial_fit(chunk)
+
+    def transform(self, X) -> np.ndarray:
+        """The principal-component coefficients (the latent code) of each image."""
+        return self.pca_.transform(_flat(self._checked(X)))
+
+    def _anomaly_score(self, x):
+        flat = _flat(x)
+        recon = self.pca_.inverse_transform(self.pca_.transform(flat))
+        return ((flat - recon) ** 2).mean(axis=1)
+
+
+class DictionaryLearningDetector(Detector):
+    """Reconstruction error from a sparse code over a learnt dictionary.
+
+    scikit-learn's ``MiniBatchDictionaryLearning`` learns ``n_components`` atoms from
+    mini-batches; each image is then coded with at most ``n_nonzero`` atoms by
+    orthogonal matching pursuit, and scored by the mean squared error of the sparse
+    reconstruction ``code @ atoms``. ``alpha`` is the L1 weight of the learning.
+    """
+
+    def __init__(
+        self,
+        n_components: int = 32,
+        alpha: float = 0.1,
+        n_nonzero: int = 8,
+        batch_size: int = 256,
+        max_iter: int = 5,
+        random_state: int = 0,
+        contamination: float = 0.01,
+    ):
+        super().__init__(contamination)
+        self.n_components = n_components
+        self.alpha = alpha
+        self.n_nonzero = n_nonzero
+        self.batch_size = batch_size
+        self.max_iter = max_iter
+        self.random_state = random_state
+
+    def _fit(self, x):
+        if not 1 <= self.n_nonzero <= self.n_components:
+            raise ValueError(
+                f"n_nonzero must lie in [1, n_components={self.n_components}], "
+                f"got {self.n_nonzero}"
+            )
+        self.dict_ = MiniBatchDictionaryLearning(
+            n_components=self.n_components,
+            alpha=self.alpha,
+            batch_size=self.batch_size,
+            max_iter=self.max_iter,
+            random_state=self.random_state,
+            transform_algorithm="omp",
+            transform_n_nonzero_coefs=self.n_nonzero,
+        ).fit(_flat(x))
+
+    def transform(self, X) -> np.ndarray:
+        """The sparse code (at most ``n_nonzero`` non-zeros) of each image."""
+        return self.dict_.transform(_flat(self._checked(X)))
+
+    def _anomaly_score(self, x):
+        flat = _flat(x)
+        recon = self.dict_.transform(flat) @ self.dict_.components_
+        return ((flat - recon) ** 2).mean(axis=1)
+
+
+# ---------------------------------------------------------------------- deep models
+
+
+class DeepDetector(Detector):
+    """Base of the detectors built on a torch model; subclasses set ``model_class``.
+
+    Parameters
+    ----------
+    model
+        A model instance to train (a copy is trained; the argument is left untouched),
+        or ``None`` to build ``model_class(image_size=(H, W), **model_kwargs)`` from the
+        shape of the training images.
+    model_kwargs
+        Constructor arguments of ``model_class`` when ``model`` is None.
+    fit_kwargs
+        Arguments of :func:`phbook.train.fit` (``epochs``, ``batch_size``, ``lr``,
+        ``x_val``, ...).
+    name
+        When given, the model is trained through :func:`phbook.train.load_or_train`
+        under this checkpoint name, so a second ``fit`` on the same data loads it.
+    train
+        ``False`` uses ``model`` as it is (already trained): ``fit`` then only sets
+        the threshold (and fits the latent mixture of the latent scores).
+    score
+        Which anomaly score: one of :attr:`scores`. ``"recon"`` is the mean squared
+        error of the reconstruction (sensitive to extended anomalies); ``"recon_max"``
+        the largest squared error of a single pixel (sensitive to compact anomalies
+        that a mean over all pixels dilutes); ``"latent_nll"`` the negative
+        log-likelihood of
+        the latent code under a Gaussian mixture fitted to the training codes (number
+        of components chosen by BIC among ``gmm_components``); ``"latent_dist"`` the
+        Mahalanobis distance of the code to the nearest mixture component. The
+        mixture is fitted to at most ``gmm_max_samples`` training codes.
+    batch_size
+        Images per scoring batch (memory stays bounded).
+    device
+        Where to train and score; default :func:`phbook.config.device`.
+    """
+
+    model_class: type | None = None
+    scores: tuple[str, ...] = ("recon", "recon_max", "latent_nll", "latent_dist")
+    latent_scores = ("latent_nll", "latent_dist")
+
+    def __init__(
+        self,
+        model=None,
+        *,
+        model_kwargs: dict | None = None,
+        fit_kwargs: dict | None = None,
+        name: str | None = None,
+        train: bool = True,
+        score: str = "recon",
+        gmm_components=tuple(range(1, 11)),
+        gmm_max_samples: int | None = 20000,
+        batch_size: int = 4096,
+        device=None,
+        contamination: float = 0.01,
+    ):
+        super().__init__(contamination)
+        self.model = model
+        self.model_kwargs = model_kwargs
+        self.fit_kwargs = fit_kwargs
+        self.name = name
+        self.train = train
+        self.score = score
+        self.gmm_components = gmm_components
+        self.gmm_max_samples = gmm_max_samples
+        self.batch_size = batch_size
+        self.device = device
+
+    # -- building and training
+    def _device(self):
+        import torch
+
+        from . import config
+
+        return config.device() if self.device is None else torch.device(self.device)
+
+    def _build(self, x: np.ndarray):
+        import copy
+
+        if self.model is not None:
+            if self.model_kwargs:
+                raise ValueError("give either model or model_kwargs, not both")
+            return copy.deepcopy(self.model)
+        if self.model_class is None:
+            raise TypeError(f"{type(self).__name__} has no model_class; pass model=...")
+        return self.model_class(image_size=x.shape[2:], **(self.model_kwargs or {}))
+
+    def _fit(self, x):
+        from . import train as training
+
+        if self.score not in self.scores:
+            raise ValueError(
+                f"score={self.score!r} is not a score of {type(self).__name__}; "
+                f"valid values: {', '.join(self.scores)}"
+            )
+        if x.shape[1] != 1:
+            raise ValueError(
+                f"{type(self).__name__} takes single-channel images, got {x.shape[1]} "
+                "channels"
+            )
+        if not self.train and self.model is None:
+            raise ValueError("train=False needs a trained model (model=...)")
+        if not self.train and self.fit_kwargs:
+            raise ValueError("fit_kwargs are unused with train=False; leave them out")
+        dev = self._device()
+        model = self._build(x)
+        self.history_ = None
+        if self.train:
+            kwargs = {"device": dev, **(self.fit_kwargs or {})}
+            if self.name:
+                model, self.history_ = training.load_or_train(self.name, model, x, **kwargs)
+            else:
+                self.history_ = training.fit(model, x, **kwargs)
+        self.model_ = model.to(dev).eval()
+        if self.score in self.latent_scores:
+            from . import latent
+
+            self.gmm_selection_ = latent.select_gmm(
+                self._encode(x), self.gmm_components, max_samples=self.gmm_max_samples
+            )
+            self.gmm_ = self.gmm_selection_.best
+
+    # -- what the model gives
+    def _batched(self, fn, x):
+        return batched(fn, x, batch_size=self.batch_size, device=self._device())
+
+    def _encode(self, x: np.ndarray) -> np.ndarray:
+        from .latent import encode
+
+        return encode(self.model_, x, batch_size=self.batch_size, device=self._device())
+
+    def transform(self, X) -> np.ndarray:
+        """The latent code of each image (``mu`` for a VAE): ``(N, latent_dim)``."""
+        return self._encode(self._checked(X))
+
+    def reconstruct(self, X) -> np.ndarray:
+        """The model's reconstruction of each image, shape ``(N, 1, H, W)``."""
+        x = self._checked(X)
+        flat = self._batched(lambda xb: self._reconstruct(xb).flatten(1), x)
+        return flat.reshape(x.shape)
+
+    def _reconstruct(self, xb):
+        return self.model_(xb)
+
+    def _score_recon(self, xb):
+        return (xb - self._reconstruct(xb)).pow(2).flatten(1).mean(1)
+
+    def _score_recon_max(self, xb):
+        return (xb - self._reconstruct(xb)).pow(2).flatten(1).amax(1)
+
+    def _anomaly_score(self, x):
+        from . import latent
+
+        if self.score == "latent_nll":
+            return latent.gmm_nll(self.gmm_, self._encode(x))
+        if self.score == "latent_dist":
+            return latent.nearest_component_distance(self.gmm_, self._encode(x))
+        return self._batched(getattr(self, f"_score_{self.score}"), x)
+
+
+def _sparse_ae():
+    from .models.ae import SparseConvAE
+
+    return SparseConvAE
+
+
+def _beta_vae():
+    from .models.vae import BetaVAE
+
+    return BetaVAE
+
+
+class _LazyModelClass:
+    """Resolve the model class on first use, so importing detectors needs no torch."""
+
+    def __init__(self, getter):
+        self.getter = getter
+
+    def __get__(self, obj, owner):
+        return self.getter()
+
+
+class AutoencoderDetector(DeepDetector):
+    """The sparse convolutional autoencoder (:class:`phbook.models.ae.SparseConvAE`)
+    as a detector; scores: ``"recon"``, ``"latent_nll"``, ``"latent_dist"``."""
+
+    model_class = _LazyModelClass(_sparse_ae)
+
+
+class VAEDetector(DeepDetector):
+    """The beta-VAE (:class:`phbook.models.vae.BetaVAE`) as a detector.
+
+    Scores (``score=``), each higher for more anomalous images:
+
+    ``"recon"``, ``"recon_max"``
+        mean (or largest pixel) squared error of the reconstruction decoded from
+        ``mu`` (deterministic);
+    ``"elbo"``
+        the negative ELBO with ``beta = 1``: the expected sum of squared errors over
+        ``n_samples`` posterior samples plus the KL divergence (an upper bound on the
+        negative log-likelihood, up to a constant);
+    ``"kl"``
+        the KL divergence of the posterior from the prior: how far the encoder has to
+        move the code to describe the image;
+    ``"latent_nll"``, ``"latent_dist"``
+        as in :class:`DeepDetector`, on the posterior means.
+    """
+
+    model_class = _LazyModelClass(_beta_vae)
+    scores = ("recon", "recon_max", "elbo", "kl", "latent_nll", "latent_dist")
+
+    def __init__(
+        self,
+        model=None,
+        *,
+        model_kwargs: dict | None = None,
+        fit_kwargs: dict | None = None,
+        name: str | None = None,
+        train: bool = True,
+        score: str = "recon",
+        n_samples: int = 8,
+        seed: int = 0,
+        gmm_components=tuple(range(1, 11)),
+        gmm_max_samples: int | None = 20000,
+        batch_size: int = 4096,
+        device=None,
+        contamination: float = 0.01,
+    ):
+        super().__init__(
+            model,
+            model_kwargs=model_kwargs,
+            fit_kwargs=fit_kwargs,
+            name=name,
+            train=train,
+            score=score,
+            gmm_components=gmm_components,
+            gmm_max_samples=gmm_max_samples,
+            batch_size=batch_size,
+            device=device,
+            contamination=contamination,
+        )
+        self.n_samples = n_samples
+        self.seed = seed
+
+    def _reconstruct(self, xb):
+        return self.model_.decode(self.model_.encode(xb)[0])
+
+    def _score_kl(self, xb):
+        from .models.vae import kl_divergence
+
+        return kl_divergence(*self.model_.encode(xb))
+
+    def _anomaly_score(self, x):
+        if self.score == "elbo":
+            import torch
+
+            if self.n_samples < 1:
+                raise ValueError(f"n_samples must be at least 1, got {self.n_samples}")
+            dev = self._device()
+            # a fixed generator: repeated calls on the same images give the same scores
+            self._generator = torch.Generator(device=dev).manual_seed(self.seed)
+        return super()._anomaly_score(x)
+
+    def _score_elbo(self, xb):
+        from .models.vae import kl_divergence, reconstruction_error, reparameterize
+
+        mu, logvar = self.model_.encode(xb)
+        recon = 0.0
+        for _ in range(self.n_samples):
+            z = reparameterize(mu, logvar, generator=self._generator)
+            recon = recon + reconstruction_error(xb, self.model_.decode(z))
+        return recon / self.n_samples + kl_divergence(mu, logvar)
 
 
 # ------------------------------------------------------------------ physics baseline

@@ -22,6 +22,8 @@ __all__ = [
     "f1_max",
     "summary",
     "per_class_report",
+    "compare",
+    "auc_by_strength",
 ]
 
 
@@ -114,3 +116,74 @@ def per_class_report(
         row.update(summary(sel[mask].astype(int), scores[mask]))
         rows.append(row)
     return pd.DataFrame(rows).set_index("class")
+
+
+def compare(
+    scores: dict, classes: Sequence[str], metric: str = "auc", normal: str = NORMAL
+) -> pd.DataFrame:
+    """One metric of several detectors by class: rows are the anomaly classes and
+    ``all``, columns the detectors (the keys of ``scores``, in order).
+
+    ``metric`` is a column of :func:`per_class_report`: ``auc``, ``ap``,
+    ``tpr@1e-2``, ``tpr@1e-3`` or ``f1_max``.
+    """
+    if not scores:
+        raise ValueError("scores is empty: give {detector name: anomaly scores}")
+    columns = {}
+    for name, s in scores.items():
+        report = per_class_report(s, classes, normal=normal)
+        if metric not in report.columns:
+            raise ValueError(
+                f"metric {metric!r} unknown; valid values: "
+                + ", ".join(c for c in report.columns if c != "n")
+            )
+        columns[name] = report[metric]
+    table = pd.DataFrame(columns)
+    table.insert(0, "n", report["n"])
+    return table
+
+
+def auc_by_strength(
+    scores,
+    classes: Sequence[str],
+    strength,
+    bins: Sequence[float] = (0.0, 0.2, 0.4, 0.6, 0.8, 1.0),
+    normal: str = NORMAL,
+) -> pd.DataFrame:
+    """ROC-AUC of each anomaly class in bins of anomaly strength (faint to bright).
+
+    Every bin's anomalies are scored against all normal samples. Rows are the classes,
+    columns the bins (labelled by their centres); a bin without anomalies is NaN. This
+    shows where a detector stops seeing a class as it gets fainter.
+    """
+    scores = np.asarray(scores, dtype=np.float64).ravel()
+    classes = np.asarray(classes).astype(str).ravel()
+    strength = np.asarray(strength, dtype=np.float64).ravel()
+    if not len(scores) == len(classes) == len(strength):
+        raise ValueError(
+            f"scores ({len(scores)}), classes ({len(classes)}) and strength "
+            f"({len(strength)}) differ in length"
+        )
+    edges = np.asarray(bins, dtype=np.float64)
+    if edges.ndim != 1 or len(edges) < 2 or np.any(np.diff(edges) <= 0):
+        raise ValueError(f"bins must be increasing edges, got {list(bins)}")
+    is_normal = classes == normal
+    if not is_normal.any():
+        raise ValueError(f"no samples of the normal class {normal!r}")
+    centres = (edges[:-1] + edges[1:]) / 2
+    rows = {}
+    for name in [c for c in pd.unique(classes) if c != normal]:
+        values = []
+        for i, (lo, hi) in enumerate(zip(edges[:-1], edges[1:], strict=True)):
+            last = i == len(edges) - 2
+            sel = (classes == name) & (strength >= lo)
+            sel &= (strength <= hi) if last else (strength < hi)
+            if not sel.any():
+                values.append(np.nan)
+                continue
+            mask = is_normal | sel
+            values.append(roc_auc(sel[mask].astype(int), scores[mask]))
+        rows[name] = values
+    table = pd.DataFrame(rows, index=np.round(centres, 3)).T
+    table.columns.name = "strength"
+    return table

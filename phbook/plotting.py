@@ -117,6 +117,369 @@ def plot_history(history, *, ax=None, columns: Sequence[str] | None = None, logy
     return ax
 
 
+# ------------------------------------------------- detector evaluation (chapters 2-4)
+
+
+def _binary_labels(labels, normal: str = "normal") -> np.ndarray:
+    """0/1 labels from 0/1 values or from class names (``normal`` -> 0)."""
+    labels = np.asarray(labels)
+    if labels.dtype.kind in "USO":
+        return (labels.astype(str) != normal).astype(int)
+    return labels.astype(int)
+
+
+def plot_roc(
+    scores,
+    labels,
+    *,
+    ax=None,
+    log_fpr: bool = True,
+    fpr_marks: Sequence[float] = (1e-3, 1e-2),
+    normal: str = "normal",
+):
+    """ROC curves of one or several detectors; the legend gives each ROC-AUC.
+
+    ``scores`` is an array of anomaly scores (higher = more anomalous) or a dict
+    ``{name: scores}``; ``labels`` are 0/1 or class names (``normal`` is the negative
+    class). A log false-positive axis shows the low-FPR end where alert thresholds
+    live; dotted lines mark the FPRs of ``fpr_marks``.
+    """
+    from sklearn.metrics import roc_auc_score, roc_curve
+
+    if ax is None:
+        _, ax = plt.subplots(figsize=(4.6, 4.0))
+    y = _binary_labels(labels, normal)
+    named = scores if isinstance(scores, dict) else {"detector": scores}
+    for name, s in named.items():
+        s = np.asarray(s, dtype=np.float64)
+        fpr, tpr, _ = roc_curve(y, s)
+        auc = roc_auc_score(y, s)
+        if log_fpr:
+            keep = fpr > 0
+            fpr, tpr = fpr[keep], tpr[keep]
+        ax.plot(fpr, tpr, label=f"{name} (AUC {auc:.3f})", lw=1.4)
+    n_neg = int((y == 0).sum())
+    if log_fpr:
+        ax.set_xscale("log")
+        ax.set_xlim(max(1.0 / max(n_neg, 1), 1e-5), 1)
+    else:
+        ax.plot([0, 1], [0, 1], color="0.7", lw=0.8, ls="--")
+    for f in fpr_marks:
+        ax.axvline(f, color="0.6", lw=0.7, ls=":")
+    ax.set_xlabel("false-positive rate (normal frames flagged)")
+    ax.set_ylabel("true-positive rate (anomalies found)")
+    ax.set_ylim(0, 1.01)
+    ax.legend(fontsize=7, loc="lower right")
+    return ax
+
+
+def plot_score_hist(
+    scores,
+    classes,
+    *,
+    ax=None,
+    bins: int = 60,
+    normal: str = "normal",
+    log_x: bool = True,
+    order: Sequence[str] | None = None,
+):
+    """Histograms of anomaly scores, one outline per class, the normal class filled.
+
+    Each histogram is normalised to unit area, so rare classes remain visible beside
+    the many normal frames. ``log_x`` spaces the bins logarithmically (reconstruction
+    errors span decades); non-positive scores fall back to linear bins.
+    """
+    if ax is None:
+        _, ax = plt.subplots(figsize=(6.0, 3.4))
+    scores = np.asarray(scores, dtype=np.float64).ravel()
+    classes = np.asarray(classes).astype(str).ravel()
+    if len(scores) != len(classes):
+        raise ValueError(f"{len(scores)} scores but {len(classes)} class names")
+    names = list(order) if order is not None else [normal] + sorted(set(classes) - {normal})
+    finite = scores[np.isfinite(scores)]
+    use_log = log_x and finite.size and finite.min() > 0
+    if use_log:
+        edges = np.geomspace(finite.min(), finite.max(), bins + 1)
+        ax.set_xscale("log")
+        # over a decade or two, label 1, 2 and 5 times each power of ten
+        decades = np.log10(finite.max() / finite.min())
+        subs = (1.0, 2.0, 5.0) if decades < 2.5 else (1.0,)
+        ax.xaxis.set_major_locator(mpl.ticker.LogLocator(subs=subs))
+        ax.xaxis.set_major_formatter(mpl.ticker.FormatStrFormatter("%g"))
+        ax.xaxis.set_minor_formatter(mpl.ticker.NullFormatter())
+    else:
+        edges = np.linspace(finite.min(), finite.max(), bins + 1)
+    for name in names:
+        sel = classes == name
+        if not sel.any():
+            continue
+        if name == normal:
+            ax.hist(
+                scores[sel],
+                bins=edges,
+                density=True,
+                color="0.75",
+                label=f"{name} ({sel.sum()})",
+            )
+        else:
+            ax.hist(
+                scores[sel],
+                bins=edges,
+                density=True,
+                histtype="step",
+                lw=1.3,
+                label=f"{name} ({sel.sum()})",
+            )
+    ax.set_xlabel("anomaly score (higher = more anomalous)")
+    ax.set_ylabel("density")
+    ax.legend(fontsize=7, ncol=2)
+    return ax
+
+
+def plot_bic(selection, *, ax=None):
+    """BIC against the number of mixture components, the chosen count marked."""
+    if ax is None:
+        _, ax = plt.subplots(figsize=(4.2, 3.0))
+    ax.plot(selection.n_components, selection.bic, "o-", ms=4)
+    ax.plot(
+        [selection.best_n],
+        [selection.bic[selection.best_index]],
+        "o",
+        ms=10,
+        mfc="none",
+        mec="C3",
+        label=f"lowest BIC: {selection.best_n} components",
+    )
+    ax.set_xlabel("number of Gaussian components")
+    ax.set_ylabel("BIC (lower is better)")
+    ax.legend(fontsize=8)
+    return ax
+
+
+def plot_latent_3d(
+    z3,
+    labels=None,
+    *,
+    ax=None,
+    s: float = 3,
+    alpha: float = 0.6,
+    title: str | None = None,
+    max_points: int = 5000,
+    seed: int = 0,
+):
+    """A 3D scatter plot of latent codes reduced to three dimensions.
+
+    ``labels`` colour the points: mixture components (ints) or class names (strings).
+    At most ``max_points`` random points are drawn so the figure stays light.
+    """
+    z3 = np.asarray(z3)
+    if z3.ndim != 2 or z3.shape[1] != 3:
+        raise ValueError(f"z3 must have shape (N, 3), got {z3.shape}")
+    if ax is None:
+        fig = plt.figure(figsize=(4.6, 4.2))
+        ax = fig.add_subplot(projection="3d")
+    idx = np.arange(len(z3))
+    if len(idx) > max_points:
+        idx = np.sort(np.random.default_rng(seed).choice(len(z3), max_points, False))
+    if labels is None:
+        ax.scatter(*z3[idx].T, s=s, alpha=alpha)
+    else:
+        labels = np.asarray(labels)
+        for i, name in enumerate(_unique_in_order(labels)):
+            sel = idx[labels[idx] == name]
+            ax.scatter(*z3[sel].T, s=s, alpha=alpha, color=f"C{i % 10}", label=str(name))
+        ax.legend(fontsize=7, markerscale=3, loc="upper left")
+    ax.set_xlabel("PC 1")
+    ax.set_ylabel("PC 2")
+    ax.set_zlabel("PC 3")
+    if title:
+        ax.set_title(title)
+    return ax
+
+
+def _unique_in_order(values) -> list:
+    """Distinct values in order of first appearance (sorted when they are numbers)."""
+    values = np.asarray(values)
+    if values.dtype.kind in "iuf":
+        return sorted(np.unique(values).tolist())
+    seen: dict = {}
+    for v in values.tolist():
+        seen.setdefault(v, None)
+    return list(seen)
+
+
+def show_cluster_gallery(
+    x,
+    members: dict,
+    *,
+    counts: dict | None = None,
+    size: float = 1.0,
+    shared_scale: bool = True,
+    suptitle: str | None = None,
+):
+    """Typical images of each cluster: one row per cluster, most typical first.
+
+    ``members`` maps a cluster to image indices (e.g. from
+    :func:`phbook.latent.typical_members`); ``counts`` (cluster -> size) labels rows.
+    """
+    images = _as_numpy_images(x)
+    rows = [k for k in members if len(members[k])]
+    if not rows:
+        raise ValueError("members holds no images")
+    ncols = max(len(members[k]) for k in rows)
+    fig, axes = plt.subplots(
+        len(rows), ncols, figsize=(size * ncols, size * len(rows)), squeeze=False
+    )
+    vmin = vmax = None
+    if shared_scale:
+        chosen = np.concatenate([images[members[k]] for k in rows])
+        vmin, vmax = float(chosen.min()), float(chosen.max())
+    for r, k in enumerate(rows):
+        for c in range(ncols):
+            ax = axes[r, c]
+            ax.set_xticks([])
+            ax.set_yticks([])
+            if c < len(members[k]):
+                ax.imshow(images[members[k][c]], vmin=vmin, vmax=vmax)
+            else:
+                ax.axis("off")
+        label = f"cluster {k}"
+        if counts is not None and k in counts:
+            label += f"\n{counts[k]} frames"
+        axes[r, 0].set_ylabel(label, fontsize=7, rotation=0, ha="right", va="center")
+    if suptitle:
+        fig.suptitle(suptitle)
+    return fig
+
+
+def show_reconstructions(
+    x,
+    recons: dict,
+    *,
+    titles: Sequence[str] | None = None,
+    residual: bool = True,
+    size: float = 1.1,
+):
+    """Images (top row), each model's reconstruction and, if ``residual``, the
+    residual ``x - x_hat`` below it; one column per image.
+
+    Images and reconstructions share one colour scale per column; residuals use a
+    diverging map centred on zero, so structure the model missed stands out.
+    """
+    images = _as_numpy_images(x)
+    rows: list[tuple[str, np.ndarray, str]] = [("input", images, "image")]
+    for name, r in recons.items():
+        r = _as_numpy_images(r)
+        if r.shape != images.shape:
+            raise ValueError(
+                f"reconstruction {name!r} has shape {r.shape}, images {images.shape}"
+            )
+        rows.append((name, r, "image"))
+        if residual:
+            rows.append((f"{name}\nresidual", images - r, "residual"))
+    n = len(images)
+    fig, axes = plt.subplots(
+        len(rows), n, figsize=(size * n, size * len(rows)), squeeze=False
+    )
+    lo = images.reshape(n, -1).min(1)
+    hi = images.reshape(n, -1).max(1)
+    res = [r for _, r, kind in rows if kind == "residual"]
+    rmax = np.abs(np.stack(res)).reshape(len(res), n, -1).max(axis=(0, 2)) if res else None
+    for i, (name, arr, kind) in enumerate(rows):
+        for j in range(n):
+            ax = axes[i, j]
+            ax.set_xticks([])
+            ax.set_yticks([])
+            if kind == "image":
+                ax.imshow(arr[j], vmin=lo[j], vmax=hi[j])
+            else:
+                ax.imshow(arr[j], cmap="RdBu_r", vmin=-rmax[j], vmax=rmax[j])
+            if i == 0 and titles is not None:
+                ax.set_title(str(titles[j]), fontsize=7)
+        axes[i, 0].set_ylabel(name, fontsize=7, rotation=0, ha="right", va="center")
+    return fig
+
+
+def compare_histograms(
+    data: dict,
+    *,
+    ax=None,
+    bins: int = 50,
+    log_x: bool = False,
+    logy: bool = False,
+    xlabel: str = "",
+    range_: tuple[float, float] | None = None,
+):
+    """Overlaid normalised histograms of one quantity in several samples (e.g. the
+    Hillas length of training frames and of generated frames)."""
+    if ax is None:
+        _, ax = plt.subplots(figsize=(4.0, 3.0))
+    arrays = {k: np.asarray(v, dtype=np.float64).ravel() for k, v in data.items()}
+    arrays = {k: v[np.isfinite(v)] for k, v in arrays.items()}
+    allv = np.concatenate([v for v in arrays.values() if v.size])
+    if allv.size == 0:
+        raise ValueError("no finite values to plot")
+    lo, hi = range_ if range_ is not None else (allv.min(), allv.max())
+    if log_x:
+        lo = max(lo, allv[allv > 0].min() if (allv > 0).any() else 1e-12)
+        edges = np.geomspace(lo, hi, bins + 1)
+        ax.set_xscale("log")
+    else:
+        edges = np.linspace(lo, hi, bins + 1)
+    for i, (name, v) in enumerate(arrays.items()):
+        style = (
+            {"histtype": "stepfilled", "alpha": 0.35}
+            if i == 0
+            else {"histtype": "step", "lw": 1.4}
+        )
+        ax.hist(v, bins=edges, density=True, label=name, color=f"C{i}", **style)
+    if logy:
+        ax.set_yscale("log")
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel("density")
+    ax.legend(fontsize=7)
+    return ax
+
+
+def plot_auc_vs_strength(table, *, ax=None, title: str | None = None):
+    """ROC-AUC against anomaly strength, one line per class (from
+    :func:`phbook.metrics.auc_by_strength`); 0.5 is chance."""
+    if ax is None:
+        _, ax = plt.subplots(figsize=(4.6, 3.2))
+    for i, (name, row) in enumerate(table.iterrows()):
+        ax.plot(
+            table.columns.astype(float),
+            row.values,
+            "o-",
+            ms=3,
+            lw=1.2,
+            color=f"C{i % 10}",
+            label=str(name),
+        )
+    ax.axhline(0.5, color="0.6", lw=0.8, ls=":")
+    ax.set_xlabel("anomaly strength (0 = faint, 1 = bright)")
+    ax.set_ylabel("ROC-AUC against normal frames")
+    low = np.nanmin(table.to_numpy()) if table.size else 0.5
+    ax.set_ylim(min(0.3, np.floor(low * 10) / 10), 1.01)
+    if title:
+        ax.set_title(title)
+    ax.legend(fontsize=7, ncol=2)
+    return ax
+
+
+def show_source(obj):
+    """The source code of a ``phbook`` function or class, as a highlighted code block.
+
+    Chapters show the package's code this way instead of retyping it, so the code the
+    reader sees is the code that runs.
+    """
+    import inspect
+
+    from IPython.display import Markdown
+
+    return Markdown(f"```python\n{inspect.getsource(obj).rstrip()}\n```")
+
+
 def show_classes(
     x,
     classes: Sequence[str],

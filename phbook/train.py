@@ -14,6 +14,9 @@ A model plugs in through a small protocol (all but the first are optional):
     with several critic steps per generator step). Returns detached loss terms.
 ``model.on_epoch_start(state)``
     Called before every epoch, e.g. to anneal the KL weight of a VAE.
+``model.hparams``
+    A dict of constructor arguments. They join the checkpoint's fingerprint, so that a
+    checkpoint of the same architecture with another ``beta`` is not reused.
 ``model.validation_loss(batch) -> dict[str, Tensor]``
     Loss terms on held-out data; defaults to ``model.loss``.
 
@@ -115,7 +118,11 @@ def _checksum(tensors: tuple[torch.Tensor, ...]) -> str:
 
 def _model_signature(model: nn.Module) -> str:
     shapes = ",".join(f"{k}{tuple(v.shape)}" for k, v in model.state_dict().items())
-    return f"{type(model).__module__}.{type(model).__qualname__}[{shapes}]"
+    # hyperparameters that change no shape (a VAE's beta, a penalty weight) still
+    # change the model: a model that lists them in ``hparams`` makes them count
+    hparams = getattr(model, "hparams", None)
+    extra = repr(sorted(hparams.items())) if isinstance(hparams, dict) else ""
+    return f"{type(model).__module__}.{type(model).__qualname__}[{shapes}]{extra}"
 
 
 # ----------------------------------------------------------------------- checkpoints
@@ -131,7 +138,10 @@ def checkpoint_path(name: str, directory: str | os.PathLike | None = None) -> Pa
 
 
 def _atomic_save(obj: dict, path: Path) -> None:
-    tmp = path.with_name(path.name + ".tmp")
+    # one temporary file per process: two notebooks training the same model at once
+    # (chapters that share a checkpoint, run in parallel by the tests) never rename
+    # each other's half-written file
+    tmp = path.with_name(f"{path.name}.{os.getpid()}.tmp")
     torch.save(obj, tmp)
     os.replace(tmp, path)
 
