@@ -35,6 +35,54 @@ _SIZES: dict[str, dict[str, dict[str, Any]]] = {
         "quick": {"n_train": 3000, "n_test": 1000, "epochs": 4, "batch_size": 128},
         "full": {"n_train": 20000, "n_test": 4000, "epochs": 25, "batch_size": 256},
     },
+    # chapter 5: WGAN-GP and DCGAN on PH frames, f-AnoGAN, AnoGAN, toy experiments
+    "gans": {
+        "quick": {
+            "n_train": 3000,
+            "n_test_normal": 1000,
+            "n_test_per_class": 100,
+            "epochs": 3,
+            "dcgan_epochs": 2,
+            "encoder_epochs": 2,
+            "batch_size": 64,
+            "anogan_frames": 70,
+            "anogan_steps": 20,
+            "toy_steps": 300,
+        },
+        "full": {
+            "n_train": 20000,
+            "n_test_normal": 4000,
+            "n_test_per_class": 400,
+            "epochs": 30,
+            "dcgan_epochs": 10,
+            "encoder_epochs": 15,
+            "batch_size": 64,
+            "anogan_frames": 1400,
+            "anogan_steps": 100,
+            "toy_steps": 3000,
+        },
+    },
+    # chapter 6: contamination study (also bench/gan.py)
+    "contamination": {
+        "quick": {
+            "n_train": 2000,
+            "n_test_normal": 1000,
+            "n_test_per_class": 100,
+            "epochs": 2,
+            "encoder_epochs": 2,
+            "aae_epochs": 4,
+            "batch_size": 64,
+        },
+        "full": {
+            "n_train": 10000,
+            "n_test_normal": 4000,
+            "n_test_per_class": 300,
+            "epochs": 20,
+            "encoder_epochs": 8,
+            "aae_epochs": 20,
+            "batch_size": 64,
+        },
+    },
 }
 
 
