@@ -293,7 +293,8 @@ def test_anogan_search_finds_a_representable_image_and_keeps_images_independent(
     start = G.anogan_search(gen, critic, x, n_steps=0, seed=0)
     found = G.anogan_search(gen, critic, x, n_steps=200, lr=0.05, seed=0)
     assert (found["score"] < 0.5 * start["score"]).all()
-    assert found["history"][-1] < found["history"][0]
+    assert found["history"].shape == (200, 4)
+    assert (found["history"][-1] < found["history"][0]).all()
     # each image's search ignores the others: one at a time gives the same result
     z0 = torch.randn(4, 4, generator=torch.Generator().manual_seed(0))
     together = G.anogan_search(gen, critic, x, n_steps=30, z0=z0)

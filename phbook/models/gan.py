@@ -631,7 +631,8 @@ def anogan_search(
     draws from a generator seeded with ``seed``, so scores are repeatable).
 
     Returns a dict with ``z``, ``x_hat``, ``residual``, ``feature`` and ``score``
-    (each ``(N,)`` or ``(N, ...)``, detached) and ``history`` (the mean loss per step).
+    (each ``(N,)`` or ``(N, ...)``, detached) and ``history``, each image's loss
+    before every step, shape ``(n_steps, N)``.
     """
     if n_steps < 0:
         raise ValueError(f"n_steps must be non-negative, got {n_steps}")
@@ -658,7 +659,7 @@ def anogan_search(
                 opt.zero_grad(set_to_none=True)
                 loss.sum().backward()
                 opt.step()
-                history.append(loss.detach().mean())
+                history.append(loss.detach())
             with torch.no_grad():
                 x_hat = generator(z)
                 r, d = residual_and_feature(x, x_hat, critic, p=1)
@@ -671,7 +672,7 @@ def anogan_search(
         "residual": r,
         "feature": d,
         "score": weighted_score(r, d, lam),
-        "history": torch.stack(history) if history else torch.empty(0),
+        "history": torch.stack(history) if history else torch.empty(0, len(x)),
     }
 
 
