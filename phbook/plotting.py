@@ -163,6 +163,7 @@ def show_residuals(
         if titles is not None:
             axes[0, j].set_title(str(titles[j]), fontsize=7)
     fig.colorbar(im, ax=axes[2, :].tolist(), fraction=0.02, pad=0.01, label="residual")
+    return fig
 
 
 def show_classes(

@@ -412,3 +412,20 @@ def test_score_convention_constants_are_consistent():
     # lam = 0.1 of AnoGAN and kappa = 1 of f-AnoGAN are different weightings
     assert G.kappa_to_lam(1.0) == pytest.approx(0.5)
     assert math.isclose(G.kappa_to_lam(1 / 9), 0.1)
+
+
+def test_residual_map_figure_layout_and_errors():
+    import matplotlib
+
+    matplotlib.use("Agg")
+    from phbook import plotting
+
+    x = np.random.default_rng(0).random((3, 8, 8)).astype(np.float32)
+    fig = plotting.show_residuals(x, x[:, None] * 0.5, titles=["a", "b", "c"])
+    images = [ax for ax in fig.axes if ax.images]
+    assert len(images) == 9  # three rows of three panels (plus the colour bar)
+    residual = images[-1].images[0]
+    lo, hi = residual.get_clim()
+    assert lo == -hi > 0  # a symmetric scale centred on zero
+    with pytest.raises(ValueError, match="same shape"):
+        plotting.show_residuals(x, x[:2])

@@ -258,7 +258,7 @@ class Generator(nn.Module):
             raise ValueError(
                 f"z must have shape (N, {self.latent_dim}), got {tuple(z.shape)}"
             )
-        h = self.fc(z).view(len(z), *self.start_shape)
+        h = self.fc(z).view(-1, *self.start_shape)
         x = self.body(h)
         t, b, left, right = self.crop
         return x[:, :, t:b, left:right]
