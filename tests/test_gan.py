@@ -426,6 +426,6 @@ def test_residual_map_figure_layout_and_errors():
     assert len(images) == 9  # three rows of three panels (plus the colour bar)
     residual = images[-1].images[0]
     lo, hi = residual.get_clim()
-    assert lo == -hi > 0  # a symmetric scale centred on zero
+    assert hi == -lo > 0  # a symmetric scale centred on zero
     with pytest.raises(ValueError, match="same shape"):
         plotting.show_residuals(x, x[:2])
