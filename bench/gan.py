@@ -67,7 +67,7 @@ def make_detectors(size, contamination: float) -> dict:
     """Chapter 6's detectors (same settings and checkpoint names)."""
     tag = f"c{round(contamination * 100):02d}"
     common = {"epochs": size.epochs, "batch_size": size.batch_size}
-    return {
+    found = {
         "f-AnoGAN": detectors.FAnoGANDetector(
             **common, encoder_epochs=size.encoder_epochs, name=f"ch6-fanogan-{tag}"
         ),
@@ -78,6 +78,11 @@ def make_detectors(size, contamination: float) -> dict:
             epochs=size.aae_epochs, batch_size=128, name=f"ch6-aae-{tag}"
         ),
     }
+    if hasattr(detectors, "VAEDetector"):  # chapters 2-3, once merged
+        fit = {"epochs": size.ae_epochs, "batch_size": 128}
+        found["AE"] = detectors.AutoencoderDetector(fit_kwargs=fit, name=f"ch6-ae-{tag}")
+        found["beta-VAE"] = detectors.VAEDetector(fit_kwargs=fit, name=f"ch6-vae-{tag}")
+    return found
 
 
 def main() -> dict:

@@ -75,6 +75,7 @@ _SIZES: dict[str, dict[str, dict[str, Any]]] = {
             "epochs": 2,
             "encoder_epochs": 2,
             "aae_epochs": 4,
+            "ae_epochs": 3,
             "batch_size": 64,
         },
         "full": {
@@ -84,6 +85,7 @@ _SIZES: dict[str, dict[str, dict[str, Any]]] = {
             "epochs": 15,
             "encoder_epochs": 6,
             "aae_epochs": 15,
+            "ae_epochs": 10,
             "batch_size": 64,
         },
     },
