@@ -825,6 +825,10 @@ class SimultaneousEncoderGAN(GAN):
 
     def training_step(self, x, optimizers, state) -> dict[str, torch.Tensor]:
         terms = super().training_step(x, optimizers, state)
-        if self._last_enc is not None:
-            terms["enc_cycle"] = self._last_enc
+        if self._last_enc is None:  # before the first generator step: measure it
+            with torch.no_grad():
+                fake = self.generator(self.sample_z(len(x), x.device))
+                cycle = (fake - self.generator(self.encoder(fake))).abs().mean()
+            self._last_enc = cycle
+        terms["enc_cycle"] = self._last_enc
         return terms
