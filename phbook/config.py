@@ -86,6 +86,56 @@ _SIZES: dict[str, dict[str, dict[str, Any]]] = {
         "quick": {"max_components": 8, "gmm_samples": 4000},
         "full": {"max_components": 15, "gmm_samples": 10000},
     },
+    # chapter 5: WGAN-GP and DCGAN on PH frames, f-AnoGAN, AnoGAN, toy experiments
+    "gans": {
+        "quick": {
+            "n_train": 3000,
+            "n_test_normal": 1000,
+            "n_test_per_class": 100,
+            "epochs": 3,
+            "dcgan_epochs": 2,
+            "encoder_epochs": 2,
+            "batch_size": 64,
+            "anogan_frames": 70,
+            "anogan_steps": 20,
+            "toy_steps": 300,
+        },
+        "full": {
+            "n_train": 20000,
+            "n_test_normal": 4000,
+            "n_test_per_class": 400,
+            "epochs": 30,
+            "dcgan_epochs": 10,
+            "encoder_epochs": 15,
+            "batch_size": 64,
+            "anogan_frames": 1400,
+            "anogan_steps": 100,
+            "toy_steps": 3000,
+        },
+    },
+    # chapter 6: contamination study (also bench/gan.py)
+    "contamination": {
+        "quick": {
+            "n_train": 2000,
+            "n_test_normal": 1000,
+            "n_test_per_class": 100,
+            "epochs": 2,
+            "encoder_epochs": 2,
+            "aae_epochs": 4,
+            "ae_epochs": 3,
+            "batch_size": 64,
+        },
+        "full": {
+            "n_train": 10000,
+            "n_test_normal": 4000,
+            "n_test_per_class": 300,
+            "epochs": 15,
+            "encoder_epochs": 6,
+            "aae_epochs": 15,
+            "ae_epochs": 10,
+            "batch_size": 64,
+        },
+    },
     # bench/case_studies.py: simulator speed (images per timed run, repeats, and the
     # number of lenses drawn one by one with lenstronomy's ImageModel as the baseline)
     "case_studies": {

@@ -480,6 +480,55 @@ def show_source(obj):
     return Markdown(f"```python\n{inspect.getsource(obj).rstrip()}\n```")
 
 
+def show_residuals(
+    x,
+    x_hat,
+    titles: Sequence[str] | None = None,
+    *,
+    size: float = 1.3,
+    cmap: str | None = None,
+    residual_cmap: str = "RdBu_r",
+    row_labels: Sequence[str] = ("image", "best match", "residual"),
+):
+    """Images, their reconstructions (or best generated matches) and the residuals.
+
+    The layout of the anomaly-detection papers in astronomy: one column per image,
+    rows *image*, *best match* and *residual* ``x - x_hat``. An image and its match
+    share one colour scale, so brightness can be compared; residuals use a diverging
+    map centred on zero with one symmetric scale for the whole row, so a large residual
+    stands out wherever it is.
+    """
+    images, matches = _as_numpy_images(x), _as_numpy_images(x_hat)
+    if images.shape != matches.shape:
+        raise ValueError(
+            f"x {images.shape} and x_hat {matches.shape} must have the same shape"
+        )
+    residuals = images - matches
+    n = len(images)
+    limit = float(np.abs(residuals).max()) or 1.0
+    fig, axes = plt.subplots(3, n, figsize=(size * n + 0.8, size * 3), squeeze=False)
+    for j in range(n):
+        vmin = float(min(images[j].min(), matches[j].min()))
+        vmax = float(max(images[j].max(), matches[j].max()))
+        for i, (img, kw) in enumerate(
+            (
+                (images[j], {"cmap": cmap or IMAGE_CMAP, "vmin": vmin, "vmax": vmax}),
+                (matches[j], {"cmap": cmap or IMAGE_CMAP, "vmin": vmin, "vmax": vmax}),
+                (residuals[j], {"cmap": residual_cmap, "vmin": -limit, "vmax": limit}),
+            )
+        ):
+            ax = axes[i, j]
+            im = ax.imshow(img, **kw)
+            ax.set_xticks([])
+            ax.set_yticks([])
+            if j == 0:
+                ax.set_ylabel(row_labels[i], fontsize=8)
+        if titles is not None:
+            axes[0, j].set_title(str(titles[j]), fontsize=7)
+    fig.colorbar(im, ax=axes[2, :].tolist(), fraction=0.02, pad=0.01, label="residual")
+    return fig
+
+
 def show_classes(
     x,
     classes: Sequence[str],
