@@ -9,7 +9,9 @@ SHELL := /bin/bash
 PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
-STAMP := $(VENV)/.phbook-installed
+# The install is redone when the dependency files' content changes (not their mtime).
+DEPS_HASH := $(shell cat pyproject.toml constraints.txt 2>/dev/null | cksum | cut -d" " -f1)
+STAMP := $(VENV)/.phbook-installed-$(DEPS_HASH)
 # The profile of `make book`: full (the rendered book) or quick (a fast preview).
 PROFILE ?= full
 # Test workers: two kernels on the 2-core CI machine, one thread each.
@@ -37,12 +39,12 @@ help:
 install: $(STAMP)
 
 # Create the virtual environment and install the pinned dependencies when missing.
-$(STAMP): pyproject.toml constraints.txt
+$(STAMP):
 	@start=$$SECONDS; \
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV); \
 	$(BIN)/python -m pip install --quiet --disable-pip-version-check \
 		-c constraints.txt -e ".[dev]"; \
-	touch $(STAMP); \
+	rm -f $(VENV)/.phbook-installed*; touch $(STAMP); \
 	echo "[phase] install: $$((SECONDS - start)) s"
 
 book: $(STAMP)

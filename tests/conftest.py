@@ -8,7 +8,10 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
-REAL_DATA = ROOT.parent / "shared" / "data" / "panoseti"
+# PHBOOK_REAL_DATA (as in phbook.config.real_data_dir) overrides ../shared/data/panoseti
+REAL_DATA = Path(
+    os.environ.get("PHBOOK_REAL_DATA") or ROOT.parent / "shared" / "data" / "panoseti"
+)
 REAL_PH256 = REAL_DATA / "start_2025-08-02T05:31:36Z.dp_ph256.bpp_2.module_254.seqno_0.pff"
 
 

@@ -57,19 +57,25 @@ def test_no_frame_without_a_trigger_in_higher_thresholds():
     assert (high.adc.max(axis=(1, 2)) > 15 * 16).all()
 
 
-def test_background_table_sampler_matches_direct_sampling():
+def test_dark_pixels_match_direct_sampling():
+    """The table sampler (and its exact tail) against Poisson + Gaussian drawn directly."""
     rng = np.random.default_rng(0)
-    table_draws = P._background(800, INST, rng).ravel()
-    counts = rng.poisson(INST.nsb_pe, table_draws.size).astype(np.float32)
-    direct = P._pixel_charge(counts, INST, rng)
-    assert ks_2samp(table_draws, direct).pvalue > 1e-3
-    assert abs(table_draws.mean() - direct.mean()) < 0.1
+    adc = P.digitize(np.zeros((1500, 16, 16), np.float32), 0, INST, rng)
+    pedestal, _ = P._quabo_terms(INST)
+    counts = rng.poisson(INST.nsb_pe, adc.shape).astype(np.float32)
+    direct = np.floor(P._pixel_charge(counts, INST, rng) + pedestal[0] + 0.5)
+    assert ks_2samp(adc.ravel(), direct.ravel()).pvalue > 1e-3
+    assert abs(adc.mean() - direct.mean()) < 0.1
+    # the far tail: as many values beyond the table's last quantile as expected
+    t = float(P._background_quantiles(INST)[-1])
+    frac = np.mean(adc - pedestal[0] > t + 1)
+    assert frac == pytest.approx(float(P._dark_pixel_sf(t + 1, INST)), rel=0.5, abs=2e-5)
 
 
 def test_background_tail_draws_are_exact():
     rng = np.random.default_rng(1)
     t = float(P._background_quantiles(INST)[-1])
-    tail = P._background_tail(4000, t, INST, rng)
+    tail = P._background_tail(np.full(4000, t), INST, rng)
     assert (tail > t).all()
     counts = rng.poisson(INST.nsb_pe, 40_000_000).astype(np.float32)
     direct = P._pixel_charge(counts, INST, rng)
@@ -78,27 +84,44 @@ def test_background_tail_draws_are_exact():
     assert ks_2samp(tail, direct).pvalue > 1e-3
 
 
-def test_ellipse_light_is_conserved_and_windowing_is_exact():
-    rng = np.random.default_rng(2)
-    n = 300
+def test_triggers_from_dark_pixels_happen_at_the_exact_rate():
+    """With no signal at all a frame triggers only through sky fluctuations; the
+    simulator's shortcut must keep frames at exactly that rate."""
+    inst = P.Instrument(pe_threshold=4.0)  # low enough for sky-only triggers
+    n = 40_000
+    rng = np.random.default_rng(5)
+    adc, kept = P._digitize(
+        np.zeros((n, 16, 16), np.float32), 0, inst, rng, skip_untriggered=True
+    )
+    expected = 1 - np.prod(1 - P._exceed_probability(inst)[0])
+    assert len(kept) / n == pytest.approx(expected, rel=0.1)
+    assert P.triggered(adc, inst).all()
+    full = P.digitize(np.zeros((n, 16, 16), np.float32), 0, inst, rng)
+    assert P.triggered(full, inst).mean() == pytest.approx(expected, rel=0.1)
+
+
+def brute_force_pe(size, sig_l, sig_w, psi, cy, cx, sub=16):
+    """Pixel integrals of a Gaussian by dense sub-pixel sampling (the reference)."""
+    t = (np.arange(16 * sub) + 0.5) / sub
+    yy, xx = np.meshgrid(t - cy, t - cx, indexing="ij")
+    u = xx * np.cos(psi) + yy * np.sin(psi)
+    v = -xx * np.sin(psi) + yy * np.cos(psi)
+    g = np.exp(-0.5 * (u**2 / sig_l**2 + v**2 / sig_w**2)) / (2 * np.pi * sig_l * sig_w)
+    return size * g.reshape(16, sub, 16, sub).sum(axis=(1, 3)) / sub**2
+
+
+@pytest.mark.parametrize(
+    "sig_l, sig_w, psi", [(0.3, 0.3, 0.0), (0.45, 0.35, 1.0), (1.8, 0.9, 0.7), (3.0, 1.2, 2.2)]
+)
+def test_ellipses_are_integrated_over_pixels(sig_l, sig_w, psi):
     p = {
-        "size": np.full(n, 500, np.float32),
-        "length": rng.uniform(0.5, 3, n).astype(np.float32),
-        "width": rng.uniform(0.3, 0.5, n).astype(np.float32),
-        "psi": rng.uniform(0, np.pi, n).astype(np.float32),
-        "cy": np.full(n, 8.0, np.float32),
-        "cx": np.full(n, 8.0, np.float32),
+        k: np.array([v], np.float32)
+        for k, v in dict(size=500, length=sig_l, width=sig_w, psi=psi, cy=7.3, cx=8.6).items()
     }
-    pe = P.shower_pe(p, np.zeros(n, np.uint8))
-    small = p["length"] < 1.5  # entirely inside the quabo
-    np.testing.assert_allclose(pe[small].sum(axis=(1, 2)), 500, rtol=2e-3)
-    saved = P._WINDOWS
-    try:
-        P._WINDOWS = (16,)
-        dense = P.shower_pe(p, np.zeros(n, np.uint8))
-    finally:
-        P._WINDOWS = saved
-    assert np.abs(pe - dense).sum() / dense.sum() < 1e-3
+    pe = P.shower_pe(p, np.zeros(1, np.uint8))[0]
+    ref = brute_force_pe(500, sig_l, sig_w, psi, 7.3, 8.6)
+    assert pe.sum() == pytest.approx(ref.sum(), rel=2e-3)
+    assert np.abs(pe - ref).max() < 0.02 * ref.max()
 
 
 def test_saturation_clips_at_the_adc_ceiling():

@@ -46,6 +46,8 @@ from typing import Any
 import numpy as np
 from scipy.special import erf
 
+from . import _ph_kernels as _kernels
+
 #: Bumped whenever the simulated distributions change, so that cached datasets are rebuilt.
 SIMULATOR_VERSION = 1
 PIXEL_DEG = 0.3125  #: angular size of a pixel (deg)
@@ -181,26 +183,8 @@ _PIX = np.arange(QUABO_PIX, dtype=np.float32) + 0.5  # pixel centres, in pixels
 _BOX_VAR = np.float32(1.0 / 12.0)  # variance of a uniform pixel: integrates the light
 
 
-def _ellipse_on_grid(dy, dx, sl2, sw2, c, s, norm) -> np.ndarray:
-    """Gaussian ellipses evaluated at row offsets dy (n, h) and column offsets dx (n, w)."""
-    f32 = np.float32
-    a = c * c / sl2 + s * s / sw2
-    b = c * s * (1 / sl2 - 1 / sw2)
-    cc = s * s / sl2 + c * c / sw2
-    q = dy[:, :, None] * dx[:, None, :]
-    q *= f32(-1.0) * b[:, None, None]
-    q -= (f32(0.5) * cc[:, None] * dy * dy)[:, :, None]
-    q -= (f32(0.5) * a[:, None] * dx * dx)[:, None, :]
-    np.exp(q, out=q)
-    q *= norm[:, None, None]
-    return q
-
-
-#: Window sizes (pixels) for evaluating small ellipses; 16 is the whole quabo.
-_WINDOWS = (6, 10, 16)
 #: Ellipses narrower than this (pixels) are integrated over pixels with 2 x 2 samples.
 _FINE_SIGMA = 0.55
-_SUB = np.array([0.25, 0.75], np.float32)  # sub-pixel sample offsets
 _SUB_BOX_VAR = np.float32(1.0 / 48.0)  # variance of a uniform half-pixel
 
 
@@ -210,62 +194,26 @@ def _gaussian_ellipse(cy, cx, sig_l, sig_w, psi, total, offset_r=0.0, offset_c=0
     ``cy, cx`` are centroids in the coordinates of a grid whose pixel (0, 0) starts at
     (offset_r, offset_c). The light is integrated over each pixel: the Gaussian is
     convolved with the pixel (approximated by adding the pixel's variance, 1/12, to both
-    axes) and sampled at pixel centres. For spots narrower than 0.55 pixel that sampling
-    would be off by several percent, so they are sampled 2 x 2 times per pixel with the
-    half-pixel variance (1/48) instead, exact to about 1e-3.
-
-    Most shower images cover a few pixels, so each ellipse is evaluated only in a window
-    reaching 4 standard deviations along its major axis (> 99.9 % of its light), in a
-    few window sizes so that the work stays vectorised.
+    axes) and sampled at pixel centres, which is within 2 % of the exact pixel integral
+    for spots wider than 0.55 pixel. Narrower spots are sampled 2 x 2 times per pixel
+    with the half-pixel variance (1/48) instead, exact to about 1e-3. Each ellipse is
+    evaluated only within 4 standard deviations of its centre (> 99.9 % of its light).
     """
-    f32 = np.float32
+    f64 = np.float64
     n = np.shape(total)[0]
-    sig_l = np.asarray(sig_l, f32)
-    sig_w = np.asarray(sig_w, f32)
+    sig_l = np.asarray(sig_l, f64).reshape(n)
+    sig_w = np.asarray(sig_w, f64).reshape(n)
     fine = np.minimum(sig_l, sig_w) < _FINE_SIGMA
-    box = np.where(fine, _SUB_BOX_VAR, _BOX_VAR).astype(f32)
+    box = np.where(fine, float(_SUB_BOX_VAR), float(_BOX_VAR))
     sl2 = sig_l**2 + box
     sw2 = sig_w**2 + box
-    c = np.cos(psi).astype(f32)
-    s = np.sin(psi).astype(f32)
-    # centroid in this grid's pixel coordinates
-    ly = np.asarray(cy, f32) - np.broadcast_to(np.asarray(offset_r, f32), (n,))
-    lx = np.asarray(cx, f32) - np.broadcast_to(np.asarray(offset_c, f32), (n,))
-    norm = np.asarray(total, f32) / f32(2 * np.pi) / np.sqrt(sl2 * sw2)
-    norm[fine] /= 4  # four samples per pixel
-    reach = 4.0 * np.sqrt(np.maximum(sl2, sw2)) + 0.5
-    out = np.zeros((n, QUABO_PIX, QUABO_PIX), f32)
-    bucket = np.searchsorted(np.asarray(_WINDOWS) / 2.0, reach)
-    bucket = np.minimum(bucket, len(_WINDOWS) - 1)
-    for k, w in enumerate(_WINDOWS):
-        for is_fine in (False, True):
-            idx = np.nonzero((bucket == k) & (fine == is_fine))[0]
-            if len(idx) == 0:
-                continue
-            m = len(idx)
-            start_r = np.clip(np.rint(ly[idx] - w / 2), 0, QUABO_PIX - w).astype(np.int64)
-            start_c = np.clip(np.rint(lx[idx] - w / 2), 0, QUABO_PIX - w).astype(np.int64)
-            rows = start_r[:, None] + np.arange(w)
-            cols = start_c[:, None] + np.arange(w)
-            offsets = _SUB if is_fine else np.array([0.5], f32)
-            r = len(offsets)
-            sy = (rows[:, :, None] + offsets).reshape(m, r * w) - ly[idx, None]
-            sx = (cols[:, :, None] + offsets).reshape(m, r * w) - lx[idx, None]
-            g = _ellipse_on_grid(
-                sy.astype(f32),
-                sx.astype(f32),
-                sl2[idx],
-                sw2[idx],
-                c[idx],
-                s[idx],
-                norm[idx],
-            )
-            if r > 1:
-                g = g.reshape(m, w, r, w, r).sum(axis=(2, 4))
-            if w == QUABO_PIX:
-                out[idx] = g
-            else:
-                out[idx[:, None, None], rows[:, :, None], cols[:, None, :]] = g
+    psi = np.asarray(psi, f64).reshape(n)
+    ly = np.asarray(cy, f64).reshape(n) - np.broadcast_to(np.asarray(offset_r, f64), (n,))
+    lx = np.asarray(cx, f64).reshape(n) - np.broadcast_to(np.asarray(offset_c, f64), (n,))
+    norm = np.asarray(total, f64).reshape(n) / (2 * np.pi) / np.sqrt(sl2 * sw2)
+    norm = np.where(fine, norm / 4, norm)  # four samples per pixel
+    out = np.zeros((n, QUABO_PIX, QUABO_PIX), np.float32)
+    _kernels.render_ellipses(ly, lx, sl2, sw2, np.cos(psi), np.sin(psi), norm, fine, out)
     return out
 
 
@@ -331,9 +279,6 @@ def _normal(shape, rng: np.random.Generator) -> np.ndarray:
     return out.numpy()
 
 
-_TABLE_SIZE = 2**16
-
-
 def _pixel_charge(
     counts: np.ndarray, inst: Instrument, rng: np.random.Generator
 ) -> np.ndarray:
@@ -345,68 +290,71 @@ def _pixel_charge(
     return f32(inst.adc_per_pe) * counts + sigma * _normal(counts.shape, rng)
 
 
-@lru_cache(maxsize=16)
-def _background_quantiles(inst: Instrument) -> np.ndarray:
-    """Quantiles of a pixel that sees only the night sky, at (i + 0.5) / M, i < M.
+_TABLE_SIZE = 2**16
 
-    The pixel's charge is a Poisson(nsb_pe) mixture of Gaussians,
-    sum_k Pois(k) N(gain * k, noise^2 + (gain * spe_resolution)^2 k); its CDF is
-    evaluated exactly on a fine grid and inverted.
+
+def _dark_pixel_components(inst: Instrument):
+    """Weights, means and sds of the Gaussian mixture that is a dark pixel's charge.
+
+    A pixel that sees only the night sky collects k ~ Poisson(nsb_pe) photoelectrons;
+    its charge is Gaussian given k, with mean gain * k and variance
+    noise^2 + (gain * spe_resolution)^2 * k.
     """
-    from scipy.stats import norm, poisson
+    from scipy.stats import poisson
 
     lam = inst.nsb_pe
-    kmax = int(lam + 10 * np.sqrt(lam) + 10)
-    k = np.arange(kmax + 1)
-    weight = poisson.pmf(k, lam)
-    mean = inst.adc_per_pe * k
+    k = np.arange(int(lam + 10 * np.sqrt(lam) + 12))
     sd = np.sqrt(inst.noise_adc**2 + (inst.adc_per_pe * inst.spe_resolution) ** 2 * k)
+    return poisson.pmf(k, lam), inst.adc_per_pe * k, sd
+
+
+def _dark_pixel_sf(t, inst: Instrument) -> np.ndarray:
+    """P(charge > t) of a dark pixel, for an array of thresholds ``t`` (ADC)."""
+    from scipy.special import ndtr
+
+    w, mean, sd = _dark_pixel_components(inst)
+    t = np.asarray(t, np.float64)[..., None]
+    return (w * ndtr(-(t - mean) / sd)).sum(axis=-1)
+
+
+@lru_cache(maxsize=16)
+def _background_quantiles(inst: Instrument) -> np.ndarray:
+    """Quantiles of a dark pixel's charge at probabilities (i + 0.5) / M, i < M.
+
+    The mixture's CDF is evaluated exactly on a fine grid and inverted; drawing a uniform
+    index into this table is inverse-CDF sampling with one random number per pixel.
+    """
+    from scipy.stats import norm
+
+    w, mean, sd = _dark_pixel_components(inst)
     x = np.linspace(-12 * inst.noise_adc, mean[-1] + 12 * sd[-1], 400_001)
     cdf = np.zeros_like(x)
-    for w, m, s in zip(weight, mean, sd, strict=False):
-        cdf += w * norm.cdf((x - m) / s)
+    for wk, mk, sk in zip(w, mean, sd, strict=True):
+        cdf += wk * norm.cdf((x - mk) / sk)
     p = (np.arange(_TABLE_SIZE) + 0.5) / _TABLE_SIZE
     return np.interp(p, cdf, x).astype(np.float32)
 
 
-def _background_tail(m: int, t: float, inst: Instrument, rng: np.random.Generator):
-    """``m`` exact draws of a night-sky pixel's charge conditioned on exceeding ``t``.
+def _background_tail(t, inst: Instrument, rng: np.random.Generator) -> np.ndarray:
+    """Exact draws of a dark pixel's charge conditioned on exceeding ``t`` (one per entry).
 
     The photoelectron count k is drawn from P(k | charge > t), proportional to
     Pois(k) P(N(gain k, sd_k) > t); the charge from the Gaussian truncated below at t,
     by inverting its upper-tail CDF (stable far into the tail).
     """
     from scipy.special import ndtr, ndtri
-    from scipy.stats import poisson
 
-    lam = inst.nsb_pe
-    k = np.arange(int(lam + 10 * np.sqrt(lam) + 12))
-    mean = inst.adc_per_pe * k
-    sd = np.sqrt(inst.noise_adc**2 + (inst.adc_per_pe * inst.spe_resolution) ** 2 * k)
-    upper = ndtr(-(t - mean) / sd)  # P(charge > t | k)
-    weight = poisson.pmf(k, lam) * upper
-    pick = rng.choice(len(k), size=m, p=weight / weight.sum())
-    u = 1.0 - rng.random(m)  # in (0, 1]
-    z = -ndtri(u * upper[pick])  # standard-normal value above (t - mean) / sd
-    return (mean[pick] + sd[pick] * z).astype(np.float32)
-
-
-def _background(n: int, inst: Instrument, rng: np.random.Generator) -> np.ndarray:
-    """Charge (ADC, before pedestal) of (n, 16, 16) pixels that see only the night sky.
-
-    Inverse-CDF sampling from the exact quantile table: one uniform number per pixel
-    instead of a Poisson and a Gaussian draw. The table covers probabilities up to
-    1 - 1/(2M); the rare draws beyond are taken exactly from the tail by rejection.
-    """
-    table = _background_quantiles(inst)
-    u = rng.random((n, 16, 16), dtype=np.float32)
-    idx = (u * np.float32(_TABLE_SIZE)).astype(np.int32)
-    np.minimum(idx, _TABLE_SIZE - 1, out=idx)
-    out = table[idx]
-    tail = u >= np.float32(1 - 0.5 / _TABLE_SIZE)
-    m = int(tail.sum())
-    if m:
-        out[tail] = _background_tail(m, float(table[-1]), inst, rng)
+    t = np.atleast_1d(np.asarray(t, np.float64))
+    w, mean, sd = _dark_pixel_components(inst)
+    out = np.empty(len(t), np.float32)
+    for value in np.unique(t):
+        sel = np.nonzero(t == value)[0]
+        upper = ndtr(-(value - mean) / sd)  # P(charge > t | k)
+        weight = w * upper
+        pick = rng.choice(len(w), size=len(sel), p=weight / weight.sum())
+        u = 1.0 - rng.random(len(sel))  # in (0, 1]
+        z = -ndtri(u * upper[pick])  # standard-normal value above (t - mean) / sd
+        out[sel] = mean[pick] + sd[pick] * z
     return out
 
 
@@ -417,16 +365,74 @@ def _quabo_terms(inst: Instrument) -> tuple[np.ndarray, np.ndarray]:
     return offset + np.float32(inst.pedestal_adc), np.float32(inst.adc_max) - baseline
 
 
-def _blocks(q: np.ndarray):
-    """(quabo, slice) pairs when ``q`` is sorted, else (quabo, index array) pairs."""
-    if len(q) and np.all(q[1:] >= q[:-1]):
-        bounds = np.searchsorted(q, np.arange(5))
-        return [
-            (k, slice(bounds[k], bounds[k + 1]))
-            for k in range(4)
-            if bounds[k + 1] > bounds[k]
-        ]
-    return [(k, np.nonzero(q == k)[0]) for k in range(4) if np.any(q == k)]
+@lru_cache(maxsize=16)
+def _exceed_probability(inst: Instrument) -> np.ndarray:
+    """P(a dark pixel records a value above the trigger threshold), (4, 256) float64."""
+    pedestal, _ = _quabo_terms(inst)
+    cut = np.floor(inst.threshold_adc) + 0.5
+    return _dark_pixel_sf(cut - pedestal.reshape(4, 256).astype(np.float64), inst)
+
+
+def _digitize(pe, quabo, inst, rng, hot_adc=None, skip_untriggered=False):
+    """Run the compiled digitiser over ``pe`` (n, 16, 16); (adc, index of kept frames)."""
+    n = len(pe)
+    pe = np.ascontiguousarray(pe, np.float32).reshape(n, 256)
+    q = np.broadcast_to(np.asarray(quabo, np.int64).reshape(-1), (n,))
+    q = np.ascontiguousarray(q)
+    hot = (
+        np.ascontiguousarray(hot_adc, np.float32).reshape(n, 256)
+        if hot_adc is not None
+        else np.zeros((1, 1), np.float32)
+    )
+    pedestal, ceiling = _quabo_terms(inst)
+    table = _background_quantiles(inst)
+    p_exceed = _exceed_probability(inst)
+    out = np.empty((n, 256), np.float32)
+    keep = np.empty(n, np.int32)
+    size = n // 8 + 512
+    tail_row = np.empty(size, np.int32)
+    tail_pix = np.empty(size, np.int32)
+    tail_t = np.empty(size, np.float64)
+    done, kept = 0, 0
+    gain = float(inst.adc_per_pe)
+    spe2 = float((inst.adc_per_pe * inst.spe_resolution) ** 2)
+    while done < n:
+        k, n_tail, processed = _kernels.digitize(
+            pe[done:],
+            q[done:],
+            hot[done:] if hot_adc is not None else hot,
+            int(rng.integers(2**31 - 1)),
+            table,
+            pedestal.reshape(4, 256),
+            ceiling.reshape(4, 256),
+            p_exceed,
+            np.log1p(-p_exceed),
+            float(inst.threshold_adc),
+            gain,
+            spe2,
+            float(inst.noise_adc**2),
+            float(inst.nsb_pe),
+            1e-2,
+            skip_untriggered,
+            out[kept:],
+            tail_row,
+            tail_pix,
+            tail_t,
+            keep[kept:],
+        )
+        if n_tail:
+            rows = tail_row[:n_tail] + kept
+            pix = tail_pix[:n_tail]
+            charge = _background_tail(tail_t[:n_tail], inst, rng)
+            qq = q[done + keep[rows]]
+            value = np.minimum(
+                charge + pedestal.reshape(4, 256)[qq, pix], ceiling.reshape(4, 256)[qq, pix]
+            )
+            out[rows, pix] = np.floor(value + 0.5)
+        keep[kept : kept + k] += done
+        kept += k
+        done += processed
+    return out[:kept].reshape(kept, 16, 16), keep[:kept]
 
 
 def digitize(
@@ -438,35 +444,16 @@ def digitize(
 ) -> np.ndarray:
     """Expected signal PE (n, 16, 16) -> baseline-subtracted pulse heights (ADC).
 
-    Returns integer-valued float32, so that the trigger sees what is recorded.
-
-    Adds night-sky photoelectrons, draws Poisson counts, smears by the single-PE
-    resolution and electronic noise, adds the peak-detection pedestal and per-pixel
-    offsets, and clips at the ADC ceiling before the baseline is subtracted. ``hot_adc``
-    (n, 16, 16), if given, adds a pixel-level excess in ADC before clipping.
+    Every pixel collects night-sky photoelectrons; pixels expecting more than 0.01 signal
+    PE draw Poisson(signal + sky) counts, smeared by the single-PE resolution and the
+    electronic noise; dark pixels draw their charge from the exact distribution of sky
+    plus noise (inverse-CDF table). Then the peak-detection pedestal and per-pixel offsets
+    are added, the value is clipped at the ADC ceiling (4095 before baseline subtraction)
+    and rounded: the ADC records integers, returned as float32. ``hot_adc`` (n, 16, 16),
+    if given, adds a pixel-level excess in ADC before clipping.
     """
-    n = len(pe)
-    adc = _background(n, inst, rng)
-    # Pixels with shower light: signal and night sky together are Poisson(pe + nsb).
-    lit = pe > 1e-2
-    if lit.any():
-        counts = rng.poisson(pe[lit] + inst.nsb_pe).astype(np.float32)
-        adc[lit] = _pixel_charge(counts, inst, rng)
-    if hot_adc is not None:
-        adc += hot_adc
-    q = np.asarray(quabo).reshape(-1)
-    q = np.broadcast_to(q, (n,)) if q.size == 1 else q
-    pedestal, ceiling = _quabo_terms(inst)
-    for k, sel in _blocks(q):
-        adc[sel] += pedestal[k]
-    # Saturation: only pixels near the ceiling need the per-pixel comparison.
-    near = adc > float(ceiling.min())
-    if near.any():
-        frames, rows, cols = np.nonzero(near)
-        adc[frames, rows, cols] = np.minimum(
-            adc[frames, rows, cols], ceiling[q[frames], rows, cols]
-        )
-    return np.rint(adc, out=adc)  # the ADC records integers
+    adc, _ = _digitize(pe, quabo, inst, rng, hot_adc)
+    return adc
 
 
 _NEIGHBOURS = [(-1, -1), (-1, 0), (-1, 1), (0, -1), (0, 1), (1, -1), (1, 0), (1, 1)]
@@ -533,10 +520,10 @@ def simulate_normal(
         if len(idx) == 0:
             continue
         pe = shower_pe({k: v[idx] for k, v in p.items()}, qs)
-        adc = digitize(pe, qs, inst, rng)
+        adc, kept = _digitize(pe, qs, inst, rng, skip_untriggered=True)
         trig = triggered(adc, inst)
         out_adc.append(_to_int16(adc[trig]))
-        out_q.append(qs[trig])
+        out_q.append(qs[kept][trig])
         have += int(trig.sum())
     adc = np.concatenate(out_adc)
     q = np.concatenate(out_q)
