@@ -243,3 +243,141 @@ def test_planar_matches_reference_library():
     z_new, logdet = ours(z)
     torch.testing.assert_close(z_new, ref(z))
     torch.testing.assert_close(logdet, ref.log_abs_det_jacobian(z, ref(z)))
+
+
+# --------------------------------------------------------------------- the VAE
+
+
+class LinearGaussianVAE(torch.nn.Module):
+    """A stand-in base VAE whose exact posterior and evidence are known.
+
+    p(z) = N(0, I), p(x|z) = N(W z + b, I/2) with orthogonal columns of W, so the
+    posterior is N(mu(x), diag) and log p(x) = log N(x; b, W W^T + I/2). The encoder
+    computes that exact posterior.
+    """
+
+    def __init__(self, side=3, latent_dim=2, seed=0):
+        super().__init__()
+        g = torch.Generator().manual_seed(seed)
+        p = side * side
+        q = torch.linalg.qr(torch.randn(p, latent_dim, generator=g, dtype=torch.float64))[0]
+        scales = torch.tensor([2.0, 0.7], dtype=torch.float64)[:latent_dim]
+        self.register_buffer("w", q * scales)
+        self.register_buffer("b", 0.1 * torch.randn(p, generator=g, dtype=torch.float64))
+        self.side, self.latent_dim, self.beta = side, latent_dim, 1.0
+        post_var = 1.0 / (1.0 + scales**2 / 0.5)
+        self.encoder = torch.nn.Flatten()
+        self.to_latent = torch.nn.Linear(p, 2 * latent_dim).double()
+        with torch.no_grad():
+            gain = (post_var[:, None] * self.w.T) / 0.5
+            self.to_latent.weight.copy_(torch.cat([gain, torch.zeros_like(gain)]))
+            self.to_latent.bias.copy_(torch.cat([-gain @ self.b, torch.log(post_var)]))
+
+    def decode(self, z):
+        return (z @ self.w.T + self.b).view(-1, 1, self.side, self.side)
+
+    def log_evidence(self, x):
+        cov = self.w @ self.w.T + 0.5 * torch.eye(len(self.b), dtype=torch.float64)
+        dist = torch.distributions.MultivariateNormal(self.b, covariance_matrix=cov)
+        return dist.log_prob(x.reshape(len(x), -1))
+
+
+def test_bounds_equal_log_evidence_with_the_exact_posterior_and_no_flow():
+    base = LinearGaussianVAE()
+    vae = flows.FlowVAE(flow="none", base=base).double()
+    x = base.decode(torch.randn(5, 2, dtype=torch.float64))
+    x = x + 0.7 * torch.randn_like(x)
+    bounds = vae.log_likelihood_bounds(
+        x, n_samples=8, generator=torch.Generator().manual_seed(0)
+    )
+    exact = base.log_evidence(x)
+    torch.testing.assert_close(bounds["elbo"], exact)
+    torch.testing.assert_close(bounds["iwae"], exact)
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_iwae_bound_lies_between_elbo_and_log_evidence_and_tightens(kind):
+    base = LinearGaussianVAE()
+    torch.manual_seed(0)
+    vae = flows.FlowVAE(
+        flow=kind,
+        n_flows=2,
+        context_dim=4,
+        base=base,
+        flow_kwargs={"hidden": (8,)} if kind == "iaf" else None,
+    ).double()
+    with torch.no_grad():  # flows away from the identity: q is no longer exact
+        for p in vae.flows.parameters():
+            p.add_(0.1 * torch.randn_like(p))
+    x = base.decode(torch.randn(4, 2, dtype=torch.float64))
+    exact = base.log_evidence(x)
+    g = torch.Generator().manual_seed(1)
+    few = vae.log_likelihood_bounds(x, n_samples=4, generator=g)
+    many = vae.log_likelihood_bounds(x, n_samples=4000, generator=g)
+    assert (few["iwae"] >= few["elbo"] - 1e-12).all()
+    assert (many["iwae"] >= many["elbo"]).all()
+    # the ELBO is below log p(x) by KL(q || posterior) > 0
+    gap = exact - many["elbo"]
+    assert gap.mean() > 1e-3 and (gap > -1e-3).all()
+    # with many samples the IWAE bound closes most of the gap (up to Monte Carlo noise)
+    assert ((many["iwae"] - exact).abs() < 0.5 * gap + 0.03).all()
+
+
+@pytest.mark.parametrize("kind", ["planar", "triangular_sylvester", "iaf", "convflow"])
+def test_flow_vae_loss_is_the_flow_corrected_elbo(kind):
+    base = LinearGaussianVAE()
+    vae = flows.FlowVAE(
+        flow=kind,
+        n_flows=2,
+        context_dim=4,
+        base=base,
+        flow_kwargs={"hidden": (8,)} if kind == "iaf" else None,
+    ).double()
+    x = base.decode(torch.randn(6, 2, dtype=torch.float64))
+    torch.manual_seed(3)
+    terms = vae.loss(x)
+    torch.manual_seed(3)
+    post = vae.posterior_sample(x)
+    zk = post["zK"][0]
+    sse = (vae.decode(zk) - x).pow(2).flatten(1).sum(1)
+    # log qK(zK) = log q0(z0) - log|det|, the log-det recomputed from the flow steps
+    z, logdet = post["z0"][0], torch.zeros(6, dtype=torch.float64)
+    ctx = vae.context(base.encoder(x))
+    for step in vae.flows.flows:
+        z, ld = step(z, ctx)
+        logdet = logdet + ld
+    torch.testing.assert_close(z, zk)
+    log_q0 = torch.distributions.Normal(post["mu"], torch.exp(0.5 * post["logvar"]))
+    kl = log_q0.log_prob(post["z0"][0]).sum(1) - logdet
+    kl = kl - torch.distributions.Normal(0.0, 1.0).log_prob(zk).sum(1)
+    torch.testing.assert_close(terms["recon"], sse.mean())
+    torch.testing.assert_close(terms["kl"], kl.mean())
+    torch.testing.assert_close(terms["loss"], sse.mean() + vae.kl_weight * kl.mean())
+
+
+def test_flow_vae_trains_with_the_book_loop():
+    from phbook import train
+
+    torch.manual_seed(0)
+    base = LinearGaussianVAE()
+    with torch.no_grad():
+        base.to_latent.weight.mul_(0.1)  # a poor encoder to start from
+    vae = flows.FlowVAE(flow="householder_sylvester", n_flows=2, context_dim=4, base=base)
+    x = base.decode(torch.randn(256, 2, dtype=torch.float64)).float()
+    x = x + 0.7 * torch.randn_like(x)
+    hist = train.fit(
+        vae.float(), x, epochs=6, batch_size=32, lr=1e-2, device="cpu", progress=False
+    )
+    assert hist["train_loss"].iloc[-1] < hist["train_loss"].iloc[0]
+
+
+def test_flow_vae_rejects_bad_arguments():
+    base = LinearGaussianVAE()
+    with pytest.raises(ValueError, match="flow='radial'"):
+        flows.FlowVAE(flow="radial", base=base)
+    with pytest.raises(ValueError, match="either base"):
+        flows.FlowVAE(base=base, latent_dim=4)
+    with pytest.raises(ValueError, match="n_samples"):
+        flows.FlowVAE(flow="planar", base=base).double().log_likelihood_bounds(
+            torch.zeros(2, 1, 3, 3, dtype=torch.float64), n_samples=0
+        )

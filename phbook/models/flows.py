@@ -56,6 +56,7 @@ __all__ = [
     "IAFlow",
     "ConvFlow",
     "FlowSequence",
+    "FlowVAE",
     "FLOW_TYPES",
     "make_flows",
     "bjorck_orthogonalize",
@@ -665,3 +666,211 @@ def make_flows(
         else:
             steps.append(ConvFlow(dim, context_dim=context_dim, **kwargs))
     return FlowSequence(steps)
+
+
+# ---------------------------------------------------------------- VAE with flows
+
+
+def _default_base(image_size, **vae_kwargs):
+    try:
+        from .vae import BetaVAE
+    except ImportError as exc:  # pragma: no cover - only before chapter 3's VAE exists
+        raise ImportError(
+            "FlowVAE builds on phbook.models.vae.BetaVAE, which is not available here; "
+            "pass base=... (a model with encoder, to_latent, decode, latent_dim, beta, "
+            "kl_warmup)"
+        ) from exc
+    return BetaVAE(image_size=image_size, **vae_kwargs)
+
+
+class FlowVAE(nn.Module):
+    """A VAE whose posterior sample passes through ``n_flows`` latent flow steps.
+
+    The encoder, decoder and loss pieces are those of the beta-VAE of chapter 3
+    (:class:`phbook.models.vae.BetaVAE`, the ``base``): the encoder gives features
+    ``h``, ``mu`` and ``logvar``; ``z0 = mu + sigma * eps`` is drawn as usual, and
+    ``zK = f_K(... f_1(z0; h) ...; h)`` is what the decoder sees. The flows are
+    amortised: their parameters are computed from ``context(h)``. The KL term of the
+    ELBO has no closed form any more; its one-sample estimate is
+
+    ``log qK(zK|x) - log p(zK) = log q0(z0|x) - sum_k log|det J_k| - log N(zK; 0, I)``
+
+    and the loss is ``recon + w * kl`` with ``recon`` the base's sum of squared errors
+    and ``w`` the base's KL weight (``beta``, reached after ``kl_warmup`` epochs of
+    linear warm-up). With ``flow="none"`` the model *is* the beta-VAE (closed-form KL).
+
+    Parameters
+    ----------
+    image_size
+        Image height and width (the base VAE's).
+    flow, n_flows
+        The flow type (one of :data:`FLOW_TYPES`) and the number of steps.
+    context_dim
+        Size of the context vector the flows' parameters are computed from.
+    flow_kwargs
+        Extra arguments of every flow step (``n_columns``, ``n_reflections``,
+        ``hidden``, ``kernel_size``).
+    base
+        A beta-VAE to build on; default ``BetaVAE(image_size, **vae_kwargs)``.
+    vae_kwargs
+        ``latent_dim``, ``beta``, ``channels``, ``kl_warmup``, ... of the base VAE.
+    """
+
+    def __init__(
+        self,
+        image_size: int | Sequence[int] = 16,
+        flow: str = "planar",
+        n_flows: int = 4,
+        context_dim: int = 64,
+        flow_kwargs: dict | None = None,
+        base: nn.Module | None = None,
+        **vae_kwargs,
+    ):
+        super().__init__()
+        if flow not in FLOW_TYPES:
+            raise ValueError(
+                f"flow={flow!r} is not a flow type; valid: {', '.join(FLOW_TYPES)}"
+            )
+        if int(context_dim) != context_dim or context_dim < 1:
+            raise ValueError(f"context_dim must be a positive integer, got {context_dim!r}")
+        if base is not None and vae_kwargs:
+            raise ValueError(
+                f"give either base or the VAE's arguments, not both: {sorted(vae_kwargs)}"
+            )
+        self.base = base if base is not None else _default_base(image_size, **vae_kwargs)
+        for attr in ("encoder", "to_latent", "decode", "latent_dim", "beta"):
+            if not hasattr(self.base, attr):
+                raise TypeError(f"base must have an attribute {attr!r} (like BetaVAE)")
+        self.flow_type = flow
+        self.n_flows = int(n_flows) if flow != "none" else 0
+        self.latent_dim = int(self.base.latent_dim)
+        n_features = self.base.to_latent.in_features
+        self.hparams = {
+            **getattr(self.base, "hparams", {}),
+            "flow": flow,
+            "n_flows": self.n_flows,
+            "context_dim": int(context_dim),
+            "flow_kwargs": dict(flow_kwargs or {}),
+        }
+        self.context = nn.Sequential(nn.Linear(n_features, int(context_dim)), nn.ELU())
+        self.flows = make_flows(
+            flow, self.latent_dim, self.n_flows, int(context_dim), **(flow_kwargs or {})
+        )
+        self.kl_weight = float(getattr(self.base, "kl_weight", self.base.beta))
+
+    # -- the model
+    def encode(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """``(mu, logvar)`` of the base posterior ``q0(z|x)``."""
+        return self._encode(x)[:2]
+
+    def _encode(self, x):
+        if hasattr(self.base, "image_hw"):
+            from .ae import as_image_batch
+
+            x = as_image_batch(x, self.base.image_hw)
+        h = self.base.encoder(x)
+        mu, logvar = self.base.to_latent(h).chunk(2, dim=1)
+        return mu, logvar, self.context(h)
+
+    def decode(self, z: torch.Tensor) -> torch.Tensor:
+        """Images from latent codes (the base VAE's decoder)."""
+        return self.base.decode(z)
+
+    def posterior_sample(
+        self, x: torch.Tensor, n_samples: int = 1, generator: torch.Generator | None = None
+    ) -> dict[str, torch.Tensor]:
+        """``n_samples`` draws of ``zK ~ qK(z|x)`` per image with their densities.
+
+        Returns ``z0``, ``zK`` (``(S, N, D)``), ``log_q`` (``log qK(zK|x)``, ``(S, N)``),
+        ``mu`` and ``logvar``.
+        """
+        mu, logvar, ctx = self._encode(x)
+        s, n, d = int(n_samples), mu.shape[0], mu.shape[1]
+        eps = torch.randn((s, n, d), generator=generator, device=mu.device, dtype=mu.dtype)
+        z0 = mu + torch.exp(0.5 * logvar) * eps
+        zk, logdet = self.flows(z0.reshape(s * n, d), ctx.repeat(s, 1))
+        log_q0 = diagonal_normal_logpdf(z0, mu, logvar)
+        log_q = log_q0 - logdet.view(s, n)
+        return {
+            "z0": z0,
+            "zK": zk.view(s, n, d),
+            "log_q": log_q,
+            "mu": mu,
+            "logvar": logvar,
+        }
+
+    def forward(self, x: torch.Tensor):
+        """``(x_hat, mu, logvar)``: one posterior sample (through the flows) decoded."""
+        post = self.posterior_sample(x)
+        return self.decode(post["zK"][0]), post["mu"], post["logvar"]
+
+    # -- training
+    def on_epoch_start(self, state) -> None:
+        """KL warm-up, exactly as the base VAE does it."""
+        if hasattr(self.base, "on_epoch_start"):
+            self.base.on_epoch_start(state)
+        self.kl_weight = float(getattr(self.base, "kl_weight", self.base.beta))
+
+    def _terms(self, x):
+        post = self.posterior_sample(x)
+        zk = post["zK"][0]
+        x_hat = self.decode(zk)
+        recon = (x.reshape(x_hat.shape) - x_hat).pow(2).flatten(1).sum(1)
+        if self.n_flows == 0:
+            from .vae import kl_divergence
+
+            kl = kl_divergence(post["mu"], post["logvar"])
+        else:
+            kl = post["log_q"][0] - standard_normal_logpdf(zk)
+        return recon, kl
+
+    def loss(self, batch) -> dict[str, torch.Tensor]:
+        """``loss = recon + w * kl`` (batch means); ``w`` is the current KL weight."""
+        recon, kl = self._terms(batch)
+        recon, kl = recon.mean(), kl.mean()
+        return {
+            "loss": recon + self.kl_weight * kl,
+            "recon": recon,
+            "kl": kl,
+            "kl_weight": torch.tensor(self.kl_weight),
+        }
+
+    def validation_loss(self, batch) -> dict[str, torch.Tensor]:
+        """Held-out terms, plus the negative ELBO with ``beta = 1`` (``neg_elbo``)."""
+        terms = self.loss(batch)
+        terms["neg_elbo"] = terms["recon"] + terms["kl"]
+        return terms
+
+    # -- likelihood
+    def log_likelihood_gaussian(self, x: torch.Tensor, x_hat: torch.Tensor) -> torch.Tensor:
+        """``log p(x|z)`` of the base's Gaussian decoder (variance 1/2), per image.
+
+        The base VAE's squared error is this negative log-likelihood up to the constant
+        ``(P/2) log(pi)``; the constant is kept here so the bounds are densities.
+        """
+        sse = (x.reshape(x_hat.shape) - x_hat).pow(2).flatten(1).sum(1)
+        return -sse - 0.5 * x_hat[0].numel() * math.log(math.pi)
+
+    @torch.no_grad()
+    def log_likelihood_bounds(
+        self, x: torch.Tensor, n_samples: int = 16, generator: torch.Generator | None = None
+    ) -> dict[str, torch.Tensor]:
+        """The ELBO and the importance-weighted (IWAE) bound on ``log p(x)``, per image.
+
+        With ``k = n_samples`` draws ``zK_j ~ qK(z|x)`` and weights
+        ``w_j = p(x|zK_j) p(zK_j) / qK(zK_j|x)``, ``elbo = mean_j log w_j`` and
+        ``iwae = log mean_j w_j`` (Burda et al. 2016); ``elbo <= iwae <= log p(x)``,
+        and ``iwae`` tightens as ``k`` grows.
+        """
+        if int(n_samples) != n_samples or n_samples < 1:
+            raise ValueError(f"n_samples must be a positive integer, got {n_samples!r}")
+        post = self.posterior_sample(x, n_samples, generator)
+        s, n, d = post["zK"].shape
+        x_hat = self.decode(post["zK"].reshape(s * n, d))
+        x_rep = x.reshape(n, -1).repeat(s, 1)
+        log_px_z = self.log_likelihood_gaussian(x_rep, x_hat.reshape(s * n, -1)).view(s, n)
+        log_w = log_px_z + standard_normal_logpdf(post["zK"]) - post["log_q"]
+        return {
+            "elbo": log_w.mean(0),
+            "iwae": torch.logsumexp(log_w, 0) - math.log(s),
+        }
