@@ -192,3 +192,18 @@ def test_continuous_likelihood_on_floats_any_size():
     assert torch.isfinite(model.log_prob(x)).all()
     s = model.sample(2, generator=torch.Generator().manual_seed(0))
     assert s.shape == (2, 1, 9, 11) and not torch.equal(s, s.round())
+
+
+def test_independent_pixels_ignore_each_other_and_check_the_size():
+    torch.manual_seed(0)
+    model = pc.IndependentPixels(image_size=(4, 5)).double()
+    x = torch.randint(-20, 400, (1, 1, 4, 5)).double()
+    batch = x.repeat(20, 1, 1, 1)
+    idx = torch.arange(20)
+    batch[idx, 0, idx // 5, idx % 5] += 100.0
+    lp = model.log_prob_pixels(batch)[:, 0].flatten(1)  # (changed pixel, pixel)
+    base = model.log_prob_pixels(x)[0, 0].flatten()
+    moved = (lp - base).abs() > 0
+    assert torch.equal(moved, torch.eye(20, dtype=torch.bool))
+    with pytest.raises(ValueError, match="images of size"):
+        model.log_prob(torch.zeros(1, 1, 5, 5, dtype=torch.float64))

@@ -41,6 +41,8 @@ import torch.nn.functional as F
 from torch import nn
 
 __all__ = [
+    "PixelDensity",
+    "IndependentPixels",
     "MaskedConv2d",
     "PlainPixelCNN",
     "VerticalStackConv2d",
@@ -280,38 +282,18 @@ def logistic_mixture_logp(
 # ---------------------------------------------------------------------------- model
 
 
-class PixelCNN(nn.Module):
-    """A gated PixelCNN with a logistic-mixture likelihood, for images of any size.
+class PixelDensity(nn.Module):
+    """What every per-pixel mixture model here shares: inputs, likelihood, sampling.
 
-    Parameters
-    ----------
-    in_channels
-        Image channels (1 for pulse-height frames).
-    channels, n_layers, kernel_size
-        Width and depth of the gated stacks; ``kernel_size`` (odd) sets how fast the
-        receptive field grows (``kernel_size // 2`` rows and columns per layer).
-    n_mixtures
-        Logistic components per pixel.
-    likelihood
-        ``"discretized"`` (integer data, bits per pixel of the integer value) or
-        ``"continuous"`` (real-valued data); see the module docstring.
-    value_range
-        ``(lowest, highest)`` integer of the discretised likelihood; values beyond fall
-        in the end bins, which extend to infinity.
-    softening, x_max
-        The asinh stretch through which integer data reach the network, and in whose
-        space the logistics live (as :class:`phbook.transforms.AsinhStretch`).
-    image_size
-        ``(H, W)`` of the images :meth:`sample` draws (log-probabilities work on any
-        size).
+    Subclasses implement ``forward(x) -> (logits, means, log_scales)``, each
+    ``(N, C, H, W, n_mixtures)``, where the parameters of pixel ``i`` depend only on the
+    pixels before ``i``; the rest (``log_prob``, ``bits_per_pixel``, ``loss``,
+    ``sample``) follows. The arguments are those of :class:`PixelCNN`.
     """
 
     def __init__(
         self,
         in_channels: int = 1,
-        channels: int = 32,
-        n_layers: int = 6,
-        kernel_size: int = 5,
         n_mixtures: int = 5,
         likelihood: str = "discretized",
         value_range: tuple[int, int] = (-128, 4095),
@@ -322,12 +304,7 @@ class PixelCNN(nn.Module):
         super().__init__()
         if likelihood not in LIKELIHOODS:
             raise ValueError(f"likelihood must be one of {LIKELIHOODS}, got {likelihood!r}")
-        for name, value in (
-            ("in_channels", in_channels),
-            ("channels", channels),
-            ("n_layers", n_layers),
-            ("n_mixtures", n_mixtures),
-        ):
+        for name, value in (("in_channels", in_channels), ("n_mixtures", n_mixtures)):
             if int(value) != value or value < 1:
                 raise ValueError(f"{name} must be a positive integer, got {value!r}")
         lo, hi = (int(v) for v in value_range)
@@ -346,7 +323,6 @@ class PixelCNN(nn.Module):
         )
         if len(hw) != 2 or min(hw) < 1:
             raise ValueError(f"image_size must be an int or (H, W), got {image_size!r}")
-        k = _check_kernel(kernel_size)
         self.in_channels = int(in_channels)
         self.n_mixtures = int(n_mixtures)
         self.likelihood = likelihood
@@ -354,11 +330,9 @@ class PixelCNN(nn.Module):
         self.softening = float(softening)
         self.x_max = float(x_max)
         self.image_size = hw
+        self._scale = math.asinh(self.x_max / self.softening)
         self.hparams = {
             "in_channels": self.in_channels,
-            "channels": int(channels),
-            "n_layers": int(n_layers),
-            "kernel_size": k,
             "n_mixtures": self.n_mixtures,
             "likelihood": likelihood,
             "value_range": list(self.value_range),
@@ -366,17 +340,13 @@ class PixelCNN(nn.Module):
             "x_max": self.x_max,
             "image_size": list(hw),
         }
-        self._scale = math.asinh(self.x_max / self.softening)
-        self.layers = nn.ModuleList(
-            [GatedLayer(channels, k, first=True, in_channels=self.in_channels)]
-            + [GatedLayer(channels, k) for _ in range(n_layers - 1)]
-        )
-        self.head = nn.Sequential(
-            nn.ReLU(),
-            nn.Conv2d(channels, channels, 1),
-            nn.ReLU(),
-            nn.Conv2d(channels, self.in_channels * 3 * self.n_mixtures, 1),
-        )
+
+    def _split_params(self, out: torch.Tensor):
+        """``(N, C * 3 * K, H, W)`` -> ``(logits, means, log_scales)``."""
+        n, _, hh, ww = out.shape
+        out = out.view(n, self.in_channels, 3, self.n_mixtures, hh, ww)
+        logits, means, log_scales = out.permute(0, 1, 2, 4, 5, 3).unbind(2)
+        return logits, means, log_scales.clamp(min=-12.0, max=4.0)
 
     # -- data in and out of the network's units
     def stretch(self, x: torch.Tensor) -> torch.Tensor:
@@ -398,27 +368,6 @@ class PixelCNN(nn.Module):
                 f"got {tuple(x.shape)}"
             )
         return x if x.is_floating_point() else x.float()
-
-    # -- the network
-    def features(self, x: torch.Tensor) -> torch.Tensor:
-        """The horizontal stack's last features, ``(N, channels, H, W)``."""
-        x = self._inputs(x)
-        y = self.stretch(x) if self.likelihood == "discretized" else x
-        v = h = y
-        for layer in self.layers:
-            v, h = layer(v, h)
-        return h
-
-    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """Mixture parameters of every pixel's conditional: ``(logits, means,
-        log_scales)``, each ``(N, C, H, W, n_mixtures)``."""
-        out = self.head(self.features(x))
-        n, _, hh, ww = out.shape
-        out = out.view(n, self.in_channels, 3, self.n_mixtures, hh, ww).permute(
-            0, 1, 2, 4, 5, 3
-        )
-        logits, means, log_scales = out.unbind(2)
-        return logits, means, log_scales.clamp(min=-12.0, max=4.0)
 
     # -- likelihood
     def _bins(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -492,6 +441,117 @@ class PixelCNN(nn.Module):
                     y = self.unstretch(y.clamp(-2.0, 2.0)).round().clamp(lo, hi)
                 x[:, :, r, c] = y
         return x
+
+
+class IndependentPixels(PixelDensity):
+    """Every pixel independent, with its own learnt mixture: ``p(x) = prod_i p_i(x_i)``.
+
+    The simplest image model of chapter 8, and the *background* of its likelihood
+    ratio: it knows how bright each pixel tends to be, but nothing about how pixels
+    go together. Images must have the size ``image_size``.
+    """
+
+    def __init__(
+        self,
+        in_channels: int = 1,
+        n_mixtures: int = 5,
+        likelihood: str = "discretized",
+        value_range: tuple[int, int] = (-128, 4095),
+        softening: float = 16.0,
+        x_max: float = 3400.0,
+        image_size: int | Sequence[int] = 16,
+    ):
+        super().__init__(
+            in_channels, n_mixtures, likelihood, value_range, softening, x_max, image_size
+        )
+        hh, ww = self.image_size
+        table = torch.zeros(1, self.in_channels * 3 * self.n_mixtures, hh, ww)
+        table.normal_(0.0, 0.1)
+        self.table = nn.Parameter(table)
+
+    def forward(self, x: torch.Tensor):
+        x = self._inputs(x)
+        if tuple(x.shape[2:]) != self.image_size:
+            raise ValueError(
+                f"IndependentPixels models images of size {self.image_size}, "
+                f"got {tuple(x.shape[2:])}"
+            )
+        return self._split_params(self.table.expand(len(x), -1, -1, -1))
+
+
+class PixelCNN(PixelDensity):
+    """A gated PixelCNN with a logistic-mixture likelihood, for images of any size.
+
+    Parameters
+    ----------
+    in_channels
+        Image channels (1 for pulse-height frames).
+    channels, n_layers, kernel_size
+        Width and depth of the gated stacks; ``kernel_size`` (odd) sets how fast the
+        receptive field grows (``kernel_size // 2`` rows and columns per layer).
+    n_mixtures
+        Logistic components per pixel.
+    likelihood
+        ``"discretized"`` (integer data, bits per pixel of the integer value) or
+        ``"continuous"`` (real-valued data); see the module docstring.
+    value_range
+        ``(lowest, highest)`` integer of the discretised likelihood; values beyond fall
+        in the end bins, which extend to infinity.
+    softening, x_max
+        The asinh stretch through which integer data reach the network, and in whose
+        space the logistics live (as :class:`phbook.transforms.AsinhStretch`).
+    image_size
+        ``(H, W)`` of the images :meth:`sample` draws (log-probabilities work on any
+        size).
+    """
+
+    def __init__(
+        self,
+        in_channels: int = 1,
+        channels: int = 32,
+        n_layers: int = 6,
+        kernel_size: int = 5,
+        n_mixtures: int = 5,
+        likelihood: str = "discretized",
+        value_range: tuple[int, int] = (-128, 4095),
+        softening: float = 16.0,
+        x_max: float = 3400.0,
+        image_size: int | Sequence[int] = 16,
+    ):
+        super().__init__(
+            in_channels, n_mixtures, likelihood, value_range, softening, x_max, image_size
+        )
+        for name, value in (("channels", channels), ("n_layers", n_layers)):
+            if int(value) != value or value < 1:
+                raise ValueError(f"{name} must be a positive integer, got {value!r}")
+        k = _check_kernel(kernel_size)
+        self.hparams.update(
+            {"channels": int(channels), "n_layers": int(n_layers), "kernel_size": k}
+        )
+        self.layers = nn.ModuleList(
+            [GatedLayer(channels, k, first=True, in_channels=self.in_channels)]
+            + [GatedLayer(channels, k) for _ in range(n_layers - 1)]
+        )
+        self.head = nn.Sequential(
+            nn.ReLU(),
+            nn.Conv2d(channels, channels, 1),
+            nn.ReLU(),
+            nn.Conv2d(channels, self.in_channels * 3 * self.n_mixtures, 1),
+        )
+
+    def features(self, x: torch.Tensor) -> torch.Tensor:
+        """The horizontal stack's last features, ``(N, channels, H, W)``."""
+        x = self._inputs(x)
+        y = self.stretch(x) if self.likelihood == "discretized" else x
+        v = h = y
+        for layer in self.layers:
+            v, h = layer(v, h)
+        return h
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Mixture parameters of every pixel's conditional: ``(logits, means,
+        log_scales)``, each ``(N, C, H, W, n_mixtures)``."""
+        return self._split_params(self.head(self.features(x)))
 
 
 # ------------------------------------------------------------------ receptive field
