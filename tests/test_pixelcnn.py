@@ -207,3 +207,66 @@ def test_independent_pixels_ignore_each_other_and_check_the_size():
     assert torch.equal(moved, torch.eye(20, dtype=torch.bool))
     with pytest.raises(ValueError, match="images of size"):
         model.log_prob(torch.zeros(1, 1, 5, 5, dtype=torch.float64))
+
+
+# ------------------------------------------------------------------- the detector
+
+
+def _frames(n, seed=0, bright=False):
+    """Integer frames: noise around 10 ADC with a bright blob (normal), or without."""
+    rng = np.random.default_rng(seed)
+    yy, xx = np.mgrid[:8, :8]
+    x = rng.normal(10, 8, (n, 8, 8))
+    if not bright:
+        cy, cx = rng.uniform(2, 6, (2, n, 1, 1))
+        x += 300 * np.exp(-((yy - cy) ** 2 + (xx - cx) ** 2) / 3.0)
+    return np.round(x).astype(np.int16)
+
+
+def test_pixelcnn_detector_scores_and_corrections(tmp_path, monkeypatch):
+    from phbook import detectors
+
+    monkeypatch.setenv("PHBOOK_DATA", str(tmp_path))
+    kw = dict(
+        model_kwargs={"channels": 8, "n_layers": 2, "kernel_size": 3, "n_mixtures": 2},
+        fit_kwargs={"epochs": 3, "batch_size": 64, "lr": 5e-3},
+        background_fit_kwargs={"epochs": 3},
+        name="test-pcnn",
+        device="cpu",
+    )
+    det = detectors.PixelCNNDetector(corrected="combined", **kw).fit(_frames(400))
+    x_test = np.concatenate([_frames(50, seed=1), _frames(50, seed=2, bright=True)])
+    parts = det.score_parts(x_test)
+    assert set(parts) == {
+        "bits_per_pixel",
+        "background_bits_per_pixel",
+        "ratio",
+        "combined",
+    }
+    assert all(np.isfinite(v).all() and v.shape == (100,) for v in parts.values())
+    np.testing.assert_allclose(
+        parts["ratio"], parts["bits_per_pixel"] - parts["background_bits_per_pixel"]
+    )
+    np.testing.assert_allclose(det.anomaly_score(x_test), parts["combined"])
+    np.testing.assert_allclose(
+        det.log_prob(x_test), -parts["bits_per_pixel"] * 64 * math.log(2), rtol=1e-5
+    )
+    # the checkpoints are reused: the raw detector loads the same PixelCNN
+    raw = detectors.PixelCNNDetector(corrected=False, **kw).fit(_frames(400))
+    np.testing.assert_allclose(
+        raw.anomaly_score(x_test), parts["bits_per_pixel"], rtol=1e-6
+    )
+    # pure-noise frames (no shower) are *simpler*: more probable under the raw model
+    labels = np.r_[np.zeros(50), np.ones(50)]
+    from phbook import metrics
+
+    assert metrics.roc_auc(labels, parts["bits_per_pixel"]) < 0.5
+
+
+def test_pixelcnn_detector_rejects_bad_input():
+    from phbook import detectors
+
+    with pytest.raises(ValueError, match="integer values"):
+        detectors.PixelCNNDetector().fit(np.random.rand(20, 8, 8))
+    with pytest.raises(ValueError, match="corrected="):
+        detectors.PixelCNNDetector(corrected="yes").fit(_frames(20))

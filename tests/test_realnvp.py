@@ -139,3 +139,26 @@ def test_learns_integer_noise_and_samples_integers():
     s = flow.sample(200, generator=torch.Generator().manual_seed(1))
     assert s.shape == (200, 1, 8, 8) and torch.equal(s, s.round())
     assert abs(float(s.mean()) - 20) < 3 and abs(float(s.std()) - 8) < 2
+
+
+def test_image_flow_detector(tmp_path, monkeypatch):
+    import numpy as np
+
+    from phbook import detectors
+
+    monkeypatch.setenv("PHBOOK_DATA", str(tmp_path))
+    rng = np.random.default_rng(0)
+    x = np.round(rng.normal(10, 8, (300, 8, 8))).astype(np.int16)
+    odd = x[:20].copy()
+    odd[:, 4, 4] += 600  # a hot pixel
+    det = detectors.ImageFlowDetector(
+        model_kwargs={"hidden": 8, "n_checker": 2, "n_steps": 1},
+        fit_kwargs={"epochs": 4, "batch_size": 50, "lr": 1e-2},
+        name="test-flow",
+        device="cpu",
+    ).fit(x)
+    s_norm, s_odd = det.anomaly_score(x[:20]), det.anomaly_score(odd)
+    assert np.isfinite(s_norm).all() and (s_odd > s_norm).all()
+    np.testing.assert_array_equal(det.anomaly_score(odd), s_odd)  # seeded: repeatable
+    with pytest.raises(ValueError, match="integer values"):
+        det.anomaly_score(x[:3] + 0.5)
