@@ -35,6 +35,30 @@ _SIZES: dict[str, dict[str, dict[str, Any]]] = {
         "quick": {"n_train": 3000, "n_test": 1000, "epochs": 4, "batch_size": 128},
         "full": {"n_train": 20000, "n_test": 4000, "epochs": 25, "batch_size": 256},
     },
+    "pixelcnn": {
+        "quick": {
+            "n_train": 1500,
+            "n_test_normal": 400,
+            "n_test_per_class": 50,
+            "epochs": 2,
+            "batch_size": 64,
+            "channels": 16,
+            "n_layers": 4,
+            "n_shift": 300,
+            "n_samples": 8,
+        },
+        "full": {
+            "n_train": 12000,
+            "n_test_normal": 3000,
+            "n_test_per_class": 300,
+            "epochs": 6,
+            "batch_size": 64,
+            "channels": 24,
+            "n_layers": 5,
+            "n_shift": 2000,
+            "n_samples": 16,
+        },
+    },
 }
 
 
