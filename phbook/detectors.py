@@ -371,10 +371,13 @@ class PixelCNNDetector(_TorchLikelihoodDetector):
             for k, v in kwargs.items()
             if k not in ("channels", "n_layers", "kernel_size")
         }
+        # the background model is a table of per-pixel mixtures: cheap, so it gets
+        # enough steps (about 400) whatever the size of the training set
+        steps_per_epoch = max(1, len(x_fit) // 256)
         bg_fit = {
-            "epochs": 10,
+            "epochs": max(10, -(-400 // steps_per_epoch)),
             "batch_size": 256,
-            "lr": 2e-2,
+            "lr": 3e-2,
             **(self.background_fit_kwargs or {}),
         }
         self.background_, self.background_history_ = self._train(
