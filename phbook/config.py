@@ -31,6 +31,10 @@ DEVICE_CHOICES = ("cpu", "cuda", "cuda:N", "mps")
 # Quick sizes keep each chapter well under two minutes on 2 CPU cores; full sizes
 # give the rendered book results worth reading.
 _SIZES: dict[str, dict[str, dict[str, Any]]] = {
+    "data": {
+        "quick": {"n_sim": 4000, "frames_per_run": 4000, "n_select": 10000},
+        "full": {"n_sim": 50000, "frames_per_run": 300000, "n_select": 250000},
+    },
     "quickstart": {
         "quick": {"n_train": 3000, "n_test": 1000, "epochs": 4, "batch_size": 128},
         "full": {"n_train": 20000, "n_test": 4000, "epochs": 25, "batch_size": 256},
@@ -58,6 +62,12 @@ _SIZES: dict[str, dict[str, dict[str, Any]]] = {
             "n_shift": 2000,
             "n_samples": 16,
         },
+    },
+    # bench/case_studies.py: simulator speed (images per timed run, repeats, and the
+    # number of lenses drawn one by one with lenstronomy's ImageModel as the baseline)
+    "case_studies": {
+        "quick": {"lensing_gen_n": 1000, "repeats": 3, "baseline_n": 30},
+        "full": {"lensing_gen_n": 10000, "repeats": 3, "baseline_n": 200},
     },
 }
 

@@ -115,3 +115,53 @@ def plot_history(history, *, ax=None, columns: Sequence[str] | None = None, logy
         ax.set_yscale("log")
     ax.legend(fontsize=8)
     return ax
+
+
+def show_classes(
+    x,
+    classes: Sequence[str],
+    *,
+    per_class: int = 6,
+    order: Sequence[str] | None = None,
+    size: float = 1.2,
+    cmap: str | None = None,
+    transform=None,
+    seed: int | None = 0,
+):
+    """One row of example images per class, the class name at the left of its row.
+
+    ``x`` holds the images (N, H, W) and ``classes`` one name per image (e.g. a
+    simulated set's ``images`` and ``classes``). ``order`` picks and orders the rows
+    (default: order of first appearance); ``per_class`` images are drawn at random
+    with ``seed`` (``None``: the first ones). ``transform`` is applied to each image
+    before display (e.g. ``np.arcsinh`` for a high dynamic range). Each panel has its
+    own colour scale; the images are shown with the origin at the lower left.
+    """
+    images = _as_numpy_images(x)
+    names = np.asarray(classes).astype(str)
+    if len(names) != len(images):
+        raise ValueError(f"{len(images)} images but {len(names)} class names")
+    if per_class < 1:
+        raise ValueError(f"per_class must be at least 1, got {per_class}")
+    rows = list(dict.fromkeys(names)) if order is None else [str(c) for c in order]
+    missing = [c for c in rows if c not in set(names)]
+    if missing:
+        raise ValueError(f"order names classes with no images: {missing}")
+    rng = np.random.default_rng(seed) if seed is not None else None
+    figsize = (size * per_class, size * len(rows))
+    fig, axes = plt.subplots(len(rows), per_class, figsize=figsize, squeeze=False)
+    for r, name in enumerate(rows):
+        idx = np.flatnonzero(names == name)
+        if rng is not None:
+            idx = rng.permutation(idx)
+        idx = idx[:per_class]
+        for j, ax in enumerate(axes[r]):
+            ax.set_xticks([])
+            ax.set_yticks([])
+            if j >= len(idx):
+                ax.axis("off")
+                continue
+            img = images[idx[j]] if transform is None else transform(images[idx[j]])
+            ax.imshow(img, cmap=cmap or IMAGE_CMAP, origin="lower")
+        axes[r, 0].set_ylabel(name, fontsize=8, rotation=0, ha="right", va="center")
+    return fig

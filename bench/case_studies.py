@@ -1,0 +1,164 @@
+"""Benchmark of the case studies: how fast the simulators make their images.
+
+Prints what it measures as it goes and, as its last line, one JSON object:
+
+``lensing_gen_10k_s``
+    seconds to simulate 10,000 noisy 64 x 64 strong-lens images (equal thirds of
+    normal, CDM and vortex lenses, fixed redshift) with every CPU core. The full
+    profile times 10,000 images; the quick profile times fewer and scales linearly
+    (``lensing_gen_extrapolated`` is then true). Median of ``repeats`` runs after a
+    warm-up run (which also compiles the numba kernel and starts the worker server).
+``lensing_gen_images_per_s``, ``lensing_gen_workers``, ``lensing_gen_n``
+    the throughput, the worker processes, the images per timed run.
+``lensing_ms_per_image_1_worker`` / ``lensing_baseline_ms_per_image``
+    one process: this simulator against drawing the same lenses one by one with
+    lenstronomy's ``ImageModel`` (every subhalo its own profile, then Poisson noise),
+    the standard route (``phbook.sim.lensing.reference_image``).
+``transients_gen_10k_s``, ``galaxies_gen_10k_s``
+    the other two simulators, one process.
+``profile``
+    the PHBOOK_PROFILE the numbers were taken in.
+
+Later work adds the detector figures of the case-study chapters
+(``lensing_auc_fixed``, ``lensing_auc_varying``, ``chase_best_latent_auc``,
+``chase_pca_auc``): one function per measurement in ``MEASUREMENTS`` below.
+"""
+
+from __future__ import annotations
+
+import os
+
+os.environ.setdefault("OMP_NUM_THREADS", "1")
+
+import json  # noqa: E402
+import statistics  # noqa: E402
+import sys  # noqa: E402
+import time  # noqa: E402
+from pathlib import Path  # noqa: E402
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+import numpy as np  # noqa: E402
+
+from phbook import config  # noqa: E402
+from phbook.sim import dataset, galaxies, lensing, transients  # noqa: E402
+
+
+def log(message: str) -> None:
+    print(message, flush=True)
+
+
+def _timed(fn, repeats: int) -> list[float]:
+    times = []
+    for r in range(repeats):
+        t0 = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - t0)
+        log(f"  run {r + 1}/{repeats}: {times[-1]:.2f} s")
+    return times
+
+
+def measure_lensing_generation(sizes) -> dict:
+    """Seconds for 10,000 lensing images with all cores (median of repeats)."""
+    n = int(sizes.lensing_gen_n)
+    workers = dataset.default_workers()
+    log(
+        f"lensing: warm-up (numba compile, worker start), then {n} images x "
+        f"{sizes.repeats} with {workers} worker(s)"
+    )
+    lensing.simulate(2 * dataset.CHUNK_SIZE, seed=99, workers=workers, progress=False)
+    times = _timed(
+        lambda: lensing.simulate(n, seed=1, workers=workers, progress=False),
+        int(sizes.repeats),
+    )
+    median = statistics.median(times)
+    out = {
+        "lensing_gen_n": n,
+        "lensing_gen_workers": workers,
+        "lensing_gen_runs_s": [round(t, 2) for t in times],
+        "lensing_gen_images_per_s": round(n / median, 1),
+        "lensing_gen_10k_s": round(median * 10_000 / n, 2),
+        "lensing_gen_extrapolated": n != 10_000,
+    }
+    log(
+        f"lensing: {out['lensing_gen_images_per_s']} images/s -> "
+        f"{out['lensing_gen_10k_s']} s for 10k"
+        + (" (extrapolated)" if out["lensing_gen_extrapolated"] else "")
+    )
+    return out
+
+
+def measure_lensing_baseline(sizes) -> dict:
+    """One process: our batched renderer against lenstronomy's ImageModel per lens."""
+    n = int(sizes.baseline_n)
+    log(f"lensing baseline: {n} lenses, one process, ours vs lenstronomy ImageModel")
+    lensing.simulate(8, seed=98, workers=1, progress=False)  # warm-up
+    ours = _timed(lambda: lensing.simulate(n, seed=2, workers=1, progress=False), 3)
+    data = lensing.simulate(n, seed=2, workers=1, progress=False, noise=False)
+    s = data.meta["settings"]
+    exposure = s["exposure_time"] * s["num_exposures"]
+    sky = 10 ** (-0.4 * (s["sky_brightness"] - s["zero_point"])) * exposure
+    sky *= data.meta["pixel_scale"] ** 2
+    rng = np.random.default_rng(0)
+
+    def baseline():
+        for i in range(n):
+            model = lensing.reference_image(data, i)
+            counts = rng.poisson(model + sky) + rng.normal(
+                0, np.sqrt(s["num_exposures"]) * s["read_noise"], model.shape
+            )
+            _ = counts - sky
+
+    lensing.reference_image(data, 0)  # warm-up
+    base = _timed(baseline, 3)
+    out = {
+        "lensing_ms_per_image_1_worker": round(1e3 * statistics.median(ours) / n, 2),
+        "lensing_baseline_ms_per_image": round(1e3 * statistics.median(base) / n, 2),
+    }
+    out["lensing_speedup_vs_baseline"] = round(
+        out["lensing_baseline_ms_per_image"] / out["lensing_ms_per_image_1_worker"], 2
+    )
+    log(
+        f"lensing: {out['lensing_ms_per_image_1_worker']} ms/image (ours, 1 process)"
+        f" vs {out['lensing_baseline_ms_per_image']} ms/image (lenstronomy ImageModel)"
+    )
+    return out
+
+
+def measure_stamp_generation(sizes) -> dict:
+    """Seconds for 10,000 transient stamps and 10,000 galaxy stamps, one process."""
+    n = int(sizes.lensing_gen_n)
+    out = {}
+    for name, module in (("transients", transients), ("galaxies", galaxies)):
+        log(f"{name}: warm-up, then {n} stamps x {sizes.repeats}, one process")
+        module.simulate(64, seed=97, progress=False)
+        times = _timed(
+            lambda m=module: m.simulate(n, seed=1, workers=1, progress=False),
+            int(sizes.repeats),
+        )
+        out[f"{name}_gen_10k_s"] = round(statistics.median(times) * 10_000 / n, 2)
+        log(f"{name}: {out[f'{name}_gen_10k_s']} s for 10k")
+    return out
+
+
+#: Every measurement, in order; each returns a dict of figures for the JSON line.
+MEASUREMENTS = [
+    measure_lensing_generation,
+    measure_lensing_baseline,
+    measure_stamp_generation,
+]
+
+
+def main() -> dict:
+    profile = config.profile()
+    sizes = config.sizes("case_studies")
+    log(f"bench/case_studies.py | profile {profile} | {sizes}")
+    results: dict = {}
+    for measure in MEASUREMENTS:
+        results.update(measure(sizes))
+    results["profile"] = profile
+    return results
+
+
+if __name__ == "__main__":  # the worker processes import this file without running it
+    print(json.dumps(main()), flush=True)
