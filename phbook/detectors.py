@@ -723,14 +723,15 @@ class FlowVAEDetector(_TorchLikelihoodDetector):
 
         x = self._checked(X)
         k = self.n_samples if n_samples is None else n_samples
-        gen = torch.Generator(device=self._device()).manual_seed(self.seed)
-        both = self._batched(
-            lambda xb: torch.stack(
-                list(self.model_.log_likelihood_bounds(xb, k, gen).values()), 1
-            ),
-            x,
-        )
-        return {"elbo": both[:, 0], "iwae": both[:, 1]}
+        dev = self._device()
+        gen = torch.Generator(device=dev).manual_seed(self.seed)
+        out = {"elbo": [], "iwae": []}
+        with torch.no_grad():
+            for start in range(0, len(x), self.batch_size):
+                xb = torch.as_tensor(x[start : start + self.batch_size]).to(dev)
+                for key, v in self.model_.log_likelihood_bounds(xb, k, gen).items():
+                    out[key].append(v.double().cpu().numpy())
+        return {key: np.concatenate(v) for key, v in out.items()}
 
     def reconstruct(self, X) -> np.ndarray:
         """Reconstructions from ``mu`` pushed through the flows, ``(N, 1, H, W)``."""

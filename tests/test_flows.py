@@ -284,7 +284,7 @@ class LinearGaussianVAE(torch.nn.Module):
 
 def test_bounds_equal_log_evidence_with_the_exact_posterior_and_no_flow():
     base = LinearGaussianVAE()
-    vae = flows.FlowVAE(flow="none", base=base).double()
+    vae = flows.FlowVAE(flow="none", base=base, decoder="base").double()
     x = base.decode(torch.randn(5, 2, dtype=torch.float64))
     x = x + 0.7 * torch.randn_like(x)
     bounds = vae.log_likelihood_bounds(
@@ -304,6 +304,7 @@ def test_iwae_bound_lies_between_elbo_and_log_evidence_and_tightens(kind):
         n_flows=2,
         context_dim=4,
         base=base,
+        decoder="base",
         flow_kwargs={"hidden": (8,)} if kind == "iaf" else None,
     ).double()
     with torch.no_grad():  # flows away from the identity: q is no longer exact
@@ -331,6 +332,7 @@ def test_flow_vae_loss_is_the_flow_corrected_elbo(kind):
         n_flows=2,
         context_dim=4,
         base=base,
+        decoder="base",
         flow_kwargs={"hidden": (8,)} if kind == "iaf" else None,
     ).double()
     x = base.decode(torch.randn(6, 2, dtype=torch.float64))
@@ -381,3 +383,18 @@ def test_flow_vae_rejects_bad_arguments():
         flows.FlowVAE(flow="planar", base=base).double().log_likelihood_bounds(
             torch.zeros(2, 1, 3, 3, dtype=torch.float64), n_samples=0
         )
+
+
+def test_learned_variance_decoder_is_a_gaussian_log_likelihood():
+    base = LinearGaussianVAE()
+    vae = flows.FlowVAE(flow="planar", n_flows=1, context_dim=4, base=base).double()
+    assert vae.decoder == "learned_variance"
+    with torch.no_grad():
+        vae.decoder_logvar.fill_(-1.3)
+    x = torch.randn(5, 1, 3, 3, dtype=torch.float64)
+    x_hat = torch.randn(5, 1, 3, 3, dtype=torch.float64)
+    ref = torch.distributions.Normal(x_hat, math.exp(-0.65)).log_prob(x).flatten(1).sum(1)
+    torch.testing.assert_close(vae.log_likelihood_gaussian(x, x_hat), ref)
+    torch.testing.assert_close(vae.reconstruction_nll(x, x_hat), -ref)
+    with pytest.raises(ValueError, match="decoder must be"):
+        flows.FlowVAE(base=base, decoder="bernoulli")

@@ -710,6 +710,11 @@ class FlowVAE(nn.Module):
     flow_kwargs
         Extra arguments of every flow step (``n_columns``, ``n_reflections``,
         ``hidden``, ``kernel_size``).
+    decoder
+        ``"learned_variance"`` (default): a Gaussian decoder whose variance per pixel is
+        learnt, so that the ELBO and IWAE bounds are densities worth comparing;
+        ``"base"``: the base VAE's loss unchanged (squared error, i.e. a Gaussian of
+        variance 1/2), with which ``flow="none"`` is exactly the beta-VAE.
     base
         A beta-VAE to build on; default ``BetaVAE(image_size, **vae_kwargs)``.
     vae_kwargs
@@ -723,10 +728,16 @@ class FlowVAE(nn.Module):
         n_flows: int = 4,
         context_dim: int = 64,
         flow_kwargs: dict | None = None,
+        decoder: str = "learned_variance",
         base: nn.Module | None = None,
         **vae_kwargs,
     ):
         super().__init__()
+        if decoder not in ("learned_variance", "base"):
+            raise ValueError(
+                f"decoder must be 'learned_variance' or 'base', got {decoder!r}"
+            )
+        self.decoder = decoder
         if flow not in FLOW_TYPES:
             raise ValueError(
                 f"flow={flow!r} is not a flow type; valid: {', '.join(FLOW_TYPES)}"
@@ -751,12 +762,17 @@ class FlowVAE(nn.Module):
             "n_flows": self.n_flows,
             "context_dim": int(context_dim),
             "flow_kwargs": dict(flow_kwargs or {}),
+            "decoder": decoder,
         }
         self.context = nn.Sequential(nn.Linear(n_features, int(context_dim)), nn.ELU())
         self.flows = make_flows(
             flow, self.latent_dim, self.n_flows, int(context_dim), **(flow_kwargs or {})
         )
         self.kl_weight = float(getattr(self.base, "kl_weight", self.base.beta))
+        if decoder == "learned_variance":
+            hw = getattr(self.base, "image_hw", None)
+            shape = (1, 1, *hw) if hw is not None else (1,)
+            self.decoder_logvar = nn.Parameter(torch.zeros(shape))
 
     # -- the model
     def encode(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -815,7 +831,7 @@ class FlowVAE(nn.Module):
         post = self.posterior_sample(x)
         zk = post["zK"][0]
         x_hat = self.decode(zk)
-        recon = (x.reshape(x_hat.shape) - x_hat).pow(2).flatten(1).sum(1)
+        recon = self.reconstruction_nll(x, x_hat)
         if self.n_flows == 0:
             from .vae import kl_divergence
 
@@ -842,14 +858,29 @@ class FlowVAE(nn.Module):
         return terms
 
     # -- likelihood
-    def log_likelihood_gaussian(self, x: torch.Tensor, x_hat: torch.Tensor) -> torch.Tensor:
-        """``log p(x|z)`` of the base's Gaussian decoder (variance 1/2), per image.
+    def reconstruction_nll(self, x: torch.Tensor, x_hat: torch.Tensor) -> torch.Tensor:
+        """The reconstruction term of the loss, per image.
 
-        The base VAE's squared error is this negative log-likelihood up to the constant
-        ``(P/2) log(pi)``; the constant is kept here so the bounds are densities.
+        ``decoder="base"``: the base VAE's sum of squared errors (the negative
+        log-likelihood of a Gaussian of variance 1/2, without its constant).
+        ``decoder="learned_variance"``: the full negative log-likelihood of a Gaussian
+        with a learnt variance per pixel.
         """
-        sse = (x.reshape(x_hat.shape) - x_hat).pow(2).flatten(1).sum(1)
-        return -sse - 0.5 * x_hat[0].numel() * math.log(math.pi)
+        err2 = (x.reshape(x_hat.shape) - x_hat).pow(2).flatten(1)
+        if self.decoder == "base":
+            return err2.sum(1)
+        logvar = self.decoder_logvar.flatten()
+        return 0.5 * (err2 * torch.exp(-logvar) + logvar + _LOG_2PI).sum(1)
+
+    def log_likelihood_gaussian(self, x: torch.Tensor, x_hat: torch.Tensor) -> torch.Tensor:
+        """``log p(x|z)`` of the Gaussian decoder, per image, with every constant.
+
+        For ``decoder="base"`` the variance is 1/2 and ``log p = -SSE - (P/2) log(pi)``.
+        """
+        if self.decoder == "base":
+            sse = (x.reshape(x_hat.shape) - x_hat).pow(2).flatten(1).sum(1)
+            return -sse - 0.5 * x_hat[0].numel() * math.log(math.pi)
+        return -self.reconstruction_nll(x, x_hat)
 
     @torch.no_grad()
     def log_likelihood_bounds(
