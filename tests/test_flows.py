@@ -398,3 +398,17 @@ def test_learned_variance_decoder_is_a_gaussian_log_likelihood():
     torch.testing.assert_close(vae.reconstruction_nll(x, x_hat), -ref)
     with pytest.raises(ValueError, match="decoder must be"):
         flows.FlowVAE(base=base, decoder="bernoulli")
+
+
+def test_learned_variance_starts_at_the_pixel_variance_of_the_first_batch():
+    base = LinearGaussianVAE()
+    vae = flows.FlowVAE(flow="planar", n_flows=1, context_dim=4, base=base).double()
+    x = 0.3 * torch.randn(64, 1, 3, 3, dtype=torch.float64)
+    vae.train()
+    vae.loss(x)
+    expected = torch.log(x.reshape(64, -1).var(0).mean())
+    torch.testing.assert_close(vae.decoder_logvar.reshape(()), expected)
+    with torch.no_grad():
+        vae.decoder_logvar.fill_(0.0)
+    vae.loss(x)  # only the first batch initialises
+    assert float(vae.decoder_logvar) == 0.0

@@ -773,6 +773,8 @@ class FlowVAE(nn.Module):
             hw = getattr(self.base, "image_hw", None)
             shape = (1, 1, *hw) if hw is not None else (1,)
             self.decoder_logvar = nn.Parameter(torch.zeros(shape))
+            # set from the first training batch: the variance of each pixel
+            self.register_buffer("decoder_initialized", torch.tensor(False))
 
     # -- the model
     def encode(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -842,6 +844,20 @@ class FlowVAE(nn.Module):
 
     def loss(self, batch) -> dict[str, torch.Tensor]:
         """``loss = recon + w * kl`` (batch means); ``w`` is the current KL weight."""
+        if (
+            self.decoder == "learned_variance"
+            and self.training
+            and not bool(self.decoder_initialized)
+            and len(batch) > 1
+        ):
+            with torch.no_grad():
+                var = batch.reshape(len(batch), -1).var(0).clamp_min(1e-6)
+                self.decoder_logvar.copy_(
+                    torch.log(var).reshape(self.decoder_logvar.shape)
+                    if self.decoder_logvar.numel() > 1
+                    else torch.log(var.mean()).reshape(1)
+                )
+                self.decoder_initialized.fill_(True)
         recon, kl = self._terms(batch)
         recon, kl = recon.mean(), kl.mean()
         return {
@@ -864,7 +880,8 @@ class FlowVAE(nn.Module):
         ``decoder="base"``: the base VAE's sum of squared errors (the negative
         log-likelihood of a Gaussian of variance 1/2, without its constant).
         ``decoder="learned_variance"``: the full negative log-likelihood of a Gaussian
-        with a learnt variance per pixel.
+        with a learnt variance per pixel (initialised, on the first training batch, to
+        the variance of each pixel over the batch).
         """
         err2 = (x.reshape(x_hat.shape) - x_hat).pow(2).flatten(1)
         if self.decoder == "base":
