@@ -416,6 +416,18 @@ class _TorchLikelihoodDetector(Detector):
             )
         return batched(fn, x, batch_size=self.batch_size, device=self._device())
 
+    def _batched_rows(self, fn, x) -> np.ndarray:
+        """Like ``_batched`` for functions returning several values per image."""
+        import torch
+
+        dev = self._device()
+        out = []
+        with torch.no_grad():
+            for start in range(0, len(x), self.batch_size):
+                xb = torch.as_tensor(x[start : start + self.batch_size]).to(dev)
+                out.append(fn(xb).double().cpu().numpy().reshape(len(xb), -1))
+        return np.concatenate(out)
+
 
 def _check_integer_images(x: np.ndarray, name: str = "X") -> None:
     if not np.array_equal(x, np.round(x)):
@@ -443,12 +455,13 @@ class PixelCNNDetector(_TorchLikelihoodDetector):
         independent (it knows the pixel statistics, not how pixels go together), so the
         ratio keeps what the PixelCNN knows about shapes and cancels simplicity;
     ``"combined"`` (or ``True``)
-        the larger of the two robust z-scores (median and MAD over held-out normal
-        training frames) of the raw score and the ratio: flagged when either test is
-        surprised.
+        both tests at once, by Fisher's method as in :class:`ScoreFusion`:
+        ``-log p_raw - log p_ratio``, with ``p`` the empirical p-value of each score
+        among held-out normal training frames, ``(#{reference >= s} + 1) / (n + 1)``.
+        A frame is flagged when either test, or both, find it odd.
 
     A fraction ``calibration_fraction`` of the training images is held out: the
-    models' validation set and the reference of the z-scores. The background model is
+    models' validation set and the reference of the p-values. The background model is
     checkpointed as ``name + "-background"``.
     """
 
@@ -530,11 +543,7 @@ class PixelCNNDetector(_TorchLikelihoodDetector):
             x_cal,
         )
         parts = self.score_parts(x_cal, _checked=False)
-        self.reference_ = {
-            k: (float(np.median(v)), float(np.median(np.abs(v - np.median(v))) * 1.4826))
-            for k, v in parts.items()
-            if k in ("bits_per_pixel", "ratio")
-        }
+        self.reference_ = {k: np.sort(parts[k]) for k in ("bits_per_pixel", "ratio")}
 
     def _bpp(self, model, x):
         return self._batched(lambda xb: model.bits_per_pixel(xb), x)
@@ -549,11 +558,11 @@ class PixelCNNDetector(_TorchLikelihoodDetector):
         bg = self._bpp(self.background_, x)
         parts = {"bits_per_pixel": bpp, "background_bits_per_pixel": bg, "ratio": bpp - bg}
         if hasattr(self, "reference_"):
-            z = [
-                (parts[k] - med) / max(mad, 1e-12)
-                for k, (med, mad) in self.reference_.items()
-            ]
-            parts["combined"] = np.maximum(*z)
+            combined = np.zeros(len(x))
+            for key, ref in self.reference_.items():
+                above = len(ref) - np.searchsorted(ref, parts[key], side="left")
+                combined -= np.log((above + 1) / (len(ref) + 1))
+            parts["combined"] = combined
         return parts
 
     def log_prob(self, X) -> np.ndarray:
@@ -736,8 +745,8 @@ class FlowVAEDetector(_TorchLikelihoodDetector):
     def reconstruct(self, X) -> np.ndarray:
         """Reconstructions from ``mu`` pushed through the flows, ``(N, 1, H, W)``."""
         x = self._checked(X)
-        flat = self._batched(lambda xb: self._reconstruct(xb).flatten(1), x)
-        return flat.reshape(x.shape)
+        flat = self._batched_rows(lambda xb: self._reconstruct(xb), x)
+        return flat.reshape(x.shape).astype(np.float32)
 
     def _reconstruct(self, xb):
         mu, _, ctx = self.model_._encode(xb)

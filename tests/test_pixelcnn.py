@@ -248,6 +248,14 @@ def test_pixelcnn_detector_scores_and_corrections(tmp_path, monkeypatch):
         parts["ratio"], parts["bits_per_pixel"] - parts["background_bits_per_pixel"]
     )
     np.testing.assert_allclose(det.anomaly_score(x_test), parts["combined"])
+    # combined = Fisher's method over empirical p-values among held-out normal frames
+    fisher = np.zeros(100)
+    for key in ("bits_per_pixel", "ratio"):
+        ref = det.reference_[key]
+        p = np.array([(np.sum(ref >= s) + 1) / (len(ref) + 1) for s in parts[key]])
+        fisher -= np.log(p)
+    np.testing.assert_allclose(parts["combined"], fisher)
+    assert len(det.reference_["ratio"]) == 40  # the held-out tenth of 400 frames
     np.testing.assert_allclose(
         det.log_prob(x_test), -parts["bits_per_pixel"] * 64 * math.log(2), rtol=1e-5
     )
