@@ -278,3 +278,26 @@ def test_pixelcnn_detector_rejects_bad_input():
         detectors.PixelCNNDetector().fit(np.random.rand(20, 8, 8))
     with pytest.raises(ValueError, match="corrected="):
         detectors.PixelCNNDetector(corrected="yes").fit(_frames(20))
+
+
+def test_pixelcnn_detector_on_continuous_images_of_another_size():
+    """Chapter 12's use: real-valued stamps of any size (here 12 x 10, one channel)."""
+    from phbook import detectors
+
+    rng = np.random.default_rng(0)
+    x = rng.normal(0, 1, (120, 12, 10)).astype(np.float32)
+    det = detectors.PixelCNNDetector(
+        model_kwargs={
+            "channels": 8,
+            "n_layers": 2,
+            "kernel_size": 3,
+            "likelihood": "continuous",
+        },
+        fit_kwargs={"epochs": 1, "batch_size": 60},
+        background_fit_kwargs={"epochs": 2},
+        corrected="ratio",
+        device="cpu",
+    ).fit(x)
+    scores = det.anomaly_score(x[:5])
+    assert scores.shape == (5,) and np.isfinite(scores).all()
+    assert det.model_.likelihood == det.background_.likelihood == "continuous"
