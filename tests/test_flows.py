@@ -412,3 +412,30 @@ def test_learned_variance_starts_at_the_pixel_variance_of_the_first_batch():
         vae.decoder_logvar.fill_(0.0)
     vae.loss(x)  # only the first batch initialises
     assert float(vae.decoder_logvar.detach()) == 0.0
+
+
+def test_flow_vae_detector_on_the_chapter_3_vae():
+    pytest.importorskip(
+        "phbook.models.vae", reason="chapter 3's BetaVAE (phbook.models.vae) not merged yet"
+    )
+    import numpy as np
+
+    from phbook import detectors
+
+    rng = np.random.default_rng(0)
+    x = rng.normal(0.1, 0.05, (200, 1, 16, 16)).astype(np.float32)
+    det = detectors.FlowVAEDetector(
+        flow="householder_sylvester",
+        n_flows=2,
+        n_samples=8,
+        model_kwargs={"latent_dim": 4, "kl_warmup": 1, "context_dim": 8},
+        fit_kwargs={"epochs": 2, "batch_size": 50},
+        device="cpu",
+    ).fit(x)
+    bounds = det.log_likelihood_bounds(x[:20])
+    assert (bounds["iwae"] >= bounds["elbo"] - 1e-9).all()
+    np.testing.assert_allclose(det.anomaly_score(x[:20]), -bounds["iwae"])
+    assert det.reconstruct(x[:3]).shape == (3, 1, 16, 16)
+    assert det.model_.kl_weight == det.model_.base.beta  # warm-up over
+    with pytest.raises(ValueError, match="score="):
+        detectors.FlowVAEDetector(score="mse").fit(x)
