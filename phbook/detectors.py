@@ -397,6 +397,15 @@ class _TorchLikelihoodDetector(Detector):
 
         return config.device() if self.device is None else torch.device(self.device)
 
+    def _build(self, factory):
+        """``factory()`` with torch's generator seeded by ``self.seed``: the initial
+        weights do not depend on what ran before (the global generator is restored)."""
+        import torch
+
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(int(getattr(self, "seed", 0)))
+            return factory()
+
     def _train(self, model, x, name: str | None, fit_kwargs: dict | None, x_val=None):
         from . import train as training
 
@@ -462,7 +471,7 @@ class PixelCNNDetector(_TorchLikelihoodDetector):
 
     A fraction ``calibration_fraction`` of the training images is held out: the
     models' validation set and the reference of the p-values. The background model is
-    checkpointed as ``name + "-background"``.
+    checkpointed as ``name + "-background"``. ``seed`` fixes the initial weights.
     """
 
     corrections = (False, "ratio", "combined", True)
@@ -477,6 +486,7 @@ class PixelCNNDetector(_TorchLikelihoodDetector):
         background_kwargs: dict | None = None,
         background_fit_kwargs: dict | None = None,
         calibration_fraction: float = 0.1,
+        seed: int = 0,
         batch_size: int = 1024,
         device=None,
         contamination: float = 0.01,
@@ -493,6 +503,7 @@ class PixelCNNDetector(_TorchLikelihoodDetector):
         self.background_kwargs = background_kwargs
         self.background_fit_kwargs = background_fit_kwargs
         self.calibration_fraction = calibration_fraction
+        self.seed = seed
 
     def _fit(self, x):
         from .models.pixelcnn import IndependentPixels, PixelCNN
@@ -519,7 +530,11 @@ class PixelCNNDetector(_TorchLikelihoodDetector):
             raise ValueError(f"X holds {len(x)} images: too few to train and calibrate")
         x_cal, x_fit = x[:n_cal], x[n_cal:]
         self.model_, self.history_ = self._train(
-            PixelCNN(**kwargs), x_fit, self.name, self.fit_kwargs, x_cal
+            self._build(lambda: PixelCNN(**kwargs)),
+            x_fit,
+            self.name,
+            self.fit_kwargs,
+            x_cal,
         )
         shared = {
             k: v
@@ -536,7 +551,9 @@ class PixelCNNDetector(_TorchLikelihoodDetector):
             **(self.background_fit_kwargs or {}),
         }
         self.background_, self.background_history_ = self._train(
-            IndependentPixels(**{**shared, **(self.background_kwargs or {})}),
+            self._build(
+                lambda: IndependentPixels(**{**shared, **(self.background_kwargs or {})})
+            ),
             x_fit,
             f"{self.name}-background" if self.name else None,
             bg_fit,
@@ -582,7 +599,7 @@ class ImageFlowDetector(_TorchLikelihoodDetector):
     ``X`` holds integer pulse heights (ADC). The score is ``-log2`` of the
     importance-weighted dequantisation bound on ``P(x)`` with ``n_samples`` uniform
     draws (fixed by ``seed``, so repeated calls agree), per pixel: higher = less
-    probable = more anomalous.
+    probable = more anomalous. ``seed`` also fixes the initial weights.
     """
 
     def __init__(
@@ -624,7 +641,11 @@ class ImageFlowDetector(_TorchLikelihoodDetector):
         n_val = int(round(self.val_fraction * len(x)))
         x_val = x[:n_val] if n_val else None
         self.model_, self.history_ = self._train(
-            RealNVP(**kwargs), x[n_val:], self.name, self.fit_kwargs, x_val
+            self._build(lambda: RealNVP(**kwargs)),
+            x[n_val:],
+            self.name,
+            self.fit_kwargs,
+            x_val,
         )
 
     def bits_per_pixel(self, X) -> np.ndarray:
@@ -662,7 +683,8 @@ class FlowVAEDetector(_TorchLikelihoodDetector):
 
     ``flow`` and ``n_flows`` choose the flows (``"none"``: the plain beta-VAE);
     ``model_kwargs`` go to :class:`~phbook.models.flows.FlowVAE` (``latent_dim``,
-    ``beta``, ``kl_warmup``, ``context_dim``, ``flow_kwargs``, ...).
+    ``beta``, ``kl_warmup``, ``context_dim``, ``flow_kwargs``, ``decoder``, ...).
+    ``seed`` fixes the initial weights and the posterior draws of the scores.
     """
 
     scores = ("iwae", "elbo", "recon")
@@ -712,11 +734,13 @@ class FlowVAEDetector(_TorchLikelihoodDetector):
             )
         if not 0 <= self.val_fraction < 0.5:
             raise ValueError(f"val_fraction must lie in [0, 0.5), got {self.val_fraction}")
-        model = FlowVAE(
-            image_size=x.shape[2:],
-            flow=self.flow,
-            n_flows=self.n_flows,
-            **(self.model_kwargs or {}),
+        model = self._build(
+            lambda: FlowVAE(
+                image_size=x.shape[2:],
+                flow=self.flow,
+                n_flows=self.n_flows,
+                **(self.model_kwargs or {}),
+            )
         )
         n_val = int(round(self.val_fraction * len(x)))
         x_val = x[:n_val] if n_val else None

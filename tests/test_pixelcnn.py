@@ -301,3 +301,21 @@ def test_pixelcnn_detector_on_continuous_images_of_another_size():
     scores = det.anomaly_score(x[:5])
     assert scores.shape == (5,) and np.isfinite(scores).all()
     assert det.model_.likelihood == det.background_.likelihood == "continuous"
+
+
+def test_detector_initial_weights_do_not_depend_on_earlier_random_draws():
+    from phbook import detectors
+
+    kw = dict(
+        model_kwargs={"channels": 4, "n_layers": 1, "kernel_size": 3},
+        fit_kwargs={"epochs": 1, "batch_size": 40},
+        background_fit_kwargs={"epochs": 1},
+        device="cpu",
+    )
+    x = _frames(80)
+    a = detectors.PixelCNNDetector(**kw).fit(x).anomaly_score(x[:5])
+    torch.rand(1000)  # something else uses the global generator in between
+    b = detectors.PixelCNNDetector(**kw).fit(x).anomaly_score(x[:5])
+    np.testing.assert_array_equal(a, b)
+    c = detectors.PixelCNNDetector(seed=1, **kw).fit(x).anomaly_score(x[:5])
+    assert not np.array_equal(a, c)
