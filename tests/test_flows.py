@@ -439,3 +439,21 @@ def test_flow_vae_detector_on_the_chapter_3_vae():
     assert det.model_.kl_weight == det.model_.base.beta  # warm-up over
     with pytest.raises(ValueError, match="score="):
         detectors.FlowVAEDetector(score="mse").fit(x)
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_several_draws_per_image_share_the_amortised_parameters(kind):
+    """z of shape (S, N, D) with h of shape (N, C) equals S separate calls."""
+    extra = {"hidden": (8,)} if kind == "iaf" else {}
+    seq = flows.make_flows(kind, DIM, 2, context_dim=CONTEXT, **extra).double()
+    with torch.no_grad():
+        for p in seq.parameters():
+            p.add_(0.3 * torch.randn_like(p))
+    z = torch.randn(3, 4, DIM, dtype=torch.float64)
+    h = torch.randn(4, CONTEXT, dtype=torch.float64)
+    z_all, ld_all = seq(z, h)
+    assert z_all.shape == (3, 4, DIM) and ld_all.shape == (3, 4)
+    for s in range(3):
+        z_s, ld_s = seq(z[s], h)
+        torch.testing.assert_close(z_all[s], z_s)
+        torch.testing.assert_close(ld_all[s], ld_s)

@@ -82,9 +82,11 @@ def diagonal_normal_logpdf(
 
 
 def _check_z(z: torch.Tensor, dim: int, name: str = "z") -> None:
-    if not isinstance(z, torch.Tensor) or z.dim() != 2 or z.shape[1] != dim:
+    if not isinstance(z, torch.Tensor) or z.dim() < 2 or z.shape[-1] != dim:
         shape = tuple(z.shape) if isinstance(z, torch.Tensor) else type(z).__name__
-        raise ValueError(f"{name} must be a tensor of shape (N, {dim}), got {shape}")
+        raise ValueError(
+            f"{name} must be a tensor of shape (N, {dim}) or (S, N, {dim}), got {shape}"
+        )
 
 
 # ------------------------------------------------------------------------ base class
@@ -135,7 +137,7 @@ class LatentFlow(nn.Module):
         self, z: torch.Tensor, h: torch.Tensor | None
     ) -> dict[str, torch.Tensor]:
         """The raw parameters of every sample: ``{name: (N, *shape)}``."""
-        n = z.shape[0]
+        n = z.shape[-2]
         if self.context_dim is None:
             if h is not None:
                 raise ValueError(
@@ -158,7 +160,11 @@ class LatentFlow(nn.Module):
     def forward(
         self, z: torch.Tensor, h: torch.Tensor | None = None
     ) -> tuple[torch.Tensor, torch.Tensor]:
-        """``(z', logdet)``: the transformed codes and ``log|det dz'/dz|`` per sample."""
+        """``(z', logdet)``: the transformed codes and ``log|det dz'/dz|`` per sample.
+
+        ``z`` is ``(N, dim)``, or ``(S, N, dim)`` for ``S`` draws per image that share
+        the parameters computed once from ``h`` (``(N, context_dim)``).
+        """
         _check_z(z, self.dim)
         return self._transform(z, self.raw_params(z, h))
 
@@ -310,7 +316,7 @@ class OrthogonalSylvesterFlow(SylvesterFlow):
     def _q_apply(self, z, p):
         q_raw = p["q"] + self.q_offset if self.context_dim is not None else p["q"]
         q = bjorck_orthogonalize(q_raw, self.max_iter, self.tol)
-        qtz = (q.transpose(1, 2) @ z.unsqueeze(-1)).squeeze(-1)
+        qtz = (q.transpose(-1, -2) @ z.unsqueeze(-1)).squeeze(-1)
         return qtz, lambda y: (q @ y.unsqueeze(-1)).squeeze(-1)
 
 
@@ -476,11 +482,11 @@ class IAFlow(LatentFlow):
         if self.context_dim is None and h is not None:
             raise ValueError("IAFlow was built without context_dim; pass h=None")
         if self.context_dim is not None and (
-            h is None or tuple(h.shape) != (z.shape[0], self.context_dim)
+            h is None or tuple(h.shape) != (z.shape[-2], self.context_dim)
         ):
             got = None if h is None else tuple(h.shape)
             raise ValueError(
-                f"IAFlow is amortised: h must have shape ({z.shape[0]}, "
+                f"IAFlow is amortised: h must have shape ({z.shape[-2]}, "
                 f"{self.context_dim}), got {got}"
             )
         return {"h": h}
@@ -556,11 +562,11 @@ class ConvFlow(LatentFlow):
         """``c_i = sum_j w_j z_(i + j d)`` per sample (``w`` is ``(N, kernel_size)``)."""
         pad = (self.kernel_size - 1) * dilation
         zp = F.pad(z, (0, pad))
-        windows = zp.unfold(1, pad + 1, 1)[:, :, ::dilation]  # (N, D, kernel_size)
+        windows = zp.unfold(-1, pad + 1, 1)[..., ::dilation]  # (..., N, D, kernel)
         return (windows * w[:, None, :]).sum(-1)
 
     def _transform(self, z, p):
-        logdet = z.new_zeros(z.shape[0])
+        logdet = z.new_zeros(z.shape[:-1])
         for i, d in enumerate(self.dilations):
             w = p[f"w{i}"]
             if self.context_dim is not None:
@@ -605,7 +611,7 @@ class FlowSequence(nn.Module):
         self, z: torch.Tensor, h: torch.Tensor | None = None
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """``(z_K, sum_k log|det dz_k/dz_(k-1)|)``."""
-        logdet = z.new_zeros(z.shape[0])
+        logdet = z.new_zeros(z.shape[:-1])
         for flow in self.flows:
             z, ld = flow(z, h)
             logdet = logdet + ld
@@ -806,16 +812,10 @@ class FlowVAE(nn.Module):
         s, n, d = int(n_samples), mu.shape[0], mu.shape[1]
         eps = torch.randn((s, n, d), generator=generator, device=mu.device, dtype=mu.dtype)
         z0 = mu + torch.exp(0.5 * logvar) * eps
-        zk, logdet = self.flows(z0.reshape(s * n, d), ctx.repeat(s, 1))
+        # the flows' parameters are computed once per image and shared by its draws
+        zk, logdet = self.flows(z0, ctx)
         log_q0 = diagonal_normal_logpdf(z0, mu, logvar)
-        log_q = log_q0 - logdet.view(s, n)
-        return {
-            "z0": z0,
-            "zK": zk.view(s, n, d),
-            "log_q": log_q,
-            "mu": mu,
-            "logvar": logvar,
-        }
+        return {"z0": z0, "zK": zk, "log_q": log_q0 - logdet, "mu": mu, "logvar": logvar}
 
     def forward(self, x: torch.Tensor):
         """``(x_hat, mu, logvar)``: one posterior sample (through the flows) decoded."""
