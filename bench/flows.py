@@ -27,7 +27,6 @@ import time
 
 import numpy as np
 import pandas as pd
-import torch
 
 from phbook import config, datasets, detectors, metrics, transforms
 from phbook.models import flows
@@ -138,7 +137,6 @@ def pixelcnn(size, ds) -> dict:
 
 
 def main() -> None:
-    torch.set_num_threads(max(1, torch.get_num_threads()))
     config.seed_everything(0)
     prof = config.profile()
     _log(f"[bench/flows] profile {prof}, device {config.device()}")
