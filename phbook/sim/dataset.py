@@ -176,8 +176,7 @@ def class_plan(
     weights = np.array([float(v) for v in fractions.values()])
     if not np.all(np.isfinite(weights)) or (weights < 0).any() or weights.sum() <= 0:
         raise ValueError(
-            "fractions must be non-negative numbers with a positive sum, "
-            f"got {fractions}"
+            f"fractions must be non-negative numbers with a positive sum, got {fractions}"
         )
     share = weights / weights.sum() * n
     counts = np.floor(share).astype(int)
@@ -203,8 +202,7 @@ def resolve_settings(defaults: Mapping[str, Any], overrides: Mapping | None) -> 
                 value = tuple(float(v) for v in value)
                 if len(value) != len(default):
                     raise ValueError(
-                        f"settings[{key!r}] must have {len(default)} numbers, "
-                        f"got {value}"
+                        f"settings[{key!r}] must have {len(default)} numbers, got {value}"
                     )
                 if len(value) == 2 and value[0] > value[1]:
                     raise ValueError(f"settings[{key!r}] range {value} has low > high")
@@ -434,9 +432,7 @@ def read_hdf5(path: str | os.PathLike) -> SimulatedSet:
     except FileNotFoundError:
         raise
     except Exception as exc:  # noqa: BLE001 - the message must name the file
-        raise ValueError(
-            f"{path}: not a readable phbook simulation file ({exc})"
-        ) from exc
+        raise ValueError(f"{path}: not a readable phbook simulation file ({exc})") from exc
     return SimulatedSet(images, classes, params, meta, tables, normal)
 
 

@@ -208,9 +208,7 @@ def _plan(classes, seed, s, size):
 
     # tidal features: fraction of the total light, geometry of two tails and shells
     frac = np.zeros(n)
-    frac[is_["merger_pre"]] = rng.uniform(
-        *s["tail_fraction_pre"], is_["merger_pre"].sum()
-    )
+    frac[is_["merger_pre"]] = rng.uniform(*s["tail_fraction_pre"], is_["merger_pre"].sum())
     frac[is_["merger"]] = rng.uniform(*s["tail_fraction_merger"], is_["merger"].sum())
     frac[post] = rng.uniform(*s["shell_fraction"], post.sum())
     p["feature_fraction"] = frac
@@ -286,9 +284,7 @@ def _shells(xs, ys, x0, y0, radii, angle, width):
             np.exp(-((r - rk) ** 2) / (2 * (0.4 * width) ** 2)),
         )
         shell = radial * np.exp(-0.5 * (dang / 0.9) ** 2) * (rk > 0)
-        img += (
-            shell / np.maximum(shell.sum(axis=(1, 2), keepdims=True), 1e-300) / (k + 1)
-        )
+        img += shell / np.maximum(shell.sum(axis=(1, 2), keepdims=True), 1e-300) / (k + 1)
     total = img.sum(axis=(1, 2), keepdims=True)
     return np.divide(img, total, out=np.zeros_like(img), where=total > 0)
 
@@ -430,9 +426,7 @@ def _render_chunk(task: dict) -> dict:
         f_star = counts(col["star_mag"][k])[:, None, None]
         sx, sy = a("star_x", k), a("star_y", k)
         halo = bin_pixels(
-            moffat(
-                xs[None], ys[None], sx, sy, a("fwhm", k) / ps, s["moffat_beta"], f_star
-            ),
+            moffat(xs[None], ys[None], sx, sy, a("fwhm", k) / ps, s["moffat_beta"], f_star),
             _SUP,
         )
         xg, yg = pixel_grid(size, 1)
@@ -443,9 +437,7 @@ def _render_chunk(task: dict) -> dict:
         length = 0.005 * np.sqrt(f_star)  # pixels; brighter stars, longer spikes
         spikes = np.zeros_like(halo)
         for along, across in ((u, v), (v, u)):
-            spikes += np.exp(-0.5 * (across / 0.7) ** 2) * np.exp(
-                -np.abs(along) / length
-            )
+            spikes += np.exp(-0.5 * (across / 0.7) ** 2) * np.exp(-np.abs(along) / length)
         spikes *= 2e-3 * f_star / length
         model[k] += halo + spikes
     sky = col["sky"][:, None, None]
@@ -481,9 +473,7 @@ def _blank_masks(classes, col, size):
             width = area / (size * np.sqrt(2))
             blank[i] = np.abs(v) <= width / 2
         if not blank[i].any():
-            blank[i, int(np.clip(cy, 0, size - 1)), int(np.clip(cx, 0, size - 1))] = (
-                True
-            )
+            blank[i, int(np.clip(cy, 0, size - 1)), int(np.clip(cx, 0, size - 1))] = True
     for i in np.flatnonzero(classes == "edge_cut"):
         depth = col["edge_cut"][i] * size  # pixels without data from one side
         tilt = col["edge_tilt"][i]
@@ -573,9 +563,7 @@ def simulate(
         progress=progress,
     )
     images = np.concatenate([r["images"] for r in results])
-    params["saturated_pixels"] = np.concatenate(
-        [r["saturated_pixels"] for r in results]
-    )
+    params["saturated_pixels"] = np.concatenate([r["saturated_pixels"] for r in results])
     params["blank_fraction"] = np.concatenate([r["blank_fraction"] for r in results])
     params = params.drop(columns=["cls"])
     meta = {
@@ -617,6 +605,4 @@ def load_or_simulate(
         "settings": s,
     }
     kwargs = dict(description, workers=workers, progress=progress)
-    return _ds.load_or_simulate(
-        "galaxies", simulate, description, kwargs, refresh=refresh
-    )
+    return _ds.load_or_simulate("galaxies", simulate, description, kwargs, refresh=refresh)

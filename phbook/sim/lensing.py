@@ -287,9 +287,7 @@ def _plan(n, seed, classes, redshift, settings, subhalo_profile):
     if (p["z_source"] <= p["z_lens"] + 1e-3).any():
         raise ValueError("settings give source redshifts at or below the lens redshift")
     cosmo = FlatLambdaCDM(H0=s["H0"], Om0=s["Om0"])
-    lens_cosmo = LensCosmo(
-        p["z_lens"].to_numpy(), p["z_source"].to_numpy(), cosmo=cosmo
-    )
+    lens_cosmo = LensCosmo(p["z_lens"].to_numpy(), p["z_source"].to_numpy(), cosmo=cosmo)
     sigma_crit = np.broadcast_to(lens_cosmo.sigma_crit_angle, (n,)).astype(float)
     p["sigma_crit"] = sigma_crit  # M_sun / arcsec^2
     p["sigma_v"] = _uniform(rng, s["sigma_v_range"], n)
@@ -300,9 +298,7 @@ def _plan(n, seed, classes, redshift, settings, subhalo_profile):
     p["lens_y"] = rng.uniform(-half, half, n)
     p["lens_q"] = _uniform(rng, s["lens_q_range"], n)
     p["lens_phi"] = rng.uniform(0, np.pi, n)
-    e1, e2 = param_util.phi_q2_ellipticity(
-        p["lens_phi"].to_numpy(), p["lens_q"].to_numpy()
-    )
+    e1, e2 = param_util.phi_q2_ellipticity(p["lens_phi"].to_numpy(), p["lens_q"].to_numpy())
     p["lens_e1"], p["lens_e2"] = e1, e2
     p["gamma"] = _uniform(rng, s["shear_range"], n)
     p["gamma_phi"] = rng.uniform(0, np.pi, n)
@@ -368,9 +364,7 @@ def _plan(n, seed, classes, redshift, settings, subhalo_profile):
     for col in ("vortex_mass", "vortex_length", "vortex_x", "vortex_y", "vortex_phi"):
         p[col] = 0.0
     p.loc[is_vortex, "vortex_mass"] = frac * p["mass_E"].to_numpy()[is_vortex]
-    p.loc[is_vortex, "vortex_length"] = (
-        _uniform(rng, s["vortex_length_range"], m) * theta_v
-    )
+    p.loc[is_vortex, "vortex_length"] = _uniform(rng, s["vortex_length_range"], m) * theta_v
     p.loc[is_vortex, "vortex_x"] = p["lens_x"].to_numpy()[is_vortex] + vx
     p.loc[is_vortex, "vortex_y"] = p["lens_y"].to_numpy()[is_vortex] + vy
     p.loc[is_vortex, "vortex_phi"] = rng.uniform(0, np.pi, m)
@@ -528,8 +522,7 @@ def _check_args(n, seed, fractions, redshift, num_pix, subhalo_profile, supersam
         raise ValueError(f"redshift must be one of {REDSHIFTS}, got {redshift!r}")
     if subhalo_profile not in SUBHALO_PROFILES:
         raise ValueError(
-            f"subhalo_profile must be one of {SUBHALO_PROFILES}, "
-            f"got {subhalo_profile!r}"
+            f"subhalo_profile must be one of {SUBHALO_PROFILES}, got {subhalo_profile!r}"
         )
     if isinstance(num_pix, bool) or not isinstance(num_pix, (int, np.integer)):
         raise ValueError(f"num_pix must be an integer >= 16, got {num_pix!r}")
@@ -537,9 +530,7 @@ def _check_args(n, seed, fractions, redshift, num_pix, subhalo_profile, supersam
         raise ValueError(f"num_pix must be an integer >= 16, got {num_pix}")
     if supersampling not in (1, 2, 3, 4):
         raise ValueError(f"supersampling must be 1, 2, 3 or 4, got {supersampling!r}")
-    fractions = (
-        dict(fractions) if fractions is not None else dict.fromkeys(CLASSES, 1.0)
-    )
+    fractions = dict(fractions) if fractions is not None else dict.fromkeys(CLASSES, 1.0)
     return seed, fractions
 
 
@@ -720,9 +711,7 @@ def reference_image(data: SimulatedSet, i: int) -> np.ndarray:
     return model.image(kwargs, [source]) * s["exposure_time"] * s["num_exposures"]
 
 
-def render_noiseless(
-    data: SimulatedSet, index=None, *, smooth: bool = False
-) -> np.ndarray:
+def render_noiseless(data: SimulatedSet, index=None, *, smooth: bool = False) -> np.ndarray:
     """The noiseless expected images of (some of) the lenses of ``data``.
 
     ``index`` selects images (default: all); ``smooth=True`` leaves out the
@@ -792,6 +781,4 @@ def load_or_simulate(
         "settings": s,
     }
     kwargs = dict(description, settings=s, workers=workers, progress=progress)
-    return _ds.load_or_simulate(
-        "lensing", simulate, description, kwargs, refresh=refresh
-    )
+    return _ds.load_or_simulate("lensing", simulate, description, kwargs, refresh=refresh)

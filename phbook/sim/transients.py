@@ -176,9 +176,7 @@ def scale_stamps(x: ArrayLike) -> np.ndarray:
     """
     arr = np.asarray(x, dtype=np.float64)
     if arr.ndim not in (2, 3):
-        raise ValueError(
-            f"x must be stamps of shape (N, H, W) or (H, W), got {arr.shape}"
-        )
+        raise ValueError(f"x must be stamps of shape (N, H, W) or (H, W), got {arr.shape}")
     if not np.all(np.isfinite(arr)):
         raise ValueError("x holds NaN or infinite values")
     flat = arr.reshape(-1, arr.shape[-2] * arr.shape[-1])
@@ -226,9 +224,7 @@ def _plan(classes, seed, s, size):
     )
     # new flux of a real point source with that PSF-fit SNR (background limited);
     # artifacts: the flux of the static source (dipoles, saturated stars), else 0
-    p["flux"] = np.where(
-        p["real"], p["snr"] * p["noise_sigma"] / np.sqrt(psf_norm2), 0.0
-    )
+    p["flux"] = np.where(p["real"], p["snr"] * p["noise_sigma"] / np.sqrt(psf_norm2), 0.0)
     p["sign"] = 1.0
     fading = (classes == "variable_star") & (rng.uniform(size=n) < 0.4)
     p.loc[fading, "sign"] = -1.0
@@ -246,9 +242,7 @@ def _plan(classes, seed, s, size):
     p["host_flux"] = np.where(host, host_flux * p["host_scale"], 0.0)
     p["star_flux"] = np.where(
         np.isin(classes, ["variable_star", "dipole"]),
-        _log_uniform(rng, s["star_snr_range"], n)
-        * p["noise_sigma"]
-        / np.sqrt(psf_norm2),
+        _log_uniform(rng, s["star_snr_range"], n) * p["noise_sigma"] / np.sqrt(psf_norm2),
         0.0,
     )
     p.loc[classes == "dipole", "flux"] = p.loc[classes == "dipole", "star_flux"]
@@ -540,9 +534,7 @@ def simulate(
     )
     images = np.concatenate([r["images"] for r in results])
     params["flux"] = np.concatenate([r["flux"] for r in results])
-    params["saturated_pixels"] = np.concatenate(
-        [r["saturated_pixels"] for r in results]
-    )
+    params["saturated_pixels"] = np.concatenate([r["saturated_pixels"] for r in results])
     if scaled:
         images = scale_stamps(images)
     params = params.drop(columns=["cls"])
