@@ -40,7 +40,6 @@ from typing import Any
 
 import numpy as np
 
-from . import modelfile as _modelfile
 from . import score as _score
 
 __all__ = [
@@ -91,8 +90,8 @@ def _client(client: Any, scheduler: str | None, workers: int | None) -> Iterator
         from dask.distributed import Client
 
         try:
-            c = Client(scheduler, timeout="20s")
-        except OSError as exc:
+            c = Client(scheduler, timeout=CONNECT_TIMEOUT)
+        except (OSError, TimeoutError) as exc:
             raise ConnectionError(
                 f"cannot reach the Dask scheduler at {scheduler!r} ({exc}); start one "
                 "(dask scheduler, or a dask-jobqueue cluster) and give its address"
@@ -103,6 +102,9 @@ def _client(client: Any, scheduler: str | None, workers: int | None) -> Iterator
     with local_cluster(workers or 2) as c:
         yield c
 
+
+#: How long to wait for a Dask scheduler given by address.
+CONNECT_TIMEOUT = "20s"
 
 _WORKER_MODELS: dict[str, Any] = {}
 
@@ -120,7 +122,9 @@ def _worker_model(data: bytes, sha256: str) -> Any:
         import torch
 
         torch.set_num_threads(max(1, int(threads)))
-        model = _modelfile.loads(data, name=f"model {sha256[:12]}")
+        from . import modelfile
+
+        model = modelfile.loads(data, name=f"model {sha256[:12]}")
         _WORKER_MODELS.clear()
         _WORKER_MODELS[sha256] = model
     return model
