@@ -36,9 +36,8 @@ import logging
 import os
 import time
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
-
-import numpy as np
 
 from . import score as _score
 
@@ -105,6 +104,9 @@ def _client(client: Any, scheduler: str | None, workers: int | None) -> Iterator
 
 #: How long to wait for a Dask scheduler given by address.
 CONNECT_TIMEOUT = "20s"
+#: Workers that see the journal folder write their chunks there (False: they always
+#: send the results back to the client, which writes them).
+WORKERS_WRITE_JOURNAL = True
 
 _WORKER_MODELS: dict[str, Any] = {}
 
@@ -139,21 +141,35 @@ def _part_task(
     label_width: int,
     file_lookup: dict[str, int],
     resume: dict[str, int] | None,
-) -> tuple[int, list[tuple[int, dict[str, np.ndarray]]]]:
-    """One Dask task: score one part (what a worker runs)."""
+    journal_dir: str | None,
+) -> tuple[int, list[tuple[int, Any]]]:
+    """One Dask task: score one part (what a worker runs).
+
+    When the worker sees the journal folder (a file system shared with the client, as
+    on one machine or on a cluster), it writes each scored chunk there itself and
+    returns only the chunk numbers and frame counts; otherwise it returns the results.
+    """
     model = _worker_model(model_data, sha256)
-    results = list(
-        _score.score_part(
-            part,
-            model,
-            chunk_frames=chunk_frames,
-            strict=strict,
-            label_width=label_width,
-            file_lookup=file_lookup,
-            resume=resume,
-        )
+    direct = (
+        WORKERS_WRITE_JOURNAL and journal_dir is not None and os.path.isdir(journal_dir)
     )
-    return part.index, results
+    out: list[tuple[int, Any]] = []
+    for k, result in _score.score_part(
+        part,
+        model,
+        chunk_frames=chunk_frames,
+        strict=strict,
+        label_width=label_width,
+        file_lookup=file_lookup,
+        resume=resume,
+    ):
+        if direct:
+            path = os.path.join(journal_dir, _score.chunk_name(part.index, k))
+            _score._write_npz(Path(path), result)
+            out.append((k, len(result["score"])))
+        else:
+            out.append((k, result))
+    return part.index, out
 
 
 def _score_parts(
@@ -205,6 +221,7 @@ def _score_parts(
                     plan.label_width,
                     plan.file_lookup,
                     state[part.index]["resume"],
+                    str(journal.dir.resolve()),
                     key=f"phbook-score-{model.sha256[:8]}-{part.index}-{time.time_ns()}",
                     pure=False,
                 )
@@ -226,9 +243,11 @@ def _score_parts(
                 for future in running:
                     index, results = future.result()
                     for k, result in results:
-                        journal.write(index, k, result)
-                        done_now += len(result["score"])
-                        bar.update(len(result["score"]))
+                        if isinstance(result, dict):  # the worker could not write it
+                            journal.write(index, k, result)
+                            result = len(result["score"])
+                        done_now += result
+                        bar.update(result)
                     journal.finish_part(index)
                     del future
                     if queue:

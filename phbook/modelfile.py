@@ -505,9 +505,29 @@ class ModelFile:
                 "(phbook select --dp ..., phbook train ...) to score them."
             )
 
+    def _table(self, dtype: np.dtype) -> np.ndarray:
+        """The normalisation of every value of a 1- or 2-byte integer pixel type,
+        indexed by the pixel's bits read as unsigned."""
+        tables = self.__dict__.setdefault("_tables", {})
+        if dtype not in tables:
+            bits = np.arange(1 << (8 * dtype.itemsize), dtype=np.uint32)
+            values = bits.astype(f"u{dtype.itemsize}").view(dtype)
+            tables[dtype] = np.asarray(self._norm(values), dtype=np.float32)
+        return tables[dtype]
+
     def normalise(self, images: np.ndarray) -> np.ndarray:
-        """Detector units (ADC) to the float32 ``(N, C, H, W)`` the detector takes."""
-        x = self._norm(images)
+        """Detector units (ADC) to the float32 ``(N, C, H, W)`` the detector takes.
+
+        Pixels of 1- or 2-byte integer types (every PANOSETI product) are normalised by
+        looking their value up in a table of the transform of all 256 or 65,536 values:
+        the same numbers as applying the transform, several times faster.
+        """
+        images = np.asarray(images)
+        if images.dtype.kind in "iu" and images.dtype.itemsize <= 2:
+            table = self._table(images.dtype)
+            x = table[images.view(f"u{images.dtype.itemsize}")]
+        else:
+            x = self._norm(images)
         return x.reshape(len(x), *self.image_shape)
 
     def score(self, images: np.ndarray) -> np.ndarray:

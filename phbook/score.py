@@ -677,7 +677,9 @@ def journal_path(out: str | os.PathLike) -> Path:
 
 
 def _write_npz(path: Path, arrays: dict[str, np.ndarray]) -> None:
-    tmp = path.with_name(path.name + ".tmp")
+    """Write ``arrays`` to ``path`` whole or not at all (a temporary file renamed; two
+    processes writing the same chunk do not collide)."""
+    tmp = path.with_name(f"{path.name}.{os.getpid()}-{time.monotonic_ns()}.tmp")
     with open(tmp, "wb") as f:
         np.savez(f, **arrays)
         f.flush()
@@ -723,7 +725,7 @@ class _Journal:
         os.replace(tmp, self.dir / "manifest.json")
 
     def chunk_path(self, part: int, chunk: int) -> Path:
-        return self.dir / f"p{part:07d}.c{chunk:06d}.npz"
+        return self.dir / chunk_name(part, chunk)
 
     def done_path(self, part: int) -> Path:
         return self.dir / f"p{part:07d}.done"
@@ -779,6 +781,11 @@ class _Journal:
         path = self.done_path(part)
         path.with_name(path.name + ".tmp").write_text("done")
         os.replace(path.with_name(path.name + ".tmp"), path)
+
+
+def chunk_name(part: int, chunk: int) -> str:
+    """The journal file name of a scored chunk."""
+    return f"p{part:07d}.c{chunk:06d}.npz"
 
 
 def _open_npz(path: Path):
