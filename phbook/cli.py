@@ -815,9 +815,14 @@ def _cmd_top(args) -> int:
     from . import plotting
     from . import score as _score
 
-    table = _score.top_k(args.scores, args.k)
-    images = _score.frames_of(args.scores, table)
+    if args.distinct:
+        table, images = _score.top_distinct(args.scores, args.k)
+    else:
+        table = _score.top_k(args.scores, args.k)
+        images = _score.frames_of(args.scores, table)
     cols = ["rank", "score", "file", "offset", "time", "module", "quabo", "label"]
+    if args.distinct:
+        cols.append("copies")
     shown = table[cols].copy()
     shown["time"] = [_utc(t) for t in table["time"]]
     if args.csv:
@@ -831,8 +836,9 @@ def _cmd_top(args) -> int:
             print(shown.to_string(index=False))
     if args.output:
         titles = [
-            f"#{r.rank} {r.score:.3g}\nm{r.module} q{r.quabo} @{r.offset}\n"
-            f"{_utc(r.time)[11:23]}"
+            f"#{r.rank} {r.score:.3g}"
+            + (f" x{r.copies}" if args.distinct and r.copies > 1 else "")
+            + f"\nm{r.module} q{r.quabo} @{r.offset}\n{_utc(r.time)[11:23]}"
             for r in table.itertuples(index=False)
         ]
         fig = plotting.show_images(
@@ -1088,6 +1094,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("-k", type=int, default=50, help="how many frames")
     p.add_argument("-o", "--output", default=None, help="the gallery image (.png, .pdf)")
     p.add_argument("--csv", default=None, help="write the table here")
+    p.add_argument(
+        "--distinct",
+        action="store_true",
+        help="show each distinct image once, with its number of copies (simulated "
+        "archives that resample a pool of frames repeat frames; so does a DAQ that "
+        "wrote a frame twice)",
+    )
     p.add_argument("--ncols", type=int, default=10, help="gallery columns")
     p.add_argument("--dpi", type=int, default=120, help="gallery resolution")
     common(p)

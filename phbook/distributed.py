@@ -44,6 +44,7 @@ from . import score as _score
 __all__ = [
     "score_dask",
     "local_cluster",
+    "warm_up",
     "init_ddp",
     "ddp_device",
     "is_main_process",
@@ -348,3 +349,17 @@ def cleanup_ddp() -> None:
 
     if dist.is_available() and dist.is_initialized():
         dist.destroy_process_group()
+
+
+def _import_scoring() -> bool:
+    import importlib
+
+    for name in ("torch", "phbook.modelfile", "phbook.score"):
+        importlib.import_module(name)
+    return True
+
+
+def warm_up(client: Any) -> None:
+    """Import PyTorch and phbook's scoring modules in every worker of ``client`` now,
+    so that timings of the first tasks do not include them."""
+    client.run(_import_scoring)

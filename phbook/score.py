@@ -80,6 +80,7 @@ __all__ = [
     "score_part",
     "read_scores",
     "top_k",
+    "top_distinct",
     "frames_of",
     "peak_rss_mb",
     "journal_path",
@@ -1213,6 +1214,8 @@ def frames_of(path: str | os.PathLike, table: pd.DataFrame) -> np.ndarray:
         _check_scores(h5, path)
         attrs = dict(h5.attrs)
     kind, source, root = attrs["source_kind"], attrs["source"], attrs["root"]
+    dp = str(attrs["dp"])
+    prod = pff.data_product(dp)
     if kind == "h5":
         from . import select as _select
 
@@ -1220,17 +1223,74 @@ def frames_of(path: str | os.PathLike, table: pd.DataFrame) -> np.ndarray:
             raise FileNotFoundError(f"the source selection {source} of {path} is gone")
         images, _, _ = _select.load(source, table["row"].to_numpy())
         return images
-    out = []
-    dp = str(attrs["dp"])
-    for name, offset in zip(table["file"].astype(str), table["offset"], strict=True):
+    out = np.empty((len(table), *prod.shape), prod.pixel_dtype)
+    names = table["file"].astype(str).to_numpy()
+    offsets = table["offset"].to_numpy(np.int64)
+    for name in np.unique(names):
+        rows = np.flatnonzero(names == name)
         file = Path(root) / name
         if not file.exists():
             raise FileNotFoundError(f"{file} (listed in {path}) does not exist")
+        got = _read_at(file, dp, offsets[rows])
+        out[rows] = got
+    return out
+
+
+def _read_at(file: Path, dp: str, offsets: np.ndarray) -> np.ndarray:
+    """Images of the frames at byte ``offsets`` of one PFF file (in that order)."""
+    try:
+        info = pff.scan_file(file, dp)
+    except pff.PFFError:
+        info = None
+    if info is not None and info.fixed and not (offsets % info.frame_size).any():
+        frames = pff.read_frames_at(
+            file, offsets // info.frame_size, dp=dp, info=info, strict=False
+        )
+        if len(frames) == len(np.unique(offsets)):
+            pos = np.searchsorted(frames.offsets, offsets)
+            if (frames.offsets[pos] == offsets).all():
+                return frames.images[pos]
+    images = []
+    for offset in offsets:  # frames after damage that shifted them: one by one
         frames = pff.read_frames(
             file, dp=dp, offset=int(offset), max_frames=1, strict=True, warn=False
         )
         if not len(frames) or int(frames.offsets[0]) != int(offset):
             raise ScoreError(f"{file}: no frame at byte {offset}; the file has changed")
-        out.append(frames.images[0])
-    prod = pff.data_product(dp)
-    return np.stack(out) if out else np.empty((0, *prod.shape), prod.pixel_dtype)
+        images.append(frames.images[0])
+    return np.stack(images)
+
+
+def top_distinct(
+    path: str | os.PathLike, k: int = 50, chunk_rows: int = 1 << 20
+) -> tuple[pd.DataFrame, np.ndarray]:
+    """The ``k`` highest-scoring frames whose pixels differ from every higher one, with
+    their images; column ``copies`` counts the frames with the same pixels among those
+    examined (a lower bound).
+
+    Identical frames occur in simulated archives that resample a pool of frames
+    (:class:`phbook.sim.archive.PooledSource`), and in real data when a frame was
+    written twice.
+    """
+    with __import__("h5py").File(path, "r") as h5:
+        _check_scores(h5, path)
+        n = int(h5["score"].shape[0])
+    m = min(n, 4 * k)
+    while True:
+        table = top_k(path, m, chunk_rows)
+        images = frames_of(path, table)
+        keys = [img.tobytes() for img in images]
+        first: dict[bytes, int] = {}
+        copies: dict[bytes, int] = {}
+        for i, key in enumerate(keys):
+            first.setdefault(key, i)
+            copies[key] = copies.get(key, 0) + 1
+        rows = sorted(first.values())
+        if len(rows) >= k or m >= n:
+            break
+        m = min(n, 4 * m)
+    rows = rows[:k]
+    out = table.iloc[rows].reset_index(drop=True)
+    out["copies"] = [copies[keys[i]] for i in rows]
+    out["rank"] = np.arange(1, len(out) + 1)
+    return out, images[rows]

@@ -314,3 +314,36 @@ def test_top_frames_are_read_back_from_the_pff_files(arch, model_path, reference
         frame = pff.read_frames(path, offset=row.offset, max_frames=1)
         np.testing.assert_array_equal(img, frame.images[0])
     assert int(top["offset"].iloc[0]) % FRAME == 0
+
+
+def test_top_distinct_collapses_repeated_frames(tmp_path):
+    from fake_frames import fake_source
+
+    from phbook.sim import archive as sa
+
+    pooled = sa.PooledSource(40, source=fake_source, seed=1)
+    arch = sa.write_archive(tmp_path / "pooled", 3000, seed=1, source=pooled,
+                            anomaly_fraction=0.2, progress=False)
+    model = make_model(arch, tmp_path, n=500)
+    out = tmp_path / "s.h5"
+    score.score(model, arch.root, out, progress=False)
+    table, images = score.top_distinct(out, 6)
+    assert len(table) == 6 and list(table["rank"]) == list(range(1, 7))
+    assert len({img.tobytes() for img in images}) == 6
+    assert (np.diff(table["score"]) <= 0).all() and (table["copies"] > 1).all()
+    assert table["score"].iloc[0] == score.top_k(out, 1)["score"].iloc[0]
+    np.testing.assert_array_equal(images, score.frames_of(out, table))
+
+
+def test_frames_after_shifting_damage_are_read_back(arch, model_path, tmp_path):
+    damaged, where = damaged_copy(arch, tmp_path / "damaged")
+    out = tmp_path / "s.h5"
+    with pytest.warns(UserWarning, match="damaged"):
+        score.score(model_path, damaged.root, out, progress=False)
+    df, _ = score.read_scores(out)
+    shifted = df[df["offset"] % FRAME != 0].head(5)
+    assert len(shifted) == 5  # frames after the cut no longer sit at multiples of 636
+    images = score.frames_of(out, shifted)
+    for img, row in zip(images, shifted.itertuples(index=False), strict=True):
+        frame = pff.read_frames(damaged.root / row.file, offset=row.offset, max_frames=1)
+        np.testing.assert_array_equal(img, frame.images[0])
