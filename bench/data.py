@@ -9,6 +9,11 @@ it measures as it goes and, as its last line, one JSON object:
     median of repeats after a warm-up.
 ``numpy_fromfile_frames_per_s``
     the baseline: ``numpy.fromfile`` of the same bytes (no parsing), same run.
+``sim_frames_per_s``
+    triggered pulse-height frames (air showers) per second made by
+    :func:`phbook.sim.panoseti.simulate` on one core (one thread), CPU time and wall
+    time both reported; median of repeats after a warm-up (which also loads the
+    compiled kernels).
 ``select_peak_rss_mb_2m`` / ``select_peak_rss_mb_4m``
     peak resident memory (MB) of a child process that selects ``select_n`` frames from a
     simulated archive of 2 (4) million frames with :func:`phbook.select.select`
@@ -48,6 +53,7 @@ SIZES = {
         "select_n": 25_000,
         "pool_size": 3_000,
         "repeats": 3,
+        "sim_frames": 50_000,
     },
     "full": {
         "read_frames": 1_000_000,
@@ -56,6 +62,7 @@ SIZES = {
         "select_n": 250_000,
         "pool_size": 20_000,
         "repeats": 5,
+        "sim_frames": 200_000,
     },
 }
 
@@ -230,7 +237,28 @@ def bench_select(sizes: dict, results: dict, ctx: dict) -> None:
         results[f"select_peak_rss_mb_{label}"] = round(r["peak_mb"], 1)
 
 
-BENCHES = [bench_read, bench_select]
+def bench_sim(sizes: dict, results: dict, ctx: dict) -> None:
+    """sim_frames_per_s: the pulse-height simulator on one core."""
+    import torch
+
+    from phbook.sim import panoseti
+
+    torch.set_num_threads(1)
+    n = sizes["sim_frames"]
+    panoseti.simulate(2000, seed=0)  # warm-up: compiled kernels, lookup tables
+    wall, cpu = [], []
+    for r in range(sizes["repeats"]):
+        t0, c0 = time.perf_counter(), time.process_time()
+        panoseti.simulate(n, seed=r)
+        wall.append(time.perf_counter() - t0)
+        cpu.append(time.process_time() - c0)
+    rate, cpu_rate = n / float(np.median(wall)), n / float(np.median(cpu))
+    print(f"simulate {n:,} frames: {rate:,.0f} frames/s wall, {cpu_rate:,.0f} per CPU-s")
+    results["sim_frames_per_s"] = round(rate)
+    results["sim_frames_per_cpu_s"] = round(cpu_rate)
+
+
+BENCHES = [bench_sim, bench_read, bench_select]
 
 
 def main() -> None:

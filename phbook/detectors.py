@@ -39,6 +39,8 @@ __all__ = [
     "IsolationForestDetector",
     "LOFDetector",
     "batched",
+    "HillasCut",
+    "ScoreFusion",
 ]
 
 
@@ -213,3 +215,143 @@ def batched(fn: Callable, x, batch_size: int = 4096, device=None) -> np.ndarray:
             xb = torch.as_tensor(x[start : start + batch_size], dtype=torch.float32).to(dev)
             out.append(fn(xb).detach().float().cpu().numpy().reshape(len(xb), -1))
     return np.concatenate(out, axis=0).squeeze(-1) if out else np.empty(0)
+
+
+# ------------------------------------------------------------------ physics baseline
+
+
+class HillasCut(Detector):
+    """The rule a Cherenkov astronomer writes first: a box cut on image parameters.
+
+    From the training frames it learns, for each feature below, the range holding all but
+    ``tail`` of them at each end; a frame's anomaly score is how far (in units of the
+    feature's inter-quartile range) it lies outside the furthest box edge, plus a small
+    term for its distance from the medians, which orders the frames inside the box.
+
+    Features (from :func:`phbook.hillas.parameters` after tail-cut cleaning, on
+    images in ADC): the frame median (noise level), log peak, log size, number of
+    cleaned pixels, length, width, width/length, concentration, and the number of
+    separate islands in the cleaned image. Pass images in ADC (``transform`` undoes a
+    normalisation applied to them first, rounding back to integer ADC counts).
+    """
+
+    FEATURES = (
+        "median",
+        "log_peak",
+        "log_size",
+        "n_pixels",
+        "length",
+        "width",
+        "elongation",
+        "concentration",
+        "islands",
+    )
+
+    def __init__(self, tail: float = 0.005, transform=None, contamination: float = 0.01):
+        super().__init__(contamination)
+        self.tail = tail
+        self.transform = transform
+
+    def features(self, x: np.ndarray) -> np.ndarray:
+        """(n, 9) feature matrix of images (N, 1, H, W) or (N, H, W)."""
+        from scipy import ndimage
+
+        from . import hillas
+
+        img = x[:, 0] if x.ndim == 4 else x
+        if self.transform is not None:
+            # pulse heights are integer ADC counts: undo float round-off of the inverse
+            img = np.rint(self.transform.inverse(img))
+        h = hillas.parameters(img)
+        mask = hillas.tailcuts(img)
+        structure = np.zeros((3, 3, 3), bool)
+        structure[1] = ndimage.generate_binary_structure(2, 2)  # no links across frames
+        labels, _ = ndimage.label(mask, structure=structure)
+        flat = labels.reshape(len(img), -1)
+        islands = np.array([len(np.unique(row[row > 0])) for row in flat])
+        size = h["size"].to_numpy()
+        length = np.nan_to_num(h["length"].to_numpy())
+        width = np.nan_to_num(h["width"].to_numpy())
+        return np.column_stack(
+            [
+                np.median(img.reshape(len(img), -1), axis=1),
+                np.log10(np.maximum(h["peak"].to_numpy(), 1.0)),
+                np.log10(np.maximum(size, 1.0)),
+                h["n_pixels"].to_numpy(),
+                length,
+                width,
+                np.where(length > 0, width / np.where(length > 0, length, 1), 0.0),
+                np.nan_to_num(h["concentration"].to_numpy()),
+                islands,
+            ]
+        ).astype(np.float64)
+
+    def _fit(self, x):
+        if not 0 < self.tail < 0.5:
+            raise ValueError(f"tail must lie in (0, 0.5), got {self.tail}")
+        f = self.features(x)
+        self.low_ = np.quantile(f, self.tail, axis=0)
+        self.high_ = np.quantile(f, 1 - self.tail, axis=0)
+        self.median_ = np.median(f, axis=0)
+        q1, q3 = np.quantile(f, [0.25, 0.75], axis=0)
+        self.scale_ = np.where(q3 > q1, q3 - q1, np.maximum(self.high_ - self.low_, 1.0))
+
+    def _anomaly_score(self, x):
+        f = self.features(x)
+        outside = np.maximum(self.low_ - f, 0) + np.maximum(f - self.high_, 0)
+        cut = (outside / self.scale_).max(axis=1)
+        inside = np.abs(f - self.median_) / self.scale_
+        return cut + 1e-3 * inside.mean(axis=1)
+
+
+# ------------------------------------------------------------------------ score fusion
+
+
+class ScoreFusion(Detector):
+    """Combine detectors whose scores live on different scales.
+
+    Each detector's score is turned into an empirical p-value against its scores on the
+    training frames, ``p = (#{training scores >= s} + 1) / (n + 1)``: the fraction of
+    normal frames at least as odd. Then ``method="fisher"`` sums ``-log p`` over the
+    detectors (Fisher's method: a frame odd for several detectors at once scores high)
+    and ``method="mean_rank"`` averages ``1 - p`` (rank averaging). The detectors are fitted
+    on the same frames; pass already fitted detectors with ``refit=False``.
+    """
+
+    def __init__(
+        self,
+        detectors=(),
+        method: str = "fisher",
+        refit: bool = True,
+        contamination: float = 0.01,
+    ):
+        super().__init__(contamination)
+        self.detectors = detectors
+        self.method = method
+        self.refit = refit
+
+    def _fit(self, x):
+        if self.method not in ("fisher", "mean_rank"):
+            raise ValueError(f"method must be 'fisher' or 'mean_rank', got {self.method!r}")
+        if not self.detectors:
+            raise ValueError("ScoreFusion needs at least one detector")
+        self.reference_ = []
+        for det in self.detectors:
+            if self.refit:
+                det.fit(x)
+            self.reference_.append(np.sort(det.anomaly_score(x)))
+
+    def p_values(self, x) -> np.ndarray:
+        """(n, n_detectors) empirical p-values of each frame under each detector."""
+        out = []
+        for det, ref in zip(self.detectors, self.reference_, strict=True):
+            s = det.anomaly_score(x)
+            above = len(ref) - np.searchsorted(ref, s, side="left")
+            out.append((above + 1) / (len(ref) + 1))
+        return np.column_stack(out)
+
+    def _anomaly_score(self, x):
+        p = self.p_values(x)
+        if self.method == "fisher":
+            return -np.log(p).sum(axis=1)
+        return (1 - p).mean(axis=1)

@@ -101,3 +101,53 @@ def test_metric_inputs_are_checked():
         metrics.roc_auc([0, 1], [0.1, np.nan])
     with pytest.raises(ValueError, match="differ in length"):
         metrics.roc_auc([0, 1, 1], [0.1, 0.2])
+
+
+def ph_frames():
+    from phbook import datasets
+
+    return datasets.ph_benchmark(3000, 600, 60, seed=1)
+
+
+def test_hillas_cut_flags_frames_outside_the_box():
+    ds = ph_frames()
+    det = detectors.HillasCut().fit(ds.x_train)
+    scores = det.anomaly_score(ds.x_test)
+    report = metrics.per_class_report(scores, ds.classes_test)
+    # whole-quabo speckle and isolated hot pixels fall far outside the shower box
+    assert report.loc["speckled", "auc"] > 0.98
+    assert report.loc["hot_pixel", "auc"] > 0.95
+    # inside the box, frames are ordered by their distance from the medians
+    normal = scores[ds.classes_test == "normal"]
+    assert np.mean(normal < 1e-2) > 0.9 and len(np.unique(normal)) > 0.9 * len(normal)
+
+
+def test_hillas_cut_undoes_a_normalisation():
+    from phbook import transforms
+
+    ds = ph_frames()
+    st = transforms.AsinhStretch()
+    raw = detectors.HillasCut().fit(ds.x_train).anomaly_score(ds.x_test[:200])
+    via = detectors.HillasCut(transform=st).fit(st(ds.x_train))
+    np.testing.assert_allclose(
+        via.anomaly_score(st(ds.x_test[:200])), raw, rtol=1e-4, atol=1e-4
+    )
+
+
+def test_fusion_p_values_and_combination():
+    normal, anomalies = blobs()
+    pca = detectors.PCAReconstruction(n_components=4)
+    lof = detectors.LOFDetector()
+    fusion = detectors.ScoreFusion([pca, lof]).fit(normal)
+    p = fusion.p_values(anomalies)
+    assert p.shape == (40, 2) and (p > 0).all() and (p <= 1).all()
+    # a frame beyond every training score gets the smallest p-value, 1 / (n + 1)
+    assert p.min() == pytest.approx(1 / (len(normal) + 1))
+    np.testing.assert_allclose(fusion.anomaly_score(anomalies), -np.log(p).sum(axis=1))
+    test_normal, _ = blobs(200, seed=2)
+    scores = fusion.anomaly_score(np.concatenate([test_normal, anomalies]))
+    assert metrics.roc_auc(np.r_[np.zeros(200), np.ones(40)], scores) > 0.95
+    ranked = detectors.ScoreFusion([pca, lof], method="mean_rank", refit=False).fit(normal)
+    np.testing.assert_allclose(ranked.anomaly_score(anomalies), (1 - p).mean(axis=1))
+    with pytest.raises(ValueError, match="method"):
+        detectors.ScoreFusion([pca], method="max").fit(normal)

@@ -13,9 +13,7 @@ def _toy_set(n=6):
     rng = np.random.default_rng(0)
     classes = np.array(["normal", "a", "normal", "b", "a", "normal"])[:n]
     params = pd.DataFrame({"flux": rng.uniform(size=n), "kind": ["x", "yy"] * (n // 2)})
-    tables = {
-        "subs": pd.DataFrame({"image": [1, 1, 3, 4], "mass": [1.0, 2.0, 3.0, 4.0]})
-    }
+    tables = {"subs": pd.DataFrame({"image": [1, 1, 3, 4], "mass": [1.0, 2.0, 3.0, 4.0]})}
     return dataset.SimulatedSet(
         rng.normal(size=(n, 5, 5)).astype(np.float32),
         classes,

@@ -27,9 +27,7 @@ def test_sersic_matches_astropy_and_holds_its_flux():
     x, y = np.meshgrid(c, c)
     r_e, n, q, phi = 5.0, 2.5, 0.6, 0.4
     img = profiles.sersic(x, y, 1.0, -2.0, 1000.0, r_e, n, q, phi)
-    ref = Sersic2D(
-        amplitude=1, r_eff=r_e, n=n, x_0=1.0, y_0=-2.0, ellip=1 - q, theta=phi
-    )
+    ref = Sersic2D(amplitude=1, r_eff=r_e, n=n, x_0=1.0, y_0=-2.0, ellip=1 - q, theta=phi)
     np.testing.assert_allclose(img / img.max(), ref(x, y) / ref(x, y).max(), rtol=1e-8)
     # total flux (the n=2.5 wings beyond 60 px hold a fraction of a percent)
     assert img.sum() * (c[1] - c[0]) ** 2 == pytest.approx(1000.0, rel=5e-3)

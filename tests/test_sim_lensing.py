@@ -248,8 +248,7 @@ def test_nfw_subhalos_lens_less_than_point_masses_of_the_same_mass():
     )
     assert (nfw.params["perturbation_snr"] > 0).all()
     assert (
-        nfw.params["perturbation_snr"].median()
-        < point.params["perturbation_snr"].median()
+        nfw.params["perturbation_snr"].median() < point.params["perturbation_snr"].median()
     )
 
 

@@ -111,12 +111,15 @@ def brute_force_pe(size, sig_l, sig_w, psi, cy, cx, sub=16):
 
 
 @pytest.mark.parametrize(
-    "sig_l, sig_w, psi", [(0.3, 0.3, 0.0), (0.45, 0.35, 1.0), (1.8, 0.9, 0.7), (3.0, 1.2, 2.2)]
+    "sig_l, sig_w, psi",
+    [(0.3, 0.3, 0.0), (0.45, 0.35, 1.0), (1.8, 0.9, 0.7), (3.0, 1.2, 2.2)],
 )
 def test_ellipses_are_integrated_over_pixels(sig_l, sig_w, psi):
     p = {
         k: np.array([v], np.float32)
-        for k, v in dict(size=500, length=sig_l, width=sig_w, psi=psi, cy=7.3, cx=8.6).items()
+        for k, v in dict(
+            size=500, length=sig_l, width=sig_w, psi=psi, cy=7.3, cx=8.6
+        ).items()
     }
     pe = P.shower_pe(p, np.zeros(1, np.uint8))[0]
     ref = brute_force_pe(500, sig_l, sig_w, psi, 7.3, 8.6)

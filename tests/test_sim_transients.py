@@ -118,9 +118,7 @@ def test_real_transients_are_point_sources_where_they_should_be(raw_pair):
         assert diff.min() >= -1e-6  # only new flux
         cx, cy = _centroid(diff)
         assert abs(cx - p["x0"][i]) < 0.5 and abs(cy - p["y0"][i]) < 0.5
-        assert (
-            0.75 < diff.sum() / p["flux"][i] <= 1.0001
-        )  # the PSF wings leave the stamp
+        assert 0.75 < diff.sum() / p["flux"][i] <= 1.0001  # the PSF wings leave the stamp
     fading = (noisy.classes == "variable_star") & (p["sign"] < 0)
     brightening = (noisy.classes == "variable_star") & (p["sign"] > 0)
     assert fading.sum() >= 3 and brightening.sum() >= 3
@@ -171,9 +169,7 @@ def test_artifacts_have_their_shapes(raw_pair):
     # saturated stars: clipped science pixels, a negative core, a bleed trail
     sat = np.flatnonzero(noisy.classes == "saturated_star")
     assert (p["saturated_pixels"].to_numpy()[sat] > 0).all()
-    assert (
-        p["saturated_pixels"].to_numpy()[noisy.classes != "saturated_star"] == 0
-    ).all()
+    assert (p["saturated_pixels"].to_numpy()[noisy.classes != "saturated_star"] == 0).all()
     for i in sat:
         d = clean.images[i]
         x0, y0 = int(round(p["x0"][i])), int(round(p["y0"][i]))
@@ -199,9 +195,7 @@ def test_same_seed_same_stamps_whatever_the_workers(monkeypatch):
     two = transients.simulate(40, seed=5, workers=2, **FAST)
     np.testing.assert_array_equal(one.images, two.images)
     pd.testing.assert_frame_equal(one.params, two.params)
-    assert not np.array_equal(
-        transients.simulate(40, seed=6, **FAST).images, one.images
-    )
+    assert not np.array_equal(transients.simulate(40, seed=6, **FAST).images, one.images)
 
 
 def test_cached_set_round_trips(monkeypatch):

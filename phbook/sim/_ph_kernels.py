@@ -11,8 +11,9 @@ things cannot be expressed efficiently with whole-array NumPy operations:
   probability is known exactly; such frames are kept with that probability, with one
   dark pixel drawn from its tail above threshold.
 
-Random numbers come from numba's generator, seeded from the caller's NumPy generator,
-so runs are reproducible. Draws from the far tail of the night-sky distribution (which
+Random numbers are generated in bulk by the caller from its NumPy generator (one
+call per batch instead of one per draw) and consumed in order, so runs are
+reproducible. Draws from the far tail of the night-sky distribution (which
 need SciPy's special functions) are flagged and filled in by the caller.
 """
 
@@ -66,11 +67,32 @@ def render_ellipses(ly, lx, sl2, sw2, c, s, norm, fine, out):
 
 
 @numba.njit(cache=True)
+def _poisson(lam, uniforms, pos):
+    """A Poisson(lam) draw by inversion (lam <= 30) from ``uniforms[pos]``; (k, new pos).
+
+    Larger means, which only the brightest shower cores reach, use numba's generator.
+    """
+    if lam > 30.0:
+        return np.random.poisson(lam), pos
+    u = uniforms[pos]
+    p = math.exp(-lam)
+    cdf = p
+    k = 0
+    while u > cdf and k < 200:
+        k += 1
+        p *= lam / k
+        cdf += p
+    return k, pos + 1
+
+
+@numba.njit(cache=True)
 def digitize(
     pe,  # (m, 256) float32 expected signal photoelectrons
     quabo,  # (m,) int: which quabo's calibration applies
     hot,  # (m, 256) float32 extra ADC (hot pixels) or shape (1, 1) when unused
-    seed,  # int: seeds numba's generator
+    uniforms,  # (U,) float64 uniform draws in [0, 1), consumed in order
+    normals,  # (V,) float32 standard normal draws, consumed in order
+    seed,  # int: seeds numba's generator (for the rare Poisson means above 30)
     table,  # (M,) float32 quantiles of a dark pixel's charge (before pedestal)
     pedestal,  # (4, 256) float32 pedestal + residual offset per pixel
     ceiling,  # (4, 256) float32 ADC ceiling (4095 - baseline) per pixel
@@ -91,8 +113,13 @@ def digitize(
 ):
     """Digitise frames; return (kept frames, flagged tail draws, input frames processed).
 
-    Flagged pixels hold NaN in ``out``; the caller replaces them by exact draws of a
-    dark pixel's charge above ``tail_t``, then adds the pedestal, clips and rounds.
+    Random numbers come from the ``uniforms`` and ``normals`` buffers (generated in bulk
+    by the caller, far faster than one call per draw). Each pixel takes at most one
+    uniform (a Poisson inversion or a table index) and each lit pixel one normal, so the
+    kernel checks before each frame that the buffers suffice and otherwise returns, and
+    the caller continues with fresh buffers. Flagged pixels hold NaN in ``out``; the
+    caller replaces them by exact draws of a dark pixel's charge above ``tail_t``, then
+    adds the pedestal, clips and rounds.
     """
     np.random.seed(seed)
     m = pe.shape[0]
@@ -101,8 +128,20 @@ def digitize(
     lit = np.zeros(_NPIX, np.bool_)
     kept = 0
     n_tail = 0
+    iu = 0  # next uniform
+    jn = 0  # next normal
     cut = math.floor(thr) + 0.5  # a value rounds above thr when it reaches this
     for i in range(m):
+        n_lit = 0
+        for p in range(_NPIX):
+            if pe[i, p] > lit_min or (use_hot and hot[i, p] != 0.0):
+                n_lit += 1
+        if (
+            iu + _NPIX + 2 > uniforms.shape[0]
+            or jn + n_lit > normals.shape[0]
+            or n_tail + _NPIX > tail_row.shape[0]
+        ):
+            return kept, n_tail, i  # buffers low: the caller continues from frame i
         q = quabo[i]
         row = out[kept]
         any_above = False
@@ -111,8 +150,9 @@ def digitize(
             lam = pe[i, p]
             extra = hot[i, p] if use_hot else 0.0
             if lam > lit_min or extra != 0.0:
-                k = np.random.poisson(lam + nsb)
-                v = gain * k + math.sqrt(noise2 + spe2 * k) * np.random.standard_normal()
+                k, iu = _poisson(lam + nsb, uniforms, iu)
+                v = gain * k + math.sqrt(noise2 + spe2 * k) * normals[jn]
+                jn += 1
                 v = min(v + pedestal[q, p] + extra, ceiling[q, p])
                 v = math.floor(v + 0.5)
                 row[p] = v
@@ -126,13 +166,16 @@ def digitize(
         if not any_above and skip_untriggered:
             # Only a dark pixel fluctuating above threshold can trigger this frame.
             p_any = -math.expm1(log_none)
-            if np.random.random() >= p_any:
+            u = uniforms[iu]
+            iu += 1
+            if u >= p_any:
                 continue
             total = 0.0
             for p in range(_NPIX):
                 if not lit[p]:
                     total += p_exceed[q, p]
-            u = np.random.random() * total
+            u = uniforms[iu] * total
+            iu += 1
             acc = 0.0
             for p in range(_NPIX):
                 if not lit[p]:
@@ -150,7 +193,8 @@ def digitize(
                 tail_t[n_tail] = cut - pedestal[q, p]
                 n_tail += 1
                 continue
-            j = int(np.random.random() * big)
+            j = int(uniforms[iu] * big)
+            iu += 1
             if j >= big - 1:  # the top bin: an exact draw from the far tail
                 row[p] = np.nan
                 tail_row[n_tail] = kept
@@ -162,6 +206,4 @@ def digitize(
             row[p] = math.floor(v + 0.5)
         keep_index[kept] = i
         kept += 1
-        if n_tail + _NPIX > tail_row.shape[0]:
-            return kept, n_tail, i + 1  # tail buffer full: the caller continues
     return kept, n_tail, m

@@ -396,11 +396,20 @@ def _digitize(pe, quabo, inst, rng, hot_adc=None, skip_untriggered=False):
     done, kept = 0, 0
     gain = float(inst.adc_per_pe)
     spe2 = float((inst.adc_per_pe * inst.spe_resolution) ** 2)
+    lit_per_frame = (pe > 1e-2).sum(axis=1)
+    if hot_adc is not None:
+        lit_per_frame = ((pe > 1e-2) | (hot != 0)).sum(axis=1)
+    chunk = 4096
     while done < n:
+        upto = min(n, done + chunk)
+        uniforms = rng.random(258 * (upto - done))
+        normals = _normal(int(lit_per_frame[done:upto].sum()) + 1, rng)
         k, n_tail, processed = _kernels.digitize(
             pe[done:],
             q[done:],
             hot[done:] if hot_adc is not None else hot,
+            uniforms,
+            normals,
             int(rng.integers(2**31 - 1)),
             table,
             pedestal.reshape(4, 256),

@@ -1,0 +1,55 @@
+"""Fast checks of the book's sources (the full check is the no-execution build)."""
+
+import json
+import re
+from pathlib import Path
+
+import pytest
+import yaml
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def test_bibliography_parses_and_has_no_duplicate_keys():
+    from pybtex.database import parse_file
+
+    bib = parse_file(ROOT / "references.bib")
+    text = (ROOT / "references.bib").read_text()
+    keys = re.findall(r"^@\w+\{([^,]+),", text, flags=re.M)
+    assert len(keys) == len(set(keys)), "duplicate bibliography keys"
+    assert set(keys) == set(bib.entries)
+
+
+def toc_files():
+    toc = yaml.safe_load((ROOT / "_toc.yml").read_text())
+    files = [toc["root"]]
+    for part in toc.get("parts", []):
+        files += [c["file"] for c in part["chapters"]]
+    return files
+
+
+def test_every_toc_entry_exists_and_every_notebook_is_listed():
+    listed = set(toc_files())
+    for name in listed:
+        assert any((ROOT / f"{name}{ext}").exists() for ext in (".md", ".ipynb")), name
+    for nb in (ROOT / "book").glob("*.ipynb"):
+        assert f"book/{nb.stem}" in listed, f"{nb.name} is not in _toc.yml"
+
+
+@pytest.mark.parametrize(
+    "nb", sorted((ROOT / "book").glob("*.ipynb")), ids=lambda p: p.name
+)
+def test_notebooks_are_stripped_and_start_with_the_setup_cell(nb):
+    cells = json.loads(nb.read_text())["cells"]
+    code = [c for c in cells if c["cell_type"] == "code"]
+    assert not any(c.get("outputs") for c in code), "commit notebooks without outputs"
+    first = "".join(code[0]["source"])
+    assert "phbook.setup(" in first and "hide-input" in code[0]["metadata"].get("tags", [])
+    cited = re.findall(
+        r"\{cite[:a-z]*\}`([^`]+)`",
+        "".join("".join(c["source"]) for c in cells if c["cell_type"] == "markdown"),
+    )
+    bib = (ROOT / "references.bib").read_text()
+    for group in cited:
+        for key in group.split(","):
+            assert re.search(rf"^@\w+\{{{re.escape(key.strip())},", bib, flags=re.M), key
