@@ -634,7 +634,9 @@ def _train(args, fam, params: dict, rank: int, world: int) -> int:
             raise ValueError(f"--max-frames must be positive, got {args.max_frames}")
         order = order[: args.max_frames]
     images, labels = images[order], labels[order]
-    if args.stretch == "asinh":
+    if fam.normalisation is not None:  # the family takes its own
+        stretch = modelfile.normaliser({"kind": fam.normalisation})
+    elif args.stretch == "asinh":
         stretch = transforms.AsinhStretch(args.softening, args.x_max)
     else:
         stretch = transforms.LinearScale(args.x_max)

@@ -120,6 +120,9 @@ class Family:
     set_state: Callable[[dict, dict, tuple], Detector]
     trains: bool = False  #: trained with phbook.train.fit (epochs, lr, DDP, GPUs)
     aliases: tuple[str, ...] = field(default_factory=tuple)
+    #: a normalisation the family needs whatever the user asks for ("none": the
+    #: detector takes detector units, e.g. ADC for cuts on image parameters)
+    normalisation: str | None = None
 
     def defaults(self) -> dict[str, Any]:
         """Every option of the family at its default value."""
@@ -198,6 +201,58 @@ register(
         set_state=_pca_set,
     )
 )
+
+
+# --- a box cut on Hillas parameters: the physics baseline
+
+
+def _hillas_build(params: dict, fit_kwargs: dict) -> Detector:
+    from .detectors import HillasCut
+
+    return HillasCut(
+        tail=float(params["tail"]), contamination=float(params.get("contamination", 0.01))
+    )
+
+
+def _hillas_get(det: Detector) -> tuple[dict, dict]:
+    state = {"low": det.low_, "high": det.high_, "median": det.median_, "scale": det.scale_}
+    return {"tail": float(det.tail)}, state
+
+
+def _hillas_set(params: dict, state: dict, image_shape: tuple) -> Detector:
+    from .detectors import HillasCut
+
+    det = HillasCut(tail=float(params["tail"]))
+    det.low_, det.high_ = _np(state["low"]), _np(state["high"])
+    det.median_, det.scale_ = _np(state["median"]), _np(state["scale"])
+    return det
+
+
+def _register_hillas() -> None:
+    from . import detectors
+
+    if hasattr(detectors, "HillasCut"):
+        register(
+            Family(
+                name="hillas-cut",
+                summary="box cut on Hillas image parameters, in ADC (the physics baseline)",
+                options=(
+                    Option(
+                        "tail",
+                        float,
+                        0.005,
+                        "fraction of training frames outside each end of a feature's box",
+                    ),
+                ),
+                build=_hillas_build,
+                get_state=_hillas_get,
+                set_state=_hillas_set,
+                normalisation="none",
+            )
+        )
+
+
+_register_hillas()
 
 
 # --- neural networks: any DeepDetector of phbook.detectors
@@ -395,12 +450,29 @@ _register_deep()
 # Normalisations
 
 
+class Identity:
+    """No normalisation: pixel values as float32, in detector units."""
+
+    def __call__(self, x) -> np.ndarray:
+        return self.forward(x)
+
+    def forward(self, x) -> np.ndarray:
+        return np.asarray(x, dtype=np.float32)
+
+    def inverse(self, y) -> np.ndarray:
+        return np.asarray(y, dtype=np.float32)
+
+    def __repr__(self) -> str:
+        return "Identity()"
+
+
 def _normalisations() -> dict[str, tuple[type, tuple[str, ...]]]:
     from . import transforms
 
     return {
         "asinh": (transforms.AsinhStretch, ("softening", "x_max")),
         "linear": (transforms.LinearScale, ("scale",)),
+        "none": (Identity, ()),
     }
 
 

@@ -304,3 +304,23 @@ def test_train_and_score_a_beta_vae(trained, arch, tmp_path, capsys):
     images, _, _ = select.load(sel)
     df, _ = score.read_scores(tmp_path / "s.h5")
     np.testing.assert_allclose(df["score"], m.score(images), rtol=1e-4, atol=1e-6)
+
+
+@pytest.mark.skipif("hillas-cut" not in modelfile.FAMILIES, reason="no HillasCut here")
+def test_physics_baseline_takes_adc(trained, tmp_path, capsys):
+    from phbook.detectors import HillasCut
+
+    sel, _ = trained
+    model = tmp_path / "cut.pt"
+    rc, _, err = run(capsys, "train", sel, "--model", "hillas-cut", "--tail", "0.01",
+                     "--stretch", "linear", "-o", model, "-q")
+    assert rc == 0, err
+    m = modelfile.load(model)
+    assert m.normalisation == {"kind": "none"}  # whatever --stretch says
+    images, _, _ = select.load(sel)
+    order = np.random.default_rng(0).permutation(len(images))
+    direct = HillasCut(tail=0.01).fit(images[order].astype(np.float32))
+    rc, _, err = run(capsys, "score", model, sel, "-o", tmp_path / "s.h5", "-q")
+    assert rc == 0, err
+    df, _ = score.read_scores(tmp_path / "s.h5")
+    np.testing.assert_allclose(df["score"], direct.anomaly_score(images), rtol=1e-5)
