@@ -983,6 +983,8 @@ def score(
     parts as a Dask computation (:func:`phbook.distributed.score_dask`); by default
     everything runs in this process.
     """
+    import h5py
+
     if chunk_frames < 1:
         raise ValueError(f"chunk_frames must be at least 1, got {chunk_frames}")
     t0 = time.perf_counter()
@@ -992,7 +994,10 @@ def score(
     model.check(plan.dp, plan.image_shape, str(source))
     if out.exists():
         if not overwrite and _already_done(out, model, plan):
-            with __import__("h5py").File(out, "r") as h5:
+            # a journal left by a run stopped between writing the output and
+            # deleting its journal is of no further use
+            shutil.rmtree(journal_path(out), ignore_errors=True)
+            with h5py.File(out, "r") as h5:
                 attrs = dict(h5.attrs)
             return ScoreReport(
                 str(out),
@@ -1043,7 +1048,7 @@ def score(
     seconds = journal.manifest["seconds"]
     n = _merge(plan, journal, out, _attrs(plan, model, chunk_frames, strict, seconds))
     shutil.rmtree(journal.dir, ignore_errors=True)
-    with __import__("h5py").File(out, "r") as h5:
+    with h5py.File(out, "r") as h5:
         n_dmg, n_files = int(h5.attrs["n_damaged"]), int(h5.attrs["n_files"])
     if n_dmg:
         warnings.warn(
@@ -1272,7 +1277,9 @@ def top_distinct(
     (:class:`phbook.sim.archive.PooledSource`), and in real data when a frame was
     written twice.
     """
-    with __import__("h5py").File(path, "r") as h5:
+    import h5py
+
+    with h5py.File(path, "r") as h5:
         _check_scores(h5, path)
         n = int(h5["score"].shape[0])
     m = min(n, 4 * k)
