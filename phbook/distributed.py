@@ -178,6 +178,8 @@ def _score_parts(
     model: Any,
     journal: Any,
     state: dict[int, dict[str, Any]],
+    output: Any,
+    done: set[int],
     *,
     chunk_frames: int,
     strict: bool,
@@ -200,7 +202,7 @@ def _score_parts(
         data = f.read()
     if hashlib.sha256(data).hexdigest() != model.sha256:
         raise _score.ScoreError(f"{model.path} changed while scoring; score again")
-    todo = [p for p in plan.parts if not state[p.index]["done"]]
+    todo = [p for p in plan.parts if p.index not in done]
     resumed = sum(s["frames"] for s in state.values())
     done_now = 0
     with _client(client, scheduler, workers) as c:
@@ -250,6 +252,8 @@ def _score_parts(
                         done_now += result
                         bar.update(result)
                     journal.finish_part(index)
+                    done.add(index)
+                    output.advance(done)  # copy what is ready while workers score
                     del future
                     if queue:
                         submit(queue.pop(0))

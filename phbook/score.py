@@ -803,80 +803,99 @@ def _open_npz(path: Path):
 # Writing the output
 
 
-def _merge(plan: Plan, journal: _Journal, out: Path, attrs: dict[str, Any]) -> int:
-    """Copy the journal, part by part and chunk by chunk, into ``out``; frames written."""
-    import h5py
+class _Output:
+    """Writes the output from the journal, in plan order, while scoring goes on.
 
-    tmp = out.with_name(f".{out.name}.merging")
-    tmp.unlink(missing_ok=True)
-    chunks = sorted(journal.dir.glob("p*.c*.npz"))
-    kw = {"compression": "gzip", "compression_opts": 1, "shuffle": True}
-    n = n_dmg = 0
-    per_file = np.zeros(max(1, len(plan.files)), np.int64)
-    try:
-        with h5py.File(tmp, "w") as h5:
-            ds = {}
-            for name in _ROW_COLUMNS:
-                dt = f"S{plan.label_width}" if name == "label" else _ROW_DTYPES[name]
-                ds[name] = h5.create_dataset(
-                    name, (0,), dt, chunks=(1 << 16,), maxshape=(None,), **kw
-                )
-            dg = h5.create_group("damage")
-            dmg = {
-                "file_index": dg.create_dataset(
-                    "file_index", (0,), np.int32, maxshape=(None,), chunks=(1024,)
-                ),
-                "offset": dg.create_dataset(
-                    "offset", (0,), np.int64, maxshape=(None,), chunks=(1024,)
-                ),
-                "kind": dg.create_dataset(
-                    "kind", (0,), "S16", maxshape=(None,), chunks=(1024,)
-                ),
-                "skipped_bytes": dg.create_dataset(
-                    "skipped_bytes", (0,), np.int64, maxshape=(None,), chunks=(1024,)
-                ),
-                "message": dg.create_dataset(
-                    "message", (0,), "S400", maxshape=(None,), chunks=(64,), **kw
-                ),
-            }
-            for path in chunks:
-                with _open_npz(path) as z:
-                    k = len(z["score"])
-                    if k:
-                        for name in _ROW_COLUMNS:
-                            ds[name].resize((n + k,))
-                            ds[name][n : n + k] = z[name]
-                        fi = z["file_index"]
-                        fi = fi[fi >= 0]
-                        per_file += np.bincount(fi, minlength=len(per_file))[
-                            : len(per_file)
-                        ]
-                        n += k
-                    m = len(z["damage_offset"])
-                    if m:
-                        for name in _DAMAGE_COLUMNS:
-                            dmg[name].resize((n_dmg + m,))
-                            dmg[name][n_dmg : n_dmg + m] = z[f"damage_{name}"]
-                        n_dmg += m
-            fg = h5.create_group("files")
-            files = plan.files
-            for name in ("name", "run", "dome"):
-                values = files[name].astype(str).str.encode("utf-8").to_numpy()
-                width = max([1, *(len(v) for v in values)])
-                fg.create_dataset(name, data=np.array(values, dtype=f"S{width}"))
-            fg.create_dataset("module", data=files["module"].to_numpy(np.int16))
-            fg.create_dataset(
-                "pe_threshold", data=files["pe_threshold"].to_numpy(np.float32)
+    Parts are copied as soon as they and every part before them are done, into a
+    temporary HDF5 file that :meth:`finish` renames to ``out``; until then, and after
+    an interruption (:meth:`abort` deletes it), the journal is all there is.
+    """
+
+    def __init__(self, plan: Plan, journal: _Journal, out: Path):
+        import h5py
+
+        self.plan, self.journal, self.out = plan, journal, out
+        self.tmp = out.with_name(f".{out.name}.merging")
+        self.tmp.unlink(missing_ok=True)
+        self.next = 0  # position in plan.parts of the next part to copy
+        self.n = self.n_dmg = 0
+        self.per_file = np.zeros(max(1, len(plan.files)), np.int64)
+        self.h5 = h5py.File(self.tmp, "w")
+        gz = {"compression": "gzip", "compression_opts": 1, "shuffle": True}
+        self.ds = {}
+        for name in _ROW_COLUMNS:
+            dt = f"S{plan.label_width}" if name == "label" else _ROW_DTYPES[name]
+            kw = {} if name == "score" else gz  # scores hardly compress
+            self.ds[name] = self.h5.create_dataset(
+                name, (0,), dt, chunks=(1 << 16,), maxshape=(None,), **kw
             )
-            fg.create_dataset("n_scored", data=per_file[: len(files)])
-            h5.attrs.update(
-                {**attrs, "n_scored": n, "n_damaged": n_dmg, "n_files": len(files)}
-            )
-        os.replace(tmp, out)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
-    return n
+        g = self.h5.create_group("damage")
+        dtypes = {
+            "file_index": np.int32,
+            "offset": np.int64,
+            "kind": "S16",
+            "skipped_bytes": np.int64,
+            "message": "S400",
+        }
+        self.dmg = {
+            name: g.create_dataset(name, (0,), dt, maxshape=(None,), chunks=(256,))
+            for name, dt in dtypes.items()
+        }
+
+    def _append(self, path: Path) -> None:
+        with _open_npz(path) as z:
+            k = len(z["score"])
+            if k:
+                for name in _ROW_COLUMNS:
+                    self.ds[name].resize((self.n + k,))
+                    self.ds[name][self.n : self.n + k] = z[name]
+                fi = z["file_index"]
+                fi = fi[fi >= 0]
+                m = len(self.per_file)
+                self.per_file += np.bincount(fi, minlength=m)[:m]
+                self.n += k
+            m = len(z["damage_offset"])
+            if m:
+                for name in _DAMAGE_COLUMNS:
+                    self.dmg[name].resize((self.n_dmg + m,))
+                    self.dmg[name][self.n_dmg : self.n_dmg + m] = z[f"damage_{name}"]
+                self.n_dmg += m
+
+    def advance(self, done: set[int]) -> None:
+        """Copy the parts that are done and follow only done parts."""
+        parts = self.plan.parts
+        while self.next < len(parts) and parts[self.next].index in done:
+            index = parts[self.next].index
+            for path in sorted(self.journal.dir.glob(f"p{index:07d}.c*.npz")):
+                self._append(path)
+            self.next += 1
+
+    def finish(self, attrs: dict[str, Any]) -> int:
+        """Write the files table and attributes, close, rename; frames written."""
+        if self.next != len(self.plan.parts):
+            raise RuntimeError("the output was finished before every part was copied")
+        fg = self.h5.create_group("files")
+        files = self.plan.files
+        for name in ("name", "run", "dome"):
+            values = files[name].astype(str).str.encode("utf-8").to_numpy()
+            width = max([1, *(len(v) for v in values)])
+            fg.create_dataset(name, data=np.array(values, dtype=f"S{width}"))
+        fg.create_dataset("module", data=files["module"].to_numpy(np.int16))
+        fg.create_dataset("pe_threshold", data=files["pe_threshold"].to_numpy(np.float32))
+        fg.create_dataset("n_scored", data=self.per_file[: len(files)])
+        self.h5.attrs.update(
+            {**attrs, "n_scored": self.n, "n_damaged": self.n_dmg, "n_files": len(files)}
+        )
+        self.h5.close()
+        os.replace(self.tmp, self.out)
+        return self.n
+
+    def abort(self) -> None:
+        """Close and delete the temporary file (the journal keeps everything)."""
+        try:
+            self.h5.close()
+        finally:
+            self.tmp.unlink(missing_ok=True)
 
 
 # ----------------------------------------------------------------------------------
@@ -1020,33 +1039,43 @@ def score(
     journal = _Journal(out, _manifest(plan, model), overwrite)
     state = journal.state(plan.parts)
     resumed = sum(s["frames"] for s in state.values())
+    done = {i for i, st in state.items() if st["done"]}
     show = _config.show_progress() if progress is None else progress
     n_workers = 1
+    output = _Output(plan, journal, out)
     try:
-        if client is not None or workers is not None or scheduler is not None:
-            from . import distributed
+        output.advance(done)
+        try:
+            if client is not None or workers is not None or scheduler is not None:
+                from . import distributed
 
-            done_now, n_workers = distributed._score_parts(
-                plan,
-                model,
-                journal,
-                state,
-                chunk_frames=chunk_frames,
-                strict=strict,
-                show=show,
-                client=client,
-                workers=workers,
-                scheduler=scheduler,
-            )
-        else:
-            done_now = _score_parts_here(
-                plan, model, journal, state, chunk_frames, strict, show
-            )
-    finally:
-        journal.manifest["seconds"] += time.perf_counter() - t0
-        journal.save_manifest()
-    seconds = journal.manifest["seconds"]
-    n = _merge(plan, journal, out, _attrs(plan, model, chunk_frames, strict, seconds))
+                done_now, n_workers = distributed._score_parts(
+                    plan,
+                    model,
+                    journal,
+                    state,
+                    output,
+                    done,
+                    chunk_frames=chunk_frames,
+                    strict=strict,
+                    show=show,
+                    client=client,
+                    workers=workers,
+                    scheduler=scheduler,
+                )
+            else:
+                done_now = _score_parts_here(
+                    plan, model, journal, state, output, done, chunk_frames, strict, show
+                )
+        finally:
+            journal.manifest["seconds"] += time.perf_counter() - t0
+            journal.save_manifest()
+        output.advance(done)
+        attrs = _attrs(plan, model, chunk_frames, strict, journal.manifest["seconds"])
+        n = output.finish(attrs)
+    except BaseException:
+        output.abort()
+        raise
     shutil.rmtree(journal.dir, ignore_errors=True)
     with h5py.File(out, "r") as h5:
         n_dmg, n_files = int(h5.attrs["n_damaged"]), int(h5.attrs["n_files"])
@@ -1076,6 +1105,8 @@ def _score_parts_here(
     model: Any,
     journal: _Journal,
     state: dict[int, dict[str, Any]],
+    output: _Output,
+    done: set[int],
     chunk_frames: int,
     strict: bool,
     show: bool,
@@ -1095,8 +1126,7 @@ def _score_parts_here(
         smoothing=0.1,
     ) as bar:
         for part in plan.parts:
-            st = state[part.index]
-            if st["done"]:
+            if part.index in done:
                 continue
             for k, result in score_part(
                 part,
@@ -1105,13 +1135,15 @@ def _score_parts_here(
                 strict=strict,
                 label_width=plan.label_width,
                 file_lookup=plan.file_lookup,
-                resume=st["resume"],
+                resume=state[part.index]["resume"],
             ):
                 journal.write(part.index, k, result)
                 m = len(result["score"])
                 done_now += m
                 bar.update(m)
             journal.finish_part(part.index)
+            done.add(part.index)
+            output.advance(done)
     return done_now
 
 
