@@ -743,6 +743,8 @@ def _train(args, fam, params: dict, rank: int, world: int) -> int:
 
 
 def _cmd_score(args) -> int:
+    import h5py
+
     from . import modelfile
     from . import score as _score
 
@@ -750,6 +752,7 @@ def _cmd_score(args) -> int:
     query = None
     if not str(args.source).lower().endswith((".h5", ".hdf5", ".hdf")):
         query = _query(args, model.dp, None, always=False)
+    trained_at = set(model.training.get("pe_thresholds") or [])
     dask = args.workers is not None or args.scheduler is not None
     part_frames = args.part_frames or ((1 << 18) if dask else (1 << 20))
     out = Path(args.output)
@@ -790,6 +793,17 @@ def _cmd_score(args) -> int:
                 args,
                 f"  {report.resumed_frames:,} frames had been scored by an earlier, "
                 "interrupted run and were not scored again",
+            )
+        with h5py.File(out, "r") as h5:
+            here = {float(t) for t in h5["files/pe_threshold"][:] if np.isfinite(t)}
+        if trained_at and here - trained_at:
+            _say(
+                args,
+                "  note: the model was trained on runs at "
+                + ", ".join(f"{t:g}" for t in sorted(trained_at))
+                + " PE; these frames also come from runs at "
+                + ", ".join(f"{t:g}" for t in sorted(here - trained_at))
+                + " PE, whose frames look different (--pe-threshold selects runs)",
             )
         if report.n_damaged:
             _say(

@@ -324,3 +324,21 @@ def test_physics_baseline_takes_adc(trained, tmp_path, capsys):
     assert rc == 0, err
     df, _ = score.read_scores(tmp_path / "s.h5")
     np.testing.assert_allclose(df["score"], direct.anomaly_score(images), rtol=1e-5)
+
+
+def test_real_sample_file(trained, real_ph256, tmp_path, capsys):
+    """The 88 real frames: inspect them, and score them with a model of simulated
+    frames (labels are unknown, every frame keeps its byte offset and time)."""
+    rc, out, _ = run(capsys, "inspect", real_ph256, "--json", "-q")
+    d = json.loads(out)
+    assert rc == 0 and d["scan"]["frames"] == 88 and d["modules"] == [254]
+    assert d["scan"]["damaged_stretches"] == 0 and d["scan"]["span_s"] > 0
+    _, model = trained
+    rc, text, err = run(capsys, "score", model, real_ph256, "-o", tmp_path / "s.h5")
+    assert rc == 0, err
+    df, attrs = score.read_scores(tmp_path / "s.h5")
+    real = pff.read_frames(real_ph256, warn=False)  # its clocks disagree (known)
+    assert attrs["source_kind"] == "pff" and len(df) == 88
+    assert (df["label"] == "unknown").all()
+    np.testing.assert_array_equal(df["offset"], real.offsets)
+    np.testing.assert_array_equal(df["time"], real.time)
