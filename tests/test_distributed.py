@@ -217,3 +217,22 @@ def test_ddp_training_with_torchrun_equals_one_process(tmp_path):
         # rank 0 wrote a finished checkpoint, from which a one-process fit resumes
         ckpt = train.load_checkpoint(tmp_path / f"{name}.ckpt.pt")
         assert ckpt["finished"] and ckpt["epoch"] == EPOCHS
+
+
+def test_cli_workers_start_an_embedded_cluster(arch, model_path, reference, tmp_path,
+                                              capsys, monkeypatch):
+    """--workers N: an embedded LocalCluster (of threads here, to start quickly)."""
+    started = []
+    real = distributed.local_cluster
+
+    def threads_cluster(workers=2, **kwargs):
+        started.append(workers)
+        return real(workers, processes=False)
+
+    monkeypatch.setattr(distributed, "local_cluster", threads_cluster)
+    out = tmp_path / "s.h5"
+    rc = cli.main(["score", str(model_path), str(arch.root), "-o", str(out),
+                   "--workers", "2", "--report", str(tmp_path / "r.json")])
+    text = capsys.readouterr().out
+    assert rc == 0 and started == [2] and "2 Dask worker(s)" in text
+    pd.testing.assert_frame_equal(key(score.read_scores(out)[0]), key(reference))
