@@ -41,15 +41,15 @@ _SIZES: dict[str, dict[str, dict[str, Any]]] = {
     },
     # chapter 13: a simulated archive scored out of core, by the command line and Dask
     # (rss_pe: thresholds whose runs are scored in separate processes to measure memory;
-    # dask_pe: the threshold of the runs Dask scores, None for the whole archive)
+    # dask_pe: the threshold of the runs timed with Dask, None for the whole archive)
     "scaling": {
         "quick": {
-            "n_archive": 200_000,
+            "n_archive": 100_000,
             "n_select": 10_000,
             "pool_size": 2_000,
             "n_top": 20,
             "rss_pe": (7.5,),
-            "dask_pe": None,
+            "dask_pe": 7.5,
             "keep_archive": True,
         },
         "full": {
