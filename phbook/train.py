@@ -297,8 +297,14 @@ def _distributed_setup(distributed: bool | None) -> tuple[bool, int, int]:
 
 
 def _all_mean(values: torch.Tensor, world: int) -> torch.Tensor:
+    """The mean over the processes of ``values`` (moved to where the backend
+    communicates: the GPU for NCCL, the CPU otherwise)."""
     import torch.distributed as dist
 
+    if dist.get_backend() == "nccl":
+        values = values.to(torch.device("cuda", torch.cuda.current_device()))
+    else:
+        values = values.cpu()
     values = values.clone()
     dist.all_reduce(values)
     return values / world
@@ -309,7 +315,8 @@ def _sync_losses(buffer: list, world: int) -> None:
     NaN), so that every process sees, and stops at, the same non-finite loss."""
     if not buffer:
         return
-    mean = _all_mean(torch.stack([b["loss"].float().reshape(()) for b in buffer]), world)
+    losses = [b["loss"].float().reshape(()).cpu() for b in buffer]
+    mean = _all_mean(torch.stack(losses), world)
     for b, v in zip(buffer, mean, strict=True):
         b["loss"] = v
 
@@ -543,7 +550,10 @@ def fit(
             _check_finite(buffer, buffer_start, epoch, steps_per_epoch)
             if ddp and sums:  # logged losses: the mean over the processes
                 keys = sorted(sums)
-                mean = _all_mean(torch.stack([sums[k].float() for k in keys]), world)
+                mean = _all_mean(
+                    torch.stack([torch.as_tensor(sums[k]).float().cpu() for k in keys]),
+                    world,
+                )
                 sums = dict(zip(keys, mean, strict=True))
             if dev.type == "cuda":
                 torch.cuda.synchronize(dev)
