@@ -11,6 +11,10 @@ The helper package of the executable book. Its modules follow the book:
 * ``phbook.latent``      latent spaces: PCA, Gaussian mixtures
 * ``phbook.metrics``     ROC-AUC, average precision, TPR at fixed FPR
 * ``phbook.plotting``    galleries, ROC curves, score histograms
+* ``phbook.modelfile``   model files: a trained detector, its normalisation, its data
+* ``phbook.score``       out-of-core scoring of whole archives, with resume
+* ``phbook.distributed`` Dask scoring on many processes or machines; DDP training
+* ``phbook.cli``         the ``phbook`` command
 * ``phbook.config``      profile, device, seed and data folder
 """
 

@@ -195,6 +195,29 @@ _SIZES: dict[str, dict[str, dict[str, Any]]] = {
             "n_samples": 16,
         },
     },
+    # chapter 13: a simulated archive scored out of core, by the command line and Dask
+    # (rss_pe: thresholds whose runs are scored in separate processes to measure memory;
+    # dask_pe: the threshold of the runs timed with Dask, None for the whole archive)
+    "scaling": {
+        "quick": {
+            "n_archive": 100_000,
+            "n_select": 10_000,
+            "pool_size": 2_000,
+            "n_top": 20,
+            "rss_pe": (7.5,),
+            "dask_pe": 7.5,
+            "keep_archive": True,
+        },
+        "full": {
+            "n_archive": 10_000_000,
+            "n_select": 250_000,
+            "pool_size": 20_000,
+            "n_top": 30,
+            "rss_pe": (7.5, 11.5),
+            "dask_pe": 7.5,
+            "keep_archive": False,
+        },
+    },
     # bench/case_studies.py: simulator speed (images per timed run, repeats, and the
     # number of lenses drawn one by one with lenstronomy's ImageModel as the baseline)
     "case_studies": {

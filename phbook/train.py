@@ -24,6 +24,10 @@ Data stay on the device as tensors and are sliced by a random permutation each e
 which is faster than a ``DataLoader`` for images that fit in memory. Every epoch ends
 with a checkpoint written atomically (a temporary file renamed), from which an
 interrupted run resumes with the same final weights as an uninterrupted one.
+
+The same loop trains on several GPUs (or CPU processes) with PyTorch's
+``DistributedDataParallel`` when it runs in every process of a ``torchrun`` launch
+(``distributed=True``, see :func:`fit` and :mod:`phbook.distributed`).
 """
 
 from __future__ import annotations
@@ -208,8 +212,11 @@ def _loss_terms(model, batch, loss_fn, validation=False) -> dict[str, torch.Tens
     return out
 
 
-def _default_step(model, batch, optimizers, loss_fn, grad_clip):
-    terms = _loss_terms(model, batch, loss_fn)
+def _default_step(model, batch, optimizers, loss_fn, grad_clip, ddp_module=None):
+    if ddp_module is not None:  # through DDP's forward, so that gradients are averaged
+        terms = ddp_module(batch)
+    else:
+        terms = _loss_terms(model, batch, loss_fn)
     for opt in optimizers.values():
         opt.zero_grad(set_to_none=True)
     terms["loss"].backward()
@@ -237,6 +244,91 @@ def _check_finite(buffer: list, first_step: int, epoch: int, steps_per_epoch: in
         f"{step + 1}); loss terms: {terms}. Lower the learning rate, check the input "
         "normalisation, or clip gradients (grad_clip=...)."
     )
+
+
+# ------------------------------------------------------------------------ distributed
+
+
+class _LossModule(nn.Module):
+    """Calls the model's loss in ``forward``: DistributedDataParallel averages the
+    gradients of what goes through ``forward`` only, and the models of the book give
+    their loss through ``loss(batch)`` (or ``loss_fn``) rather than ``forward``."""
+
+    def __init__(self, model: nn.Module, loss_fn: Callable | None):
+        super().__init__()
+        self.model = model
+        self.loss_fn = loss_fn
+
+    def forward(self, batch):
+        return _loss_terms(self.model, batch, self.loss_fn)
+
+
+class _GradientAveraging:
+    """An optimiser whose ``step`` first averages its gradients over the processes.
+
+    For models with their own ``training_step`` (several optimisers, several backward
+    passes per step), which DistributedDataParallel's single forward cannot wrap: the
+    update is the same as DDP's, the average of the processes' gradients.
+    """
+
+    def __init__(self, optimizer: torch.optim.Optimizer, world_size: int):
+        self.optimizer = optimizer
+        self.world_size = world_size
+
+    def step(self, *args, **kwargs):
+        import torch.distributed as dist
+
+        for group in self.optimizer.param_groups:
+            for p in group["params"]:
+                if p.grad is not None:
+                    dist.all_reduce(p.grad)
+                    p.grad /= self.world_size
+        return self.optimizer.step(*args, **kwargs)
+
+    def __getattr__(self, name):
+        return getattr(self.optimizer, name)
+
+
+def _distributed_setup(distributed: bool | None) -> tuple[bool, int, int]:
+    """(on, rank, world size) of the run; checks that a process group exists."""
+    import torch.distributed as dist
+
+    ready = dist.is_available() and dist.is_initialized()
+    if distributed is None:
+        distributed = ready and dist.get_world_size() > 1
+    if not distributed:
+        return False, 0, 1
+    if not ready:
+        raise ValueError(
+            "distributed=True needs an initialised torch.distributed process group: "
+            "launch with torchrun and call phbook.distributed.init_ddp() first"
+        )
+    return True, dist.get_rank(), dist.get_world_size()
+
+
+def _all_mean(values: torch.Tensor, world: int) -> torch.Tensor:
+    """The mean over the processes of ``values`` (moved to where the backend
+    communicates: the GPU for NCCL, the CPU otherwise)."""
+    import torch.distributed as dist
+
+    if dist.get_backend() == "nccl":
+        values = values.to(torch.device("cuda", torch.cuda.current_device()))
+    else:
+        values = values.cpu()
+    values = values.clone()
+    dist.all_reduce(values)
+    return values / world
+
+
+def _sync_losses(buffer: list, world: int) -> None:
+    """Replace each step's loss by its mean over the processes (NaN anywhere stays
+    NaN), so that every process sees, and stops at, the same non-finite loss."""
+    if not buffer:
+        return
+    losses = [b["loss"].float().reshape(()).cpu() for b in buffer]
+    mean = _all_mean(torch.stack(losses), world)
+    for b, v in zip(buffer, mean, strict=True):
+        b["loss"] = v
 
 
 @torch.no_grad()
@@ -278,6 +370,7 @@ def fit(
     progress: bool | None = None,
     callbacks: Sequence[Callable] = (),
     meta: dict | None = None,
+    distributed: bool | None = None,
 ) -> pd.DataFrame:
     """Train ``model`` on ``x`` and return the loss history, one row per epoch.
 
@@ -299,6 +392,18 @@ def fit(
         Functions ``f(state, row)`` called after each epoch's checkpoint is written.
     meta
         Plain values stored in the checkpoint (e.g. the model's constructor arguments).
+    distributed
+        Train with ``DistributedDataParallel`` over the processes of an initialised
+        ``torch.distributed`` group (every process of a ``torchrun`` launch calls
+        ``fit`` with the same arguments; see :func:`phbook.distributed.init_ddp`).
+        Default: on when such a group of more than one process exists. Each step still
+        takes ``batch_size`` frames in all: every process draws the same permutation
+        and takes every ``world_size``-th frame of each batch, so ``batch_size`` must be
+        a multiple of the number of processes, and the result equals a one-process run
+        up to rounding (for models without randomness or batch statistics). Gradients
+        are averaged by DDP, logged losses are averaged over the processes, and only
+        rank 0 writes the checkpoint and shows progress. The default device is the
+        process's own GPU (``cuda:LOCAL_RANK``) when there are GPUs.
     """
     if epochs < 1:
         raise ValueError(f"epochs must be at least 1, got {epochs}")
@@ -306,8 +411,20 @@ def fit(
         raise ValueError(f"batch_size must be at least 1, got {batch_size}")
     if patience is not None and x_val is None:
         raise ValueError("early stopping (patience=...) needs validation data (x_val=...)")
-    dev = config.device() if device is None else torch.device(device)
-    show = config.show_progress() if progress is None else progress
+    ddp, rank, world = _distributed_setup(distributed)
+    if ddp and batch_size % world:
+        raise ValueError(
+            f"batch_size={batch_size} must be a multiple of the {world} processes"
+        )
+    if device is not None:
+        dev = torch.device(device)
+    elif ddp:
+        from .distributed import ddp_device
+
+        dev = ddp_device()
+    else:
+        dev = config.device()
+    show = (config.show_progress() if progress is None else progress) and rank == 0
     restore_best = (x_val is not None) if restore_best is None else restore_best
 
     tensors = _as_tensors(x)
@@ -328,8 +445,8 @@ def fit(
     start_epoch = 0
     finished = False
 
-    torch.manual_seed(seed)
-    perm_gen = torch.Generator().manual_seed(seed)
+    torch.manual_seed(seed + rank)  # model noise differs between processes
+    perm_gen = torch.Generator().manual_seed(seed)  # the batch order does not
 
     if path is not None and path.exists():
         ckpt = load_checkpoint(path, map_location=dev)
@@ -367,7 +484,20 @@ def fit(
     eff_batch = batch_size if drop_last else n
     eval_batch = max(batch_size, 1024)
     step_fn = getattr(model, "training_step", None)
-    check_every = 1 if dev.type == "cpu" else 50
+    ddp_module = None
+    if ddp and step_fn is None:
+        from torch.nn.parallel import DistributedDataParallel
+
+        ddp_module = DistributedDataParallel(
+            _LossModule(model, loss_fn),
+            device_ids=[dev.index] if dev.type == "cuda" else None,
+            find_unused_parameters=getattr(model, "ddp_find_unused_parameters", False),
+        )
+    elif ddp:
+        optimizers = {k: _GradientAveraging(o, world) for k, o in optimizers.items()}
+    # the loss is checked after every step on a CPU, every 50 on a GPU or under DDP
+    # (where checking means a collective operation); the report names the exact step
+    check_every = 1 if dev.type == "cpu" and not ddp else 50
 
     bar = None
     if show:
@@ -397,11 +527,15 @@ def fit(
             buffer_start = state.step
             for b in range(steps_per_epoch):
                 idx = perm[b * eff_batch : (b + 1) * eff_batch]
+                if ddp:
+                    idx = idx[rank::world]
                 batch = _batch(tensors, idx, dev)
                 if step_fn is not None:
                     terms = step_fn(batch, optimizers, state)
                 else:
-                    terms = _default_step(model, batch, optimizers, loss_fn, grad_clip)
+                    terms = _default_step(
+                        model, batch, optimizers, loss_fn, grad_clip, ddp_module
+                    )
                 terms = {
                     k: (
                         v.detach()
@@ -417,9 +551,20 @@ def fit(
                     sums[k] = sums.get(k, 0.0) + v.float()
                 state.step += 1
                 if len(buffer) >= check_every:
+                    if ddp:
+                        _sync_losses(buffer, world)
                     _check_finite(buffer, buffer_start, epoch, steps_per_epoch)
                     buffer, buffer_start = [], state.step
+            if ddp:
+                _sync_losses(buffer, world)
             _check_finite(buffer, buffer_start, epoch, steps_per_epoch)
+            if ddp and sums:  # logged losses: the mean over the processes
+                keys = sorted(sums)
+                mean = _all_mean(
+                    torch.stack([torch.as_tensor(sums[k]).float().cpu() for k in keys]),
+                    world,
+                )
+                sums = dict(zip(keys, mean, strict=True))
             if dev.type == "cuda":
                 torch.cuda.synchronize(dev)
             seconds = time.perf_counter() - t0
@@ -451,7 +596,7 @@ def fit(
                     best["bad_epochs"] += 1
                 stopped_early = patience is not None and best["bad_epochs"] >= patience
             done = stopped_early or epoch + 1 == epochs
-            if path is not None:
+            if path is not None and rank == 0:
                 _atomic_save(
                     {
                         "format": CHECKPOINT_FORMAT,
@@ -467,6 +612,10 @@ def fit(
                     },
                     path,
                 )
+            if ddp and path is not None:
+                import torch.distributed as dist
+
+                dist.barrier()  # the checkpoint is written before anyone goes on
             if bar is not None:
                 bar.update(1)
                 bar.set_postfix(

@@ -1,0 +1,1168 @@
+"""The ``phbook`` command: the book's pipeline on your own data, from a shell.
+
+::
+
+    phbook inspect ARCHIVE                                  what is in the data
+    phbook select ARCHIVE --pe-threshold 11.5 --min-domes 2 -n 250000 -o selection.h5
+    phbook train selection.h5 --model beta-vae --beta 1e-3 -o model.pt
+    phbook score model.pt ARCHIVE -o scores.h5              every frame, resumable
+    phbook top scores.h5 -k 50 -o top.png                   the most anomalous frames
+
+Each step is a function of the package (:func:`phbook.select.select`,
+:func:`phbook.score.score`, ...); this module only parses arguments, prints what
+happened and turns errors into messages and exit codes. :func:`main` takes the
+arguments as a list and returns the exit code, so it can be called from Python (the
+tests and chapter 13 do): 0 success, 1 bad input (the message names the file, offset or
+argument), 2 a usage error, 130 interrupted (run the same command again to resume).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+import warnings
+from collections.abc import Sequence
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from . import __version__
+
+__all__ = ["main", "build_parser", "inspect_path", "format_summary"]
+
+_DESCRIPTION = """\
+Unsupervised anomaly detection in PANOSETI pulse-height data, from raw PFF files to a
+ranked list of anomalies, with bounded memory whatever the size of the archive.
+
+The steps, in order:
+  1. phbook inspect ARCHIVE       what the data holds: products, modules, quabos,
+                                  frames, time span, thresholds, damaged frames
+  2. phbook select ARCHIVE ...    draw training frames uniformly at random (HDF5)
+  3. phbook train SELECTION ...   fit a detector of the book on them (a model file)
+  4. phbook score MODEL SOURCE    score every frame of an archive or selection, in
+                                  chunks; resumes after an interruption; --workers or
+                                  --scheduler run it with Dask
+  5. phbook top SCORES ...        the most anomalous frames: a gallery and a table with
+                                  file, byte offset and time, to go back to the raw data
+
+Run 'phbook COMMAND --help' for the options of each step.
+"""
+
+_EPILOG = """\
+exit codes: 0 success; 1 bad input (the message names the file, byte offset or
+argument); 2 usage error; 130 interrupted (run the same command again to resume).
+Progress bars show on a terminal; PHBOOK_PROGRESS=0/1 forces them off/on.
+"""
+
+
+class _Formatter(argparse.RawDescriptionHelpFormatter):
+    """Raw descriptions (paragraphs filled by :func:`_desc`) and '(default: X)' after
+    the options whose default is worth saying."""
+
+    def _get_help_string(self, action):
+        text = action.help or ""
+        if (
+            action.default not in (None, False, argparse.SUPPRESS)
+            and "default" not in text
+            and action.option_strings
+        ):
+            text += " (default: %(default)s)"
+        return text
+
+
+def _desc(*paragraphs: str) -> str:
+    """Paragraphs filled to 88 columns (lines starting with two spaces kept as is)."""
+    import textwrap
+
+    out = []
+    for para in paragraphs:
+        if para.startswith("  ") or "\n" in para:
+            out.append(para)
+        else:
+            out.append(textwrap.fill(" ".join(para.split()), 88))
+    return "\n\n".join(out)
+
+
+# ----------------------------------------------------------------------------------
+# Helpers
+
+
+def _utc(t: float) -> str:
+    if t is None or not np.isfinite(t):
+        return "?"
+    return (
+        datetime.fromtimestamp(float(t), tz=timezone.utc)
+        .isoformat(timespec="milliseconds")
+        .replace("+00:00", "Z")
+    )
+
+
+def _show(args) -> bool | None:
+    return False if getattr(args, "quiet", False) else None
+
+
+def _say(args, text: str = "") -> None:
+    if not getattr(args, "quiet", False):
+        print(text, flush=True)
+
+
+def _query_args(p: argparse.ArgumentParser, run_type_default: str) -> None:
+    g = p.add_argument_group("which runs (the query)")
+    g.add_argument(
+        "--run-type",
+        default=None,
+        help=f"run type from data_config.json ('any': every run; default "
+        f"{run_type_default!r})",
+    )
+    g.add_argument(
+        "--pe-threshold",
+        type=float,
+        nargs="+",
+        metavar="PE",
+        help="keep runs at these pulse-height thresholds (photoelectrons)",
+    )
+    g.add_argument(
+        "--pe-range",
+        type=float,
+        nargs=2,
+        metavar=("LOW", "HIGH"),
+        help="keep runs whose threshold lies in [LOW, HIGH]",
+    )
+    g.add_argument(
+        "--min-domes",
+        type=int,
+        default=None,
+        help="keep runs in which at least this many domes recorded frames (2: both "
+        "Lick domes)",
+    )
+    g.add_argument("--domes", nargs="+", help="keep modules of these domes")
+    g.add_argument("--modules", type=int, nargs="+", help="keep these module IDs")
+
+
+def _query(args, dp: str, run_type_default: str | None, always: bool):
+    """A Query from the arguments, or None when none was given and not ``always``."""
+    from .select import Query
+
+    given = any(
+        getattr(args, k) is not None
+        for k in ("run_type", "pe_threshold", "pe_range", "min_domes", "domes", "modules")
+    )
+    if not given and not always:
+        return None
+    run_type = args.run_type if args.run_type is not None else run_type_default
+    if run_type in ("any", "all", ""):
+        run_type = None
+    thr = args.pe_threshold
+    return Query(
+        run_type=run_type,
+        pe_threshold=None if thr is None else tuple(thr),
+        pe_range=None if args.pe_range is None else tuple(args.pe_range),
+        domes=None if args.domes is None else tuple(args.domes),
+        min_domes=args.min_domes or 0,
+        modules=None if args.modules is None else tuple(args.modules),
+        dp=dp,
+    )
+
+
+# ----------------------------------------------------------------------------------
+# inspect
+
+
+def _scan_files(table, progress: bool | None) -> dict[str, Any]:
+    """Read every frame of the files of ``table``: quabos, time span, damage, flags."""
+    from tqdm.auto import tqdm
+
+    from . import config
+    from .io import pff
+
+    show = config.show_progress() if progress is None else progress
+    t0 = time.perf_counter()
+    n = 0
+    quabos: set[int] = set()
+    tmin, tmax = np.inf, -np.inf
+    flags = {"clocks_disagree": 0, "nsec_placeholder": 0, "no_packet": 0}
+    damage: list[dict[str, Any]] = []
+    n_damage = damaged_bytes = 0
+    per_file = []
+    total = int(table["size"].sum())
+    with tqdm(
+        total=total, unit="B", unit_scale=True, desc="reading", disable=not show
+    ) as bar:
+        for row in table.itertuples(index=False):
+            got = 0
+            for chunk in pff.iter_chunks(row.path, 65536, dp=row.dp, strict=False):
+                got += len(chunk)
+                if len(chunk):
+                    quabos.update(np.unique(chunk.quabo).tolist())
+                    t = chunk.time
+                    if np.isfinite(t).any():
+                        tmin, tmax = min(tmin, np.nanmin(t)), max(tmax, np.nanmax(t))
+                    f = chunk.time_flags
+                    flags["clocks_disagree"] += int(
+                        np.count_nonzero(f & pff.CLOCKS_DISAGREE)
+                    )
+                    flags["nsec_placeholder"] += int(
+                        np.count_nonzero(f & pff.NSEC_PLACEHOLDER)
+                    )
+                    flags["no_packet"] += int(np.count_nonzero(f & pff.NO_PACKET))
+                for d in chunk.damage:
+                    n_damage += 1
+                    damaged_bytes += d.skipped_bytes
+                    if len(damage) < 20:
+                        damage.append(
+                            {
+                                "file": row.file,
+                                "offset": d.offset,
+                                "kind": d.kind,
+                                "skipped_bytes": d.skipped_bytes,
+                                "message": d.message,
+                            }
+                        )
+            n += got
+            per_file.append(got)
+            bar.update(int(row.size))
+    return {
+        "frames": n,
+        "quabos": sorted(int(q) for q in quabos if q >= 0),
+        "time_start": _utc(tmin) if np.isfinite(tmin) else None,
+        "time_end": _utc(tmax) if np.isfinite(tmax) else None,
+        "span_s": float(tmax - tmin) if np.isfinite(tmin) else None,
+        "damaged_stretches": n_damage,
+        "damaged_bytes": int(damaged_bytes),
+        "damage": damage,
+        "time_flags": flags,
+        "seconds": round(time.perf_counter() - t0, 3),
+    }
+
+
+def _inspect_pff(path: Path, scan: bool, progress: bool | None) -> dict[str, Any]:
+    from . import score as _score
+
+    kind, root, table = _score.source_files(path)
+    out: dict[str, Any] = {
+        "kind": "file" if kind == "pff" else "archive",
+        "path": str(path),
+        "runs": int(table["run"].nunique()),
+        "files": len(table),
+        "bytes": int(table["size"].sum()),
+        "frames_from_sizes": int(table["n_frames"].sum()),
+        "products": {
+            dp: {"files": int(len(g)), "frames": int(g["n_frames"].sum())}
+            for dp, g in table.groupby("dp")
+        },
+        "modules": sorted(int(m) for m in table["module"].unique()),
+        "domes": sorted(d for d in table["dome"].unique() if d),
+        "pe_thresholds": sorted(
+            float(t) for t in table["pe_threshold"].unique() if np.isfinite(t)
+        ),
+        "run_types": sorted(str(t) for t in table["run_type"].dropna().unique()),
+        "simulated": bool(table["has_truth"].any()),
+        "unreadable_first_frame": [
+            {"file": r.file, "error": r.error}
+            for r in table.itertuples(index=False)
+            if getattr(r, "error", "")
+        ],
+    }
+    if kind == "archive":
+        from .io.archive import Archive
+
+        summary = Archive(path).summary()
+        out["run_table"] = summary.to_dict(orient="records") if len(summary) else []
+    if scan:
+        out["scan"] = _scan_files(table, progress)
+    return out
+
+
+def _inspect_h5(path: Path) -> dict[str, Any]:
+    import h5py
+
+    from . import score as _score
+    from . import select as _select
+
+    with h5py.File(path, "r") as h5:
+        fmt = h5.attrs.get("format")
+        attrs = {k: (v.item() if hasattr(v, "item") else v) for k, v in h5.attrs.items()}
+        if fmt == _select.FORMAT:
+            n = h5["images"].shape[0]
+            labels, counts = np.unique(h5["labels"][:].astype(str), return_counts=True)
+            t = h5["meta/time"][:]
+            return {
+                "kind": "selection",
+                "path": str(path),
+                "frames": int(n),
+                "image_shape": list(h5["images"].shape[1:]),
+                "attrs": {k: v for k, v in attrs.items() if k != "query"},
+                "query": json.loads(attrs.get("query", "{}")),
+                "labels": dict(zip(labels.tolist(), counts.tolist(), strict=True)),
+                "modules": sorted(int(m) for m in np.unique(h5["meta/module"][:])),
+                "time_start": _utc(np.nanmin(t)) if np.isfinite(t).any() else None,
+                "time_end": _utc(np.nanmax(t)) if np.isfinite(t).any() else None,
+            }
+        if fmt == _score.FORMAT:
+            s = h5["score"][:]
+            q = np.quantile(s, [0.5, 0.99, 0.999]) if len(s) else [np.nan] * 3
+            attrs.pop("training", None)
+            return {
+                "kind": "scores",
+                "path": str(path),
+                "frames": int(len(s)),
+                "attrs": attrs,
+                "score_quantiles": {
+                    "50%": float(q[0]),
+                    "99%": float(q[1]),
+                    "99.9%": float(q[2]),
+                },
+                "above_threshold": int(np.count_nonzero(s > attrs["threshold"])),
+                "damaged_stretches": int(h5["damage/offset"].shape[0]),
+            }
+    raise ValueError(
+        f"{path}: an HDF5 file but neither a phbook selection nor a score file "
+        f"(format {fmt!r})"
+    )
+
+
+def _inspect_model(path: Path) -> dict[str, Any]:
+    from . import modelfile
+
+    m = modelfile.load(path, device="cpu")
+    return {
+        "kind": "model",
+        "path": str(path),
+        "family": m.family,
+        "params": m.params,
+        "dp": m.dp,
+        "image_shape": list(m.image_shape),
+        "normalisation": m.normalisation,
+        "threshold": -float(m.detector.offset_),
+        "contamination": float(m.detector.contamination),
+        "training": m.training,
+        "created": m.created,
+        "phbook_version": m.phbook_version,
+        "sha256": m.sha256,
+    }
+
+
+def inspect_path(
+    path: str | os.PathLike, *, scan: bool = True, progress: bool | None = None
+) -> dict[str, Any]:
+    """A summary (plain values) of a PFF file, run folder or archive, a selection or
+    score file, or a model file. ``scan`` reads every frame of PFF data for the quabos,
+    time span and damaged frames; without it only names, sizes and first headers."""
+    p = Path(path)
+    if not p.exists():
+        raise FileNotFoundError(f"{p} does not exist")
+    if p.is_file() and p.suffix.lower() in (".h5", ".hdf5", ".hdf"):
+        return _inspect_h5(p)
+    if p.is_file() and p.suffix.lower() == ".pt":
+        return _inspect_model(p)
+    return _inspect_pff(p, scan, progress)
+
+
+def _fmt_int(n: Any) -> str:
+    return f"{int(n):,}"
+
+
+def format_summary(d: dict[str, Any]) -> str:
+    """The text ``phbook inspect`` prints for a summary from :func:`inspect_path`."""
+    lines = []
+    kind = d["kind"]
+    if kind in ("file", "archive"):
+        lines.append(
+            f"{d['path']}: {d['kind']}, {d['runs']} run(s), {d['files']} file(s), "
+            f"{d['bytes'] / 1e6:,.1f} MB"
+            + (" (simulated: truth sidecars found)" if d["simulated"] else "")
+        )
+        for dp, v in d["products"].items():
+            lines.append(
+                f"  product {dp}: {v['files']} file(s), {_fmt_int(v['frames'])} "
+                "frames (from file sizes)"
+            )
+        lines.append(
+            f"  modules: {', '.join(map(str, d['modules'])) or '?'}"
+            f"; domes: {', '.join(d['domes']) or 'unknown (no obs_config.json)'}"
+        )
+        thr = ", ".join(f"{t:g}" for t in d["pe_thresholds"]) or "unknown"
+        lines.append(
+            f"  PE thresholds: {thr}; run types: "
+            f"{', '.join(d['run_types']) or 'unknown (no data_config.json)'}"
+        )
+        for u in d["unreadable_first_frame"]:
+            lines.append(f"  first frame unreadable: {u['file']}: {u['error']}")
+        if d.get("run_table"):
+            lines.append("  runs:")
+            for r in d["run_table"]:
+                lines.append(
+                    f"    {r['run']}  {r['dp']}  {r['run_type']}  "
+                    f"{r['pe_threshold']:g} PE  domes {r['domes'] or '?'}  "
+                    f"{r['modules']} module(s)  {r['files']} file(s)  "
+                    f"{_fmt_int(r['n_frames'])} frames"
+                )
+        s = d.get("scan")
+        if s:
+            lines.append(
+                f"  read {_fmt_int(s['frames'])} good frames in {s['seconds']:.1f} s; "
+                f"quabos {', '.join(map(str, s['quabos'])) or '-'}"
+            )
+            if s["time_start"]:
+                lines.append(
+                    f"  time span: {s['time_start']} to {s['time_end']} "
+                    f"({s['span_s'] / 3600:,.2f} h)"
+                )
+            f = s["time_flags"]
+            lines.append(
+                f"  time flags: {f['clocks_disagree']} clocks disagree, "
+                f"{f['nsec_placeholder']} nsec placeholder, {f['no_packet']} no packet"
+            )
+            lines.append(
+                f"  damaged stretches: {s['damaged_stretches']} "
+                f"({_fmt_int(s['damaged_bytes'])} bytes skipped)"
+            )
+            for x in s["damage"]:
+                lines.append(
+                    f"    {x['file']} at byte {x['offset']}: {x['kind']}: "
+                    f"{x['message'][:120]}"
+                )
+            if s["damaged_stretches"] > len(s["damage"]):
+                lines.append(
+                    f"    ... and {s['damaged_stretches'] - len(s['damage'])} more"
+                )
+        else:
+            lines.append("  (not read: pass without --no-scan to read every frame)")
+    elif kind == "selection":
+        a = d["attrs"]
+        lines.append(
+            f"{d['path']}: selection of {_fmt_int(d['frames'])} {a.get('dp')} "
+            f"frames from {_fmt_int(a.get('population', 0))} "
+            f"({a.get('archive')}), seed {a.get('seed')}, "
+            f"{a.get('n_damaged', 0)} damaged skipped"
+        )
+        lines.append(f"  query: {json.dumps(d['query'], sort_keys=True)}")
+        lines.append("  labels: " + ", ".join(f"{k} {v:,}" for k, v in d["labels"].items()))
+        lines.append(
+            f"  modules: {', '.join(map(str, d['modules']))}; time span "
+            f"{d['time_start']} to {d['time_end']}"
+        )
+    elif kind == "scores":
+        a = d["attrs"]
+        q = d["score_quantiles"]
+        lines.append(
+            f"{d['path']}: scores of {_fmt_int(d['frames'])} {a['dp']} frames "
+            f"by a {a['family']} model ({a['model']})"
+        )
+        lines.append(
+            f"  source: {a['source']} ({a['source_kind']}), {a['n_files']} "
+            f"file(s), {d['damaged_stretches']} damaged stretch(es) skipped"
+        )
+        lines.append(
+            f"  score median {q['50%']:.4g}, 99% {q['99%']:.4g}, 99.9% "
+            f"{q['99.9%']:.4g}; {_fmt_int(d['above_threshold'])} frames above the "
+            f"model's threshold {a['threshold']:.4g}"
+        )
+    elif kind == "model":
+        t = d["training"]
+        lines.append(
+            f"{d['path']}: {d['family']} model of {d['dp']} frames "
+            f"{'x'.join(map(str, d['image_shape']))}, made {d['created']}"
+        )
+        lines.append(f"  parameters: {json.dumps(d['params'], sort_keys=True)}")
+        lines.append(f"  normalisation: {json.dumps(d['normalisation'], sort_keys=True)}")
+        lines.append(
+            f"  trained on {_fmt_int(t.get('n_frames', 0))} frames of "
+            f"{t.get('source', '?')}; threshold {d['threshold']:.4g} "
+            f"(contamination {d['contamination']:g})"
+        )
+        if t.get("labels"):
+            lines.append(
+                "  training labels: "
+                + ", ".join(f"{k} {v:,}" for k, v in t["labels"].items())
+            )
+    return "\n".join(lines)
+
+
+def _cmd_inspect(args) -> int:
+    d = inspect_path(args.path, scan=not args.no_scan, progress=_show(args))
+    if args.json:
+        print(json.dumps(d, indent=1, default=str))
+    else:
+        print(format_summary(d))
+    return 0
+
+
+# ----------------------------------------------------------------------------------
+# select
+
+
+def _cmd_select(args) -> int:
+    from . import select as _select
+    from .io.archive import Archive
+
+    query = _query(args, args.dp, "sci-data", always=True)
+    out = Path(args.output)
+    archive = Archive(args.archive)
+    try:
+        path = _select.select(
+            archive,
+            out,
+            args.n,
+            query,
+            seed=args.seed,
+            strict=args.strict,
+            overwrite=args.overwrite,
+            progress=_show(args),
+        )
+    except ValueError as exc:
+        files = archive.files()
+        if (
+            query.run_type is not None
+            and len(files)
+            and (files["run_type"] != query.run_type).any()
+        ):
+            types = sorted({str(t) for t in files["run_type"]})
+            raise ValueError(
+                f"{exc}. The archive's run types are {', '.join(types)}; "
+                "--run-type any selects from every run"
+            ) from None
+        raise
+    attrs = _select.read_attrs(path)
+    _say(
+        args,
+        f"selected {attrs['n_selected']:,} of {attrs['population']:,} frames "
+        f"({attrs['population_files']} files) -> {path}",
+    )
+    if attrs["n_damaged"]:
+        _say(args, f"  {attrs['n_damaged']} chosen frame(s) were damaged and skipped")
+    return 0
+
+
+# ----------------------------------------------------------------------------------
+# train
+
+
+def _family_options() -> dict[str, list]:
+    """Every family option (and the shared training options), by name."""
+    from . import modelfile
+
+    options: dict[str, list] = {}
+    for fam in dict.fromkeys(modelfile.FAMILIES.values()):
+        for opt in fam.options + (modelfile.TRAIN_OPTIONS if fam.trains else ()):
+            options.setdefault(opt.name, []).append((fam, opt))
+    return options
+
+
+def _add_family_args(p: argparse.ArgumentParser) -> None:
+    g = p.add_argument_group(
+        "model options (each applies to the models in brackets, whose defaults it shows)"
+    )
+    for name, uses in _family_options().items():
+        opt = uses[0][1]
+        where = ", ".join(f"{fam.name}: {o.default!r}" for fam, o in uses)
+        g.add_argument(
+            opt.flag,
+            dest=f"opt_{name}",
+            type=opt.type,
+            default=None,
+            choices=opt.choices,
+            metavar=name.upper(),
+            help=f"{opt.help} [{where}]".replace("%", "%%"),
+        )
+
+
+def _resolve_params(args, fam) -> dict[str, Any]:
+    from . import modelfile
+
+    mine = {o.name for o in fam.options + (modelfile.TRAIN_OPTIONS if fam.trains else ())}
+    params = fam.defaults()
+    for name in _family_options():
+        value = getattr(args, f"opt_{name}")
+        if value is None:
+            continue
+        if name not in mine:
+            flags = ", ".join("--" + n.replace("_", "-") for n in sorted(mine)) or "none"
+            raise ValueError(
+                f"--{name.replace('_', '-')} is not an option of model {fam.name!r} "
+                f"(its options: {flags})"
+            )
+        params[name] = value
+    return params
+
+
+def _cmd_train(args) -> int:
+    from . import distributed as _dist
+    from . import modelfile
+
+    fam = modelfile.family(args.model)
+    params = _resolve_params(args, fam)
+    rank, world = (0, 1)
+    if _dist.in_torchrun():
+        if not fam.trains:
+            raise ValueError(
+                f"model {fam.name!r} is not trained with the neural-network loop; run it "
+                "without torchrun"
+            )
+        rank, world = _dist.init_ddp()
+    try:
+        return _train(args, fam, params, rank, world)
+    finally:
+        _dist.cleanup_ddp()
+
+
+def _train(args, fam, params: dict, rank: int, world: int) -> int:
+    from . import config, modelfile, transforms
+    from . import select as _select
+
+    out = Path(args.output)
+    if out.exists() and not args.overwrite:
+        raise FileExistsError(f"{out} exists; pass --overwrite to replace it")
+    sel = Path(args.selection)
+    if not sel.exists():
+        raise FileNotFoundError(f"{sel} does not exist (make one with phbook select)")
+    attrs = _select.read_attrs(sel)
+    if attrs.get("format") != _select.FORMAT:
+        raise ValueError(
+            f"{sel} is not a phbook selection (format {attrs.get('format')!r})"
+        )
+    images, labels, meta = _select.load(sel)
+    rng = np.random.default_rng(args.seed)
+    order = rng.permutation(len(images))
+    if args.max_frames is not None:
+        if args.max_frames < 1:
+            raise ValueError(f"--max-frames must be positive, got {args.max_frames}")
+        order = order[: args.max_frames]
+    images, labels = images[order], labels[order]
+    if fam.normalisation is not None:  # the family takes its own
+        stretch = modelfile.normaliser({"kind": fam.normalisation})
+    elif args.stretch == "asinh":
+        stretch = transforms.AsinhStretch(args.softening, args.x_max)
+    else:
+        stretch = transforms.LinearScale(args.x_max)
+    x = stretch(images)[:, None]
+    config.seed_everything(args.seed)
+    fit_kwargs: dict[str, Any] = {}
+    n_val = 0
+    ckpt = out.with_name(out.name + ".ckpt")
+    if fam.trains:
+        n_val = int(round(args.val_fraction * len(x)))
+        if not 0 <= args.val_fraction < 1:
+            raise ValueError(f"--val-fraction must lie in [0, 1), got {args.val_fraction}")
+        fit_kwargs = {
+            "epochs": int(params.pop("epochs")),
+            "batch_size": int(params.pop("batch_size")),
+            "lr": float(params.pop("lr")),
+            "seed": args.seed,
+            "checkpoint": ckpt,
+            "progress": _show(args),
+        }
+        patience = int(params.pop("patience"))
+        if n_val:
+            fit_kwargs["x_val"] = x[:n_val]
+            if patience > 0:
+                fit_kwargs["patience"] = patience
+        if world > 1:
+            fit_kwargs["distributed"] = True
+        if args.device:
+            fit_kwargs["device"] = args.device
+    params["contamination"] = args.contamination
+    det = fam.build(params, fit_kwargs)
+    if args.device and hasattr(det, "device"):
+        det.device = args.device
+    x_fit = x[n_val:]
+    if rank == 0:
+        _say(
+            args,
+            f"training {fam.name} on {len(x_fit):,} frames"
+            + (f" ({n_val:,} for validation)" if n_val else "")
+            + (f" with {world} processes (DDP)" if world > 1 else "")
+            + f", device {config.device(args.device) if not world > 1 else 'per rank'}",
+        )
+    t0 = time.perf_counter()
+    det.fit(x_fit)
+    seconds = time.perf_counter() - t0
+    if rank != 0:
+        return 0
+    train_scores = det.anomaly_score(x_fit[:50_000])  # a summary: a random subset
+    q = np.quantile(train_scores, [0.5, 0.9, 0.99, 0.999])
+    uniq, counts = np.unique(labels, return_counts=True)
+    history = getattr(det, "history_", None)
+    training = {
+        "source": os.path.abspath(sel),
+        "source_format": attrs.get("format"),
+        "archive": attrs.get("archive"),
+        "query": attrs.get("query"),
+        "selection_seed": attrs.get("seed"),
+        "population": attrs.get("population"),
+        "n_frames": int(len(x_fit)),
+        "n_val": int(n_val),
+        "labels": dict(zip(uniq.tolist(), counts.tolist(), strict=True)),
+        "pe_thresholds": sorted(float(t) for t in np.unique(meta["pe_threshold"])),
+        "seed": int(args.seed),
+        "settings": {
+            k: v
+            for k, v in fit_kwargs.items()
+            if k in ("epochs", "batch_size", "lr", "patience")
+        },
+        "processes": int(world),
+        "seconds": round(seconds, 3),
+        "score_quantiles": {
+            "50%": float(q[0]),
+            "90%": float(q[1]),
+            "99%": float(q[2]),
+            "99.9%": float(q[3]),
+        },
+    }
+    if history is not None and len(history):
+        last = history.iloc[-1]
+        training["history"] = {
+            k: float(last[k]) for k in history.columns if k.startswith(("train_", "val_"))
+        }
+        training["epochs_run"] = int(len(history))
+    modelfile.save(
+        out,
+        det,
+        fam.name,
+        dp=str(attrs.get("dp", "ph256")),
+        normalisation=stretch,
+        training=training,
+    )
+    ckpt.unlink(missing_ok=True)
+    _say(
+        args,
+        f"trained in {seconds:.1f} s; training scores: median {q[0]:.4g}, "
+        f"99% {q[2]:.4g}; threshold {-det.offset_:.4g} (contamination "
+        f"{args.contamination:g}) -> {out}",
+    )
+    return 0
+
+
+# ----------------------------------------------------------------------------------
+# score
+
+
+def _cmd_score(args) -> int:
+    import h5py
+
+    from . import modelfile
+    from . import score as _score
+
+    model = modelfile.load(args.model, device=args.device)
+    query = None
+    if not str(args.source).lower().endswith((".h5", ".hdf5", ".hdf")):
+        query = _query(args, model.dp, None, always=False)
+    trained_at = set(model.training.get("pe_thresholds") or [])
+    dask = args.workers is not None or args.scheduler is not None
+    part_frames = args.part_frames or ((1 << 18) if dask else (1 << 20))
+    out = Path(args.output)
+    journal = _score.journal_path(out)
+    if journal.exists() and not args.overwrite:
+        _say(args, f"resuming the unfinished run journalled in {journal}")
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        report = _score.score(
+            model,
+            args.source,
+            out,
+            query=query,
+            chunk_frames=args.chunk_frames,
+            part_frames=part_frames,
+            strict=args.strict,
+            overwrite=args.overwrite,
+            progress=_show(args),
+            workers=args.workers,
+            scheduler=args.scheduler,
+        )
+    if report.already_complete:
+        _say(
+            args,
+            f"{out} already holds the scores of {report.n_scored:,} frames by "
+            "this model; nothing to do (--overwrite scores again)",
+        )
+    else:
+        where = f"{report.workers} Dask worker(s)" if dask else "1 process"
+        _say(
+            args,
+            f"scored {report.n_scored:,} frames from {report.n_files} file(s) on "
+            f"{where} in {report.seconds:.1f} s ({report.frames_per_s:,.0f} "
+            f"frames/s); peak memory {report.peak_rss_mb:,.0f} MB -> {out}",
+        )
+        if report.resumed_frames:
+            _say(
+                args,
+                f"  {report.resumed_frames:,} frames had been scored by an earlier, "
+                "interrupted run and were not scored again",
+            )
+        with h5py.File(out, "r") as h5:
+            here = {float(t) for t in h5["files/pe_threshold"][:] if np.isfinite(t)}
+        if trained_at and here - trained_at:
+            _say(
+                args,
+                "  note: the model was trained on runs at "
+                + ", ".join(f"{t:g}" for t in sorted(trained_at))
+                + " PE; these frames also come from runs at "
+                + ", ".join(f"{t:g}" for t in sorted(here - trained_at))
+                + " PE, whose frames look different (--pe-threshold selects runs)",
+            )
+        if report.n_damaged:
+            _say(
+                args,
+                f"  skipped {report.n_damaged} damaged stretch(es), listed in the "
+                f"damage/ group of {out} (phbook inspect {out})",
+            )
+    for w in caught:
+        if "damaged" not in str(w.message):
+            warnings.warn_explicit(w.message, w.category, w.filename, w.lineno)
+    if args.report:
+        Path(args.report).write_text(json.dumps(report.to_dict(), indent=1))
+    return 0
+
+
+# ----------------------------------------------------------------------------------
+# top
+
+
+def _cmd_top(args) -> int:
+    import matplotlib
+
+    if "matplotlib.pyplot" not in sys.modules:
+        matplotlib.use("Agg")
+    from . import plotting
+    from . import score as _score
+
+    if args.distinct:
+        table, images = _score.top_distinct(args.scores, args.k)
+    else:
+        table = _score.top_k(args.scores, args.k)
+        images = _score.frames_of(args.scores, table)
+    cols = ["rank", "score", "file", "offset", "time", "module", "quabo", "label"]
+    if args.distinct:
+        cols.append("copies")
+    shown = table[cols].copy()
+    shown["time"] = [_utc(t) for t in table["time"]]
+    if args.csv:
+        out = table.copy()
+        out["time_utc"] = shown["time"]
+        out.to_csv(args.csv, index=False)
+    if not args.quiet:
+        import pandas as pd
+
+        with pd.option_context("display.max_colwidth", 80, "display.width", 200):
+            print(shown.to_string(index=False))
+    if args.output:
+        titles = [
+            f"#{r.rank} {r.score:.3g}"
+            + (f" x{r.copies}" if args.distinct and r.copies > 1 else "")
+            + f"\nm{r.module} q{r.quabo} @{r.offset}\n{_utc(r.time)[11:23]}"
+            for r in table.itertuples(index=False)
+        ]
+        fig = plotting.show_images(
+            images,
+            titles=titles,
+            ncols=args.ncols,
+            size=1.6,
+            suptitle=f"Top {len(table)} anomaly scores: {Path(args.scores).name}",
+        )
+        fig.savefig(args.output, dpi=args.dpi, bbox_inches="tight")
+        import matplotlib.pyplot as plt
+
+        plt.close(fig)
+        _say(args, f"gallery of the top {len(table)} frames -> {args.output}")
+    return 0
+
+
+# ----------------------------------------------------------------------------------
+# The parser
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The argument parser of the ``phbook`` command."""
+    from . import modelfile
+
+    parser = argparse.ArgumentParser(
+        prog="phbook",
+        description=_DESCRIPTION,
+        epilog=_EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("--version", action="version", version=f"phbook {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+
+    def common(p):
+        p.add_argument(
+            "-q",
+            "--quiet",
+            action="store_true",
+            help="no progress bars or messages (errors are still printed)",
+        )
+
+    p = sub.add_parser(
+        "inspect",
+        formatter_class=_Formatter,
+        help="summarise a PFF file, run folder, archive, selection, score or model file",
+        description=_desc(
+            """Summarise what a path holds. For PFF data (a file, a run folder
+            or an archive of run folders): data products, modules, domes, thresholds and run
+            types from names and configuration files, frame counts from file
+            sizes; then, unless --no-scan, every frame is read to find the
+            quabos, the time span, the time flags and the damaged stretches
+            (file and byte offset). Selections (.h5), score files (.h5) and
+            model files (.pt) are summarised from their metadata."""
+        ),
+    )
+    p.add_argument(
+        "path",
+        help="a .pff file, a folder, a .h5 selection or score file, or a .pt model file",
+    )
+    p.add_argument(
+        "--no-scan",
+        action="store_true",
+        help="do not read the frames (names, sizes and first headers only)",
+    )
+    p.add_argument("--json", action="store_true", help="print the summary as JSON")
+    common(p)
+    p.set_defaults(func=_cmd_inspect)
+
+    p = sub.add_parser(
+        "select",
+        formatter_class=_Formatter,
+        help="draw training frames at random from an archive into an HDF5 file",
+        description=_desc(
+            """Draw N frames uniformly at random, without replacement, from
+            every frame of the runs the query keeps (the population), and write
+            them with their
+            metadata (run, dome, module, quabo, time, file, byte offset, and the
+            simulation truth of simulated archives) to an HDF5 file. Only the
+            chosen frames are read, so memory does not grow with the archive.
+            The same archive, query, N and seed give the same frames."""
+        ),
+    )
+    p.add_argument("archive", help="an archive folder of run folders (or one run folder)")
+    p.add_argument("-n", type=int, required=True, help="frames to draw")
+    p.add_argument(
+        "-o", "--output", required=True, help="the selection file to write (.h5)"
+    )
+    p.add_argument("--dp", default="ph256", help="data product")
+    p.add_argument("--seed", type=int, default=0, help="seed of the random draw")
+    p.add_argument(
+        "--strict",
+        action="store_true",
+        help="stop at the first damaged chosen frame instead of skipping it",
+    )
+    p.add_argument("--overwrite", action="store_true", help="replace an existing output")
+    _query_args(p, "sci-data")
+    common(p)
+    p.set_defaults(func=_cmd_select)
+
+    models = "\n".join(
+        f"    {f.name:10s} {f.summary}" for f in dict.fromkeys(modelfile.FAMILIES.values())
+    )
+    p = sub.add_parser(
+        "train",
+        formatter_class=_Formatter,
+        help="fit a detector on a selection and write a model file",
+        description=_desc(
+            "Fit a detector of the book on the frames of a selection and write "
+            "a model file: the detector's weights, the normalisation (asinh stretch), the "
+            "data product and image size, and a summary of the training data. Neural "
+            "networks train on the GPU when there is one, resume from OUTPUT.ckpt when "
+            "interrupted, and train on several GPUs when launched with torchrun, e.g. "
+            "'torchrun --nproc_per_node 4 -m phbook train ...'.",
+            "models:\n" + models,
+        ),
+    )
+    p.add_argument("selection", help="a selection file made by phbook select")
+    p.add_argument(
+        "--model",
+        required=True,
+        choices=sorted(set(modelfile.FAMILIES)),
+        help="the detector family",
+    )
+    p.add_argument("-o", "--output", required=True, help="the model file to write (.pt)")
+    p.add_argument(
+        "--max-frames",
+        type=int,
+        default=None,
+        help="train on a random subset of this many frames",
+    )
+    p.add_argument(
+        "--val-fraction",
+        type=float,
+        default=0.1,
+        help="frames held out for validation (neural networks)",
+    )
+    p.add_argument(
+        "--contamination",
+        type=float,
+        default=0.01,
+        help="fraction of training frames above the model's threshold",
+    )
+    p.add_argument(
+        "--stretch",
+        choices=("asinh", "linear"),
+        default="asinh",
+        help="normalisation of the pixel values",
+    )
+    p.add_argument(
+        "--softening",
+        type=float,
+        default=16.0,
+        help="asinh softening in ADC (one photoelectron)",
+    )
+    p.add_argument(
+        "--x-max",
+        type=float,
+        default=3400.0,
+        help="the pixel value mapped to 1 (saturation)",
+    )
+    p.add_argument("--seed", type=int, default=0, help="seed of the subset and training")
+    p.add_argument(
+        "--device",
+        default=None,
+        help="cpu, cuda, cuda:N or mps (default: a GPU when present)",
+    )
+    p.add_argument("--overwrite", action="store_true", help="replace an existing output")
+    _add_family_args(p)
+    common(p)
+    p.set_defaults(func=_cmd_train)
+
+    p = sub.add_parser(
+        "score",
+        formatter_class=_Formatter,
+        help="score every frame of an archive or selection (resumable, Dask optional)",
+        description=_desc(
+            """Score every frame of SOURCE (a .pff file, a run folder, an archive or a
+            selection file) with a model file, chunk by chunk, and write one
+            anomaly score per frame with its file, byte offset and time to an
+            HDF5 file. Memory is bounded by --chunk-frames whatever the archive
+            size. Each scored chunk is journalled in OUTPUT.journal/; if the run
+            is interrupted, the same command resumes after the last chunk. The
+            output appears only when complete. Damaged frames are skipped and
+            listed unless --strict. The model refuses frames of another data
+            product or size. With --workers N (an embedded Dask LocalCluster) or
+            --scheduler ADDRESS (a running Dask cluster, e.g. from dask-jobqueue
+            on Slurm) the parts of the archive are scored in parallel; the
+            archive must then be on a file system every worker sees."""
+        ),
+    )
+    p.add_argument("model", help="a model file made by phbook train")
+    p.add_argument("source", help="a .pff file, a run folder, an archive or a selection")
+    p.add_argument("-o", "--output", required=True, help="the score file to write (.h5)")
+    p.add_argument(
+        "--chunk-frames",
+        type=int,
+        default=65536,
+        help="frames read and scored at a time (bounds the memory)",
+    )
+    p.add_argument(
+        "--part-frames",
+        type=int,
+        default=None,
+        help="frames per unit of work (files larger than this are split); "
+        "default 1,048,576, or 262,144 with Dask",
+    )
+    p.add_argument(
+        "--strict",
+        action="store_true",
+        help="stop at the first damaged frame instead of skipping it",
+    )
+    p.add_argument(
+        "--overwrite",
+        action="store_true",
+        help="discard an existing output or unfinished run",
+    )
+    p.add_argument(
+        "--workers",
+        type=int,
+        default=None,
+        help="score on an embedded Dask LocalCluster of this many processes",
+    )
+    p.add_argument(
+        "--scheduler",
+        default=None,
+        help="score on the Dask cluster of this scheduler (tcp://host:8786)",
+    )
+    p.add_argument(
+        "--device", default=None, help="where neural networks score: cpu, cuda, cuda:N, mps"
+    )
+    p.add_argument(
+        "--report",
+        default=None,
+        help="write what was done (frames, seconds, peak memory) as JSON here",
+    )
+    _query_args(p, "any")
+    common(p)
+    p.set_defaults(func=_cmd_score)
+
+    p = sub.add_parser(
+        "top",
+        formatter_class=_Formatter,
+        help="the most anomalous frames: a table and an image gallery",
+        description=_desc(
+            """Find the K highest scores in a score file (reading it in chunks), read those
+            frames back from the source, and print them with their file, byte
+            offset and UTC time, so that each can be found in the raw data. -o
+            writes an image gallery, --csv the full table."""
+        ),
+    )
+    p.add_argument("scores", help="a score file made by phbook score")
+    p.add_argument("-k", type=int, default=50, help="how many frames")
+    p.add_argument("-o", "--output", default=None, help="the gallery image (.png, .pdf)")
+    p.add_argument("--csv", default=None, help="write the table here")
+    p.add_argument(
+        "--distinct",
+        action="store_true",
+        help="show each distinct image once, with its number of copies (simulated "
+        "archives that resample a pool of frames repeat frames; so does a DAQ that "
+        "wrote a frame twice)",
+    )
+    p.add_argument("--ncols", type=int, default=10, help="gallery columns")
+    p.add_argument("--dpi", type=int, default=120, help="gallery resolution")
+    common(p)
+    p.set_defaults(func=_cmd_top)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the ``phbook`` command with ``argv`` (default: ``sys.argv[1:]``); returns the
+    exit code."""
+    from .io.pff import PFFError
+
+    parser = build_parser()
+    try:
+        args = parser.parse_args(argv)
+    except SystemExit as exc:  # --help, --version, usage errors
+        return int(exc.code or 0)
+    if args.command is None:
+        parser.print_help()
+        return 2
+    try:
+        return int(args.func(args) or 0)
+    except KeyboardInterrupt:
+        print(
+            f"phbook {args.command}: interrupted; run the same command again to resume "
+            "where it stopped",
+            file=sys.stderr,
+        )
+        return 130
+    except (PFFError, ValueError, OSError, KeyError) as exc:
+        text = str(exc) if not isinstance(exc, KeyError) else f"missing {exc}"
+        if (
+            isinstance(exc, FileNotFoundError)
+            and exc.filename
+            and str(exc.filename) not in text
+        ):
+            text = f"{exc.filename}: {exc.strerror}"
+        print(f"phbook {args.command}: error: {text}", file=sys.stderr)
+        if isinstance(exc, PFFError) and args.command == "score":
+            print(
+                "  (the frames scored before it are kept; rerun without --strict to "
+                "skip damaged frames, or fix the file, and the run resumes)",
+                file=sys.stderr,
+            )
+        return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
