@@ -312,8 +312,20 @@ def test_physics_baseline_takes_adc(trained, tmp_path, capsys):
 
     sel, _ = trained
     model = tmp_path / "cut.pt"
-    rc, _, err = run(capsys, "train", sel, "--model", "hillas-cut", "--tail", "0.01",
-                     "--stretch", "linear", "-o", model, "-q")
+    rc, _, err = run(
+        capsys,
+        "train",
+        sel,
+        "--model",
+        "hillas-cut",
+        "--tail",
+        "0.01",
+        "--stretch",
+        "linear",
+        "-o",
+        model,
+        "-q",
+    )
     assert rc == 0, err
     m = modelfile.load(model)
     assert m.normalisation == {"kind": "none"}  # whatever --stretch says

@@ -219,8 +219,9 @@ def test_ddp_training_with_torchrun_equals_one_process(tmp_path):
         assert ckpt["finished"] and ckpt["epoch"] == EPOCHS
 
 
-def test_cli_workers_start_an_embedded_cluster(arch, model_path, reference, tmp_path,
-                                              capsys, monkeypatch):
+def test_cli_workers_start_an_embedded_cluster(
+    arch, model_path, reference, tmp_path, capsys, monkeypatch
+):
     """--workers N: an embedded LocalCluster (of threads here, to start quickly)."""
     started = []
     real = distributed.local_cluster
@@ -231,8 +232,19 @@ def test_cli_workers_start_an_embedded_cluster(arch, model_path, reference, tmp_
 
     monkeypatch.setattr(distributed, "local_cluster", threads_cluster)
     out = tmp_path / "s.h5"
-    rc = cli.main(["score", str(model_path), str(arch.root), "-o", str(out),
-                   "--workers", "2", "--report", str(tmp_path / "r.json")])
+    rc = cli.main(
+        [
+            "score",
+            str(model_path),
+            str(arch.root),
+            "-o",
+            str(out),
+            "--workers",
+            "2",
+            "--report",
+            str(tmp_path / "r.json"),
+        ]
+    )
     text = capsys.readouterr().out
     assert rc == 0 and started == [2] and "2 Dask worker(s)" in text
     pd.testing.assert_frame_equal(key(score.read_scores(out)[0]), key(reference))

@@ -322,8 +322,14 @@ def test_top_distinct_collapses_repeated_frames(tmp_path):
     from phbook.sim import archive as sa
 
     pooled = sa.PooledSource(40, source=fake_source, seed=1)
-    arch = sa.write_archive(tmp_path / "pooled", 3000, seed=1, source=pooled,
-                            anomaly_fraction=0.2, progress=False)
+    arch = sa.write_archive(
+        tmp_path / "pooled",
+        3000,
+        seed=1,
+        source=pooled,
+        anomaly_fraction=0.2,
+        progress=False,
+    )
     model = make_model(arch, tmp_path, n=500)
     out = tmp_path / "s.h5"
     score.score(model, arch.root, out, progress=False)
