@@ -70,15 +70,15 @@ test: $(STAMP)
 unit: $(STAMP)
 	@start=$$SECONDS; \
 	OMP_NUM_THREADS=1 PHBOOK_PROFILE=quick $(BIN)/python -m pytest tests \
-		-n $(WORKERS) --dist loadfile -q; \
-	echo "[phase] unit tests: $$((SECONDS - start)) s"
+		-n $(WORKERS) --dist loadfile -q; rc=$$?; \
+	echo "[phase] unit tests: $$((SECONDS - start)) s"; exit $$rc
 
 notebooks: $(STAMP)
 	@start=$$SECONDS; \
 	OMP_NUM_THREADS=1 PHBOOK_PROFILE=quick $(BIN)/python -m pytest \
 		--nbval-lax --nbval-current-env --nbval-cell-timeout=900 \
-		-n $(WORKERS) --dist loadfile -q -p no:cacheprovider book/*.ipynb; \
-	echo "[phase] notebooks (nbval, quick): $$((SECONDS - start)) s"
+		-n $(WORKERS) --dist loadfile -q -p no:cacheprovider book/*.ipynb; rc=$$?; \
+	echo "[phase] notebooks (nbval, quick): $$((SECONDS - start)) s"; exit $$rc
 
 # A build with execution off: a broken table of contents, cross-reference,
 # citation or directive fails the tests.
@@ -88,8 +88,8 @@ book-check: $(STAMP)
 	sed -e 's/^\(\s*execute_notebooks:\).*/\1 "off"/' _config.yml \
 		> _build/check/_config.yml; \
 	$(BIN)/jupyter-book build . -W --keep-going -q --all \
-		--config _build/check/_config.yml --path-output _build/check; \
-	echo "[phase] book check (no execution): $$((SECONDS - start)) s"
+		--config _build/check/_config.yml --path-output _build/check; rc=$$?; \
+	echo "[phase] book check (no execution): $$((SECONDS - start)) s"; exit $$rc
 
 bench: $(STAMP)
 	@for f in bench/*.py; do echo "== $$f"; $(BIN)/python $$f; done
