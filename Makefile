@@ -50,9 +50,9 @@ $(STAMP):
 book: $(STAMP)
 	@start=$$SECONDS; \
 	PHBOOK_PROFILE=$(PROFILE) $(BIN)/jupyter-book build . -W --keep-going \
-		--path-output $(BOOK_OUT); \
+		--path-output $(BOOK_OUT); rc=$$?; \
 	echo "[phase] book ($(PROFILE) profile): $$((SECONDS - start)) s"; \
-	echo "Open $(BOOK_OUT)/_build/html/index.html"
+	echo "Open $(BOOK_OUT)/_build/html/index.html"; exit $$rc
 
 student: $(STAMP)
 	@sed -e 's/^\(\s*hide_solutions:\).*/\1 true/' _config.yml > _build_student_config.yml; \
