@@ -234,6 +234,36 @@ def batched(fn: Callable, x, batch_size: int = 4096, device=None) -> np.ndarray:
     return arr[:, 0] if arr.shape[1] == 1 else arr
 
 
+class _TorchBase(Detector):
+    """What every detector built on torch models shares: the device, the channel
+    check and scoring in batches of ``self.<_score_batch_attr>`` images."""
+
+    _score_batch_attr = "batch_size"
+
+    def _device(self):
+        import torch
+
+        from . import config
+
+        return config.device() if self.device is None else torch.device(self.device)
+
+    def _check_single_channel(self, x: np.ndarray) -> None:
+        if x.shape[1] != 1:
+            raise ValueError(
+                f"{type(self).__name__} takes single-channel images, got {x.shape[1]} "
+                "channels"
+            )
+
+    def _batched(self, fn, x: np.ndarray) -> np.ndarray:
+        """``fn`` on batches of ``x`` without gradients (see :func:`batched`)."""
+        size = getattr(self, self._score_batch_attr)
+        if int(size) != size or size < 1:
+            raise ValueError(
+                f"{self._score_batch_attr} must be a positive integer, got {size!r}"
+            )
+        return batched(fn, x, batch_size=int(size), device=self._device())
+
+
 # ------------------------------------------------------------- dictionary baselines
 
 
@@ -332,7 +362,7 @@ class DictionaryLearningDetector(Detector):
 # ---------------------------------------------------------------------- deep models
 
 
-class DeepDetector(Detector):
+class DeepDetector(_TorchBase):
     """Base of the detectors built on a torch model; subclasses set ``model_class``.
 
     Parameters
@@ -400,13 +430,6 @@ class DeepDetector(Detector):
         self.device = device
 
     # -- building and training
-    def _device(self):
-        import torch
-
-        from . import config
-
-        return config.device() if self.device is None else torch.device(self.device)
-
     def _build(self, x: np.ndarray):
         import copy
 
@@ -426,11 +449,7 @@ class DeepDetector(Detector):
                 f"score={self.score!r} is not a score of {type(self).__name__}; "
                 f"valid values: {', '.join(self.scores)}"
             )
-        if x.shape[1] != 1:
-            raise ValueError(
-                f"{type(self).__name__} takes single-channel images, got {x.shape[1]} "
-                "channels"
-            )
+        self._check_single_channel(x)
         if not self.train and self.model is None:
             raise ValueError("train=False needs a trained model (model=...)")
         if not self.train and self.fit_kwargs:
@@ -454,9 +473,6 @@ class DeepDetector(Detector):
             self.gmm_ = self.gmm_selection_.best
 
     # -- what the model gives
-    def _batched(self, fn, x):
-        return batched(fn, x, batch_size=self.batch_size, device=self._device())
-
     def _encode(self, x: np.ndarray) -> np.ndarray:
         from .latent import encode
 
@@ -620,7 +636,7 @@ def _state_hash(module) -> str:
     return h.hexdigest()[:10]
 
 
-class _TorchDetector(Detector):
+class _TorchDetector(_TorchBase):
     """Shared machinery of the deep detectors below: device, seeds, checkpoints.
 
     ``name`` (optional) names the checkpoints in :func:`phbook.train.load_or_train`,
@@ -629,19 +645,7 @@ class _TorchDetector(Detector):
     training run, so two fits with the same seed give the same detector.
     """
 
-    def _device(self):
-        import torch
-
-        from . import config
-
-        return config.device() if self.device is None else torch.device(self.device)
-
-    def _check_single_channel(self, x: np.ndarray) -> None:
-        if x.shape[1] != 1:
-            raise ValueError(
-                f"{type(self).__name__} takes single-channel images, got {x.shape[1]} "
-                "channels"
-            )
+    _score_batch_attr = "score_batch_size"
 
     def _train(self, suffix: str, model, x, **fit_kwargs):
         """Train ``model`` on ``x`` (through a checkpoint when ``name`` is set)."""
@@ -655,18 +659,6 @@ class _TorchDetector(Detector):
         else:
             history = train.fit(model, x, **kwargs)
         return model.eval(), history
-
-    def _batched(self, fn, x: np.ndarray) -> np.ndarray:
-        """``fn`` on batches of ``x`` (no gradients); outputs of any shape are stacked."""
-        import torch
-
-        dev = self._device()
-        out = []
-        with torch.no_grad():
-            for start in range(0, len(x), self.score_batch_size):
-                xb = torch.as_tensor(x[start : start + self.score_batch_size]).to(dev)
-                out.append(fn(xb).detach().float().cpu().numpy())
-        return np.concatenate(out, axis=0)
 
     def _build_gan(self, x: np.ndarray):
         """The WGAN-GP of :func:`phbook.models.gan.WGANGP`, trained (or the given one)."""
@@ -1270,7 +1262,7 @@ class ScoreFusion(Detector):
 # ------------------------------------------------ likelihood detectors (chapters 7-8)
 
 
-class _TorchLikelihoodDetector(Detector):
+class _TorchLikelihoodDetector(_TorchBase):
     """Shared plumbing of the likelihood detectors: build, train (or load), score.
 
     ``model_kwargs`` go to the model's constructor (the image size is taken from the
@@ -1297,13 +1289,6 @@ class _TorchLikelihoodDetector(Detector):
         self.batch_size = batch_size
         self.device = device
 
-    def _device(self):
-        import torch
-
-        from . import config
-
-        return config.device() if self.device is None else torch.device(self.device)
-
     def _build(self, factory):
         """``factory()`` with torch's generator seeded by ``self.seed``: the initial
         weights do not depend on what ran before (the global generator is restored)."""
@@ -1324,25 +1309,6 @@ class _TorchLikelihoodDetector(Detector):
         else:
             history = training.fit(model, x, **kwargs)
         return model.to(self._device()).eval(), history
-
-    def _batched(self, fn, x):
-        if int(self.batch_size) != self.batch_size or self.batch_size < 1:
-            raise ValueError(
-                f"batch_size must be a positive integer, got {self.batch_size!r}"
-            )
-        return batched(fn, x, batch_size=self.batch_size, device=self._device())
-
-    def _batched_rows(self, fn, x) -> np.ndarray:
-        """Like ``_batched`` for functions returning several values per image."""
-        import torch
-
-        dev = self._device()
-        out = []
-        with torch.no_grad():
-            for start in range(0, len(x), self.batch_size):
-                xb = torch.as_tensor(x[start : start + self.batch_size]).to(dev)
-                out.append(fn(xb).double().cpu().numpy().reshape(len(xb), -1))
-        return np.concatenate(out)
 
 
 def _check_integer_images(x: np.ndarray, name: str = "X") -> None:
@@ -1635,10 +1601,7 @@ class FlowVAEDetector(_TorchLikelihoodDetector):
                 f"score={self.score!r} is not a score of FlowVAEDetector; valid values: "
                 + ", ".join(self.scores)
             )
-        if x.shape[1] != 1:
-            raise ValueError(
-                f"FlowVAEDetector takes single-channel images, got {x.shape[1]}"
-            )
+        self._check_single_channel(x)
         if not 0 <= self.val_fraction < 0.5:
             raise ValueError(f"val_fraction must lie in [0, 0.5), got {self.val_fraction}")
         model = self._build(
@@ -1676,7 +1639,7 @@ class FlowVAEDetector(_TorchLikelihoodDetector):
     def reconstruct(self, X) -> np.ndarray:
         """Reconstructions from ``mu`` pushed through the flows, ``(N, 1, H, W)``."""
         x = self._checked(X)
-        flat = self._batched_rows(lambda xb: self._reconstruct(xb), x)
+        flat = self._batched(lambda xb: self._reconstruct(xb).flatten(1), x)
         return flat.reshape(x.shape).astype(np.float32)
 
     def _reconstruct(self, xb):
