@@ -220,7 +220,8 @@ _SIZES: dict[str, dict[str, dict[str, Any]]] = {
     },
     # chapter 11: CHASE-like transient candidates (also bench/case_studies.py,
     # chase_aucs): an unlabelled pool, a labelled set the classifier may draw
-    # n_labelled stamps from, a held-out labelled test set
+    # n_labelled stamps from, a held-out labelled test set; label_curve: the subset
+    # sizes of the AUC-against-labels curve, each drawn curve_seeds times
     "transients": {
         "quick": {
             "n_pool": 4000,
@@ -233,6 +234,8 @@ _SIZES: dict[str, dict[str, dict[str, Any]]] = {
             "batch_size": 128,
             "dict_epochs": 2,
             "k": 10,
+            "label_curve": (50, 100, 300),
+            "curve_seeds": 1,
         },
         "full": {
             "n_pool": 40000,
@@ -245,6 +248,8 @@ _SIZES: dict[str, dict[str, dict[str, Any]]] = {
             "batch_size": 256,
             "dict_epochs": 5,
             "k": 10,
+            "label_curve": (50, 100, 300, 1000, 4000),
+            "curve_seeds": 3,
         },
     },
     # bench/case_studies.py: simulator speed (images per timed run, repeats, and the
