@@ -218,6 +218,40 @@ _SIZES: dict[str, dict[str, dict[str, Any]]] = {
             "keep_archive": False,
         },
     },
+    # chapter 11: CHASE-like transient candidates (also bench/case_studies.py,
+    # chase_aucs): an unlabelled pool, a labelled set the classifier may draw
+    # n_labelled stamps from, a held-out labelled test set; label_curve: the subset
+    # sizes of the AUC-against-labels curve, each drawn curve_seeds times
+    "transients": {
+        "quick": {
+            "n_pool": 4000,
+            "n_labelled_set": 1000,
+            "n_labelled": 300,
+            "n_test": 2000,
+            "epochs": 4,
+            "vae_epochs": 8,
+            "kl_warmup": 3,
+            "batch_size": 128,
+            "dict_epochs": 2,
+            "k": 10,
+            "label_curve": (50, 100, 300),
+            "curve_seeds": 1,
+        },
+        "full": {
+            "n_pool": 40000,
+            "n_labelled_set": 4000,
+            "n_labelled": 1000,
+            "n_test": 10000,
+            "epochs": 10,
+            "vae_epochs": 20,
+            "kl_warmup": 5,
+            "batch_size": 256,
+            "dict_epochs": 5,
+            "k": 10,
+            "label_curve": (50, 100, 300, 1000, 4000),
+            "curve_seeds": 3,
+        },
+    },
     # bench/case_studies.py: simulator speed (images per timed run, repeats, and the
     # number of lenses drawn one by one with lenstronomy's ImageModel as the baseline)
     "case_studies": {

@@ -539,6 +539,8 @@ def show_classes(
     cmap: str | None = None,
     transform=None,
     seed: int | None = 0,
+    vmin: float | None = None,
+    vmax: float | None = None,
 ):
     """One row of example images per class, the class name at the left of its row.
 
@@ -547,7 +549,9 @@ def show_classes(
     (default: order of first appearance); ``per_class`` images are drawn at random
     with ``seed`` (``None``: the first ones). ``transform`` is applied to each image
     before display (e.g. ``np.arcsinh`` for a high dynamic range). Each panel has its
-    own colour scale; the images are shown with the origin at the lower left.
+    own colour scale unless ``vmin``/``vmax`` fix one for all (e.g. -1 and 1 for
+    stamps scaled to [-1, 1] with a diverging colour map); the images are shown with
+    the origin at the lower left.
     """
     images = _as_numpy_images(x)
     names = np.asarray(classes).astype(str)
@@ -574,6 +578,6 @@ def show_classes(
                 ax.axis("off")
                 continue
             img = images[idx[j]] if transform is None else transform(images[idx[j]])
-            ax.imshow(img, cmap=cmap or IMAGE_CMAP, origin="lower")
+            ax.imshow(img, cmap=cmap or IMAGE_CMAP, origin="lower", vmin=vmin, vmax=vmax)
         axes[r, 0].set_ylabel(name, fontsize=8, rotation=0, ha="right", va="center")
     return fig
