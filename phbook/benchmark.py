@@ -51,7 +51,10 @@ __all__ = [
     "alert_table",
     "real_frames",
     "speckled_frames",
+    "score_frames",
     "rank_real",
+    "add_fusions",
+    "FUSIONS",
     "flagged_in_top",
 ]
 
@@ -135,7 +138,11 @@ def detector_specs(size: config.Sizes | None = None) -> list[DetectorSpec]:
             variants={
                 "AE latent": lambda fitted: _stretched(
                     detectors.AutoencoderDetector(
-                        _inner(fitted).model_, train=False, score="latent_nll"
+                        _inner(fitted).model_,
+                        train=False,
+                        score="latent_nll",
+                        gmm_components=tuple(range(1, 7)),
+                        gmm_max_samples=5000,
                     )
                 )
             },
@@ -153,7 +160,11 @@ def detector_specs(size: config.Sizes | None = None) -> list[DetectorSpec]:
             variants={
                 "VAE latent": lambda fitted: _stretched(
                     detectors.VAEDetector(
-                        _inner(fitted).model_, train=False, score="latent_nll"
+                        _inner(fitted).model_,
+                        train=False,
+                        score="latent_nll",
+                        gmm_components=tuple(range(1, 7)),
+                        gmm_max_samples=5000,
                     )
                 )
             },
@@ -241,6 +252,7 @@ class BenchmarkResult:
     spaces: dict[str, str]
     seeds: tuple[int, ...]
     profile: str
+    fusions: dict[str, tuple[tuple[str, ...], str]] = field(default_factory=dict)
 
     @property
     def detectors(self) -> list[str]:
@@ -253,10 +265,14 @@ class BenchmarkResult:
         return {n: s for (n, sd), s in self.scores.items() if sd == seed}
 
 
-def _timed(fn):
+def _timed(fn, *args):
     t0, c0 = time.perf_counter(), time.process_time()
-    out = fn()
+    out = fn(*args)
     return out, time.perf_counter() - t0, time.process_time() - c0
+
+
+def _build_fit(build, arg, x):
+    return build(arg).fit(x)
 
 
 def _rows(name, family, seed, scores, classes, fit_s, fit_cpu_s, per_s) -> list[dict]:
@@ -314,14 +330,14 @@ def run(
         use = list(seeds)[: spec.max_seeds] if spec.max_seeds else list(seeds)
         for seed in use:
             config.seed_everything(seed)
-            det, fit_s, fit_cpu = _timed(lambda: spec.build(seed).fit(x_fit))
+            det, fit_s, fit_cpu = _timed(_build_fit, spec.build, seed, x_fit)
             made = [(spec.name, det, fit_s, fit_cpu)]
             for vname, derive in spec.variants.items():
                 config.seed_everything(seed)
-                vdet, vs, vc = _timed(lambda derive=derive: derive(det).fit(x_fit))
+                vdet, vs, vc = _timed(_build_fit, derive, det, x_fit)
                 made.append((vname, vdet, vs, vc))
             for name, d, fs, fc in made:
-                s, score_s, _ = _timed(lambda d=d: d.anomaly_score(x_test))
+                s, score_s, _ = _timed(d.anomaly_score, x_test)
                 scores[name, seed] = s
                 calib[name, seed] = d.anomaly_score(x_cal)
                 families[name] = spec.family
@@ -457,6 +473,82 @@ def fusion_search(
     return pd.DataFrame(rows).sort_values("auc", ascending=False).reset_index(drop=True)
 
 
+#: The fusions fixed before looking at the test set: pixel-space and latent-space
+#: scores of one autoencoder by rank averaging (complementary views of one model);
+#: the autoencoder, the physics cut and PCA by Fisher's method (learned pixels,
+#: physics, linear pixels); and every detector at once.
+FUSIONS: dict[str, tuple[tuple[str, ...] | None, str]] = {
+    "Fusion AE pixel+latent": (("AE", "AE latent"), "mean_rank"),
+    "Fusion AE+Hillas+PCA": (("AE", "HillasCut", "PCA"), "fisher"),
+    "Fusion all": (None, "fisher"),
+}
+
+
+def add_fusions(
+    result: BenchmarkResult,
+    fusions: dict[str, tuple[Sequence[str] | None, str]] | None = None,
+) -> BenchmarkResult:
+    """Add score fusions to ``result`` as detectors of family ``fusion``, every seed.
+
+    ``fusions`` maps a name to ``(members, method)`` (``members=None``: every detector
+    run); a fusion whose members did not all run is skipped. A deterministic member
+    run for the first seed only serves every seed. Returns ``result``, updated.
+    """
+    fusions = FUSIONS if fusions is None else fusions
+    base = [d for d in result.detectors if result.families[d] != "fusion"]
+    rows = []
+    for name, (members, method) in fusions.items():
+        members = tuple(base if members is None else members)
+        if not set(members) <= set(base):
+            continue
+        for seed in result.seeds:
+
+            def get(store, m, seed=seed):
+                return store[m, seed] if (m, seed) in store else store[m, result.seeds[0]]
+
+            t0 = time.perf_counter()
+            s = fuse_scores(
+                [get(result.calibration, m) for m in members],
+                [get(result.scores, m) for m in members],
+                method,
+            )
+            fuse_s = time.perf_counter() - t0
+            result.scores[name, seed] = s
+            result.calibration[name, seed] = fuse_scores(
+                [get(result.calibration, m) for m in members],
+                [get(result.calibration, m) for m in members],
+                method,
+            )
+            fit = result.table[result.table["class"] == "all"].set_index(
+                ["detector", "seed"]
+            )
+            fit_s = sum(
+                fit["fit_s"].get((m, seed), fit["fit_s"].get((m, result.seeds[0])))
+                for m in members
+            )
+            fit_cpu = sum(
+                fit["fit_cpu_s"].get((m, seed), fit["fit_cpu_s"].get((m, result.seeds[0])))
+                for m in members
+            )
+            per_s = 1.0 / sum(
+                1.0
+                / fit["score_frames_per_s"].get(
+                    (m, seed), fit["score_frames_per_s"].get((m, result.seeds[0]))
+                )
+                for m in members
+            )
+            per_s = 1.0 / (1.0 / per_s + fuse_s / len(s))
+            rows += _rows(name, "fusion", seed, s, result.classes, fit_s, fit_cpu, per_s)
+        result.families[name] = "fusion"
+        result.spaces[name] = "fusion"
+        result.fusions[name] = (members, method)
+    if rows:
+        extra = pd.DataFrame(rows)
+        extra.insert(0, "profile", result.profile)
+        result.table = pd.concat([result.table, extra], ignore_index=True)
+    return result
+
+
 # ------------------------------------------------------------------------ alerts
 
 
@@ -523,22 +615,40 @@ def speckled_frames(images, factor: float = 10.0) -> np.ndarray:
     return np.flatnonzero(med > factor * typical)
 
 
-def rank_real(
-    fitted: dict[str, detectors.Detector], images, flagged: Sequence[int] = ()
-) -> pd.DataFrame:
-    """Rank real frames by each detector's anomaly score (rank 1 = most anomalous).
-
-    One row per frame: for each detector the score ``<name>`` and its rank
-    ``<name> rank``, plus ``flagged`` (the frame is in ``flagged``, e.g. the speckled
-    frames of :func:`speckled_frames`).
-    """
+def score_frames(result: BenchmarkResult, images) -> dict[str, np.ndarray]:
+    """Anomaly scores of ``images`` (ADC) under each fitted detector of ``result``
+    (first seed), and under each fusion added by :func:`add_fusions`."""
     x = np.asarray(images, dtype=np.float32)
-    out = pd.DataFrame(index=pd.RangeIndex(len(x), name="frame"))
-    for name, det in fitted.items():
-        s = det.anomaly_score(x)
+    out = {name: det.anomaly_score(x) for name, det in result.fitted.items()}
+    seed = result.seeds[0]
+    for name, (members, method) in result.fusions.items():
+        out[name] = fuse_scores(
+            [result.calibration[m, seed] for m in members],
+            [out[m] for m in members],
+            method,
+        )
+    return out
+
+
+def rank_real(scores: dict[str, np.ndarray], flagged: Sequence[int] = ()) -> pd.DataFrame:
+    """Rank frames by each detector's anomaly score (rank 1 = most anomalous).
+
+    ``scores`` is ``{name: anomaly scores}`` (e.g. from :func:`score_frames`). One row
+    per frame: the score ``<name>`` and rank ``<name> rank`` of each detector, and
+    ``flagged`` (the frame is in ``flagged``, e.g. from :func:`speckled_frames`).
+    """
+    if not scores:
+        raise ValueError("scores is empty: give {detector name: anomaly scores}")
+    n = len(next(iter(scores.values())))
+    out = pd.DataFrame(index=pd.RangeIndex(n, name="frame"))
+    for name, s in scores.items():
+        s = np.asarray(s, dtype=np.float64).ravel()
+        if len(s) != n:
+            raise ValueError(f"{name}: {len(s)} scores, expected {n}")
         out[name] = s
-        out[f"{name} rank"] = pd.Series(s).rank(ascending=False, method="min").astype(int)
-    out["flagged"] = np.isin(np.arange(len(x)), np.asarray(flagged, dtype=int))
+        rank = pd.Series(s).rank(ascending=False, method="min")
+        out[f"{name} rank"] = rank.astype(int).to_numpy()
+    out["flagged"] = np.isin(np.arange(n), np.asarray(flagged, dtype=int))
     return out
 
 
