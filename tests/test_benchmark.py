@@ -172,3 +172,26 @@ def test_detector_specs_follow_the_profile():
     bad = config.Sizes({**quick, "detectors": ("PCA", "nope")})
     with pytest.raises(ValueError, match="nope"):
         B.detector_specs(bad)
+
+
+def test_show_top_k_rows_ranks_and_highlight():
+    import matplotlib
+
+    matplotlib.use("Agg")
+    from phbook import plotting
+
+    x = np.zeros((5, 4, 4))
+    x[:, 0, 0] = np.arange(5)
+    fig = plotting.show_top_k(
+        x,
+        {"a": np.array([0.0, 3, 1, 2, 4]), "b": np.arange(5.0)},
+        k=3,
+        labels=list("vwxyz"),
+        highlight=[4],
+    )
+    axes = np.array(fig.axes).reshape(2, 3)
+    assert [ax.get_title() for ax in axes[0]] == ["1 z", "2 w", "3 y"]
+    assert [ax.get_title() for ax in axes[1]] == ["1 z", "2 y", "3 x"]
+    assert axes[0, 0].spines["left"].get_edgecolor()[:3] == (0.0, 1.0, 1.0)
+    with pytest.raises(ValueError, match="3 scores"):
+        plotting.show_top_k(x, {"a": np.zeros(3)})
