@@ -53,6 +53,7 @@ __all__ = [
     "PixelCNNDetector",
     "ImageFlowDetector",
     "FlowVAEDetector",
+    "Transformed",
 ]
 
 
@@ -1653,3 +1654,42 @@ class FlowVAEDetector(_TorchLikelihoodDetector):
                 lambda xb: (xb - self._reconstruct(xb)).pow(2).flatten(1).mean(1), x
             )
         return -self.log_likelihood_bounds(x)[self.score]
+
+
+# ------------------------------------------------------------ input transformations
+
+
+class Transformed(Detector):
+    """A detector that sees ``transform(X)`` instead of ``X``.
+
+    The benchmark of chapter 9 feeds one stack of pulse heights (ADC) to every
+    detector; those that learn on normalised images get
+    ``Transformed(det, transforms.AsinhStretch())``, so a physics cut on ADC, a
+    PixelCNN on integer ADC and an autoencoder on stretched images take the same
+    input and can be fused by :class:`ScoreFusion`. The fitted inner detector is
+    ``detector_`` (a copy: the argument is left untouched).
+    """
+
+    def __init__(self, detector=None, transform=None, contamination: float = 0.01):
+        super().__init__(contamination)
+        self.detector = detector
+        self.transform = transform
+
+    def _apply(self, x: np.ndarray) -> np.ndarray:
+        return x if self.transform is None else self.transform(x)
+
+    def _fit(self, x):
+        from sklearn.base import clone
+
+        if self.detector is None:
+            raise ValueError("Transformed needs a detector")
+        try:
+            self.detector_ = clone(self.detector)
+        except (TypeError, RuntimeError):  # holds objects clone cannot copy
+            import copy
+
+            self.detector_ = copy.deepcopy(self.detector)
+        self.detector_.fit(self._apply(x))
+
+    def _anomaly_score(self, x):
+        return self.detector_.anomaly_score(self._apply(x))

@@ -581,3 +581,49 @@ def show_classes(
             ax.imshow(img, cmap=cmap or IMAGE_CMAP, origin="lower", vmin=vmin, vmax=vmax)
         axes[r, 0].set_ylabel(name, fontsize=8, rotation=0, ha="right", va="center")
     return fig
+
+
+def show_top_k(
+    x,
+    scores: dict,
+    k: int = 8,
+    *,
+    labels: Sequence[str] | None = None,
+    highlight: Sequence[int] = (),
+    size: float = 0.9,
+    cmap: str | None = None,
+):
+    """The ``k`` most anomalous images of each detector, one row per detector.
+
+    ``scores`` is ``{detector name: anomaly scores}`` (higher = more anomalous) of the
+    images ``x``; each panel is titled with the image's rank and, when given, its entry
+    of ``labels`` (e.g. its class, or its frame number). Images whose index is in
+    ``highlight`` get a cyan frame (e.g. known artefacts). Each panel has its own
+    colour scale.
+    """
+    images = _as_numpy_images(x)
+    if not scores:
+        raise ValueError("scores is empty: give {detector name: anomaly scores}")
+    k = max(1, min(int(k), len(images)))
+    marked = set(int(i) for i in highlight)
+    fig, axes = plt.subplots(
+        len(scores), k, figsize=(size * k + 1.2, size * len(scores) + 0.2), squeeze=False
+    )
+    for row, (name, s) in zip(axes, scores.items(), strict=True):
+        s = np.asarray(s, dtype=np.float64).ravel()
+        if len(s) != len(images):
+            raise ValueError(f"{name}: {len(s)} scores for {len(images)} images")
+        order = np.argsort(-s, kind="stable")[:k]
+        for rank, (ax, i) in enumerate(zip(row, order, strict=False), start=1):
+            ax.imshow(images[i], cmap=cmap or IMAGE_CMAP)
+            ax.set_xticks([])
+            ax.set_yticks([])
+            title = f"{rank}" + (f" {labels[i]}" if labels is not None else "")
+            ax.set_title(title, fontsize=6)
+            if i in marked:
+                for spine in ax.spines.values():
+                    spine.set_visible(True)
+                    spine.set_color("cyan")
+                    spine.set_linewidth(2.5)
+        row[0].set_ylabel(name, fontsize=7, rotation=0, ha="right", va="center")
+    return fig
