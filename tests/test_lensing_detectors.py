@@ -83,7 +83,9 @@ def test_renderer_reproduces_the_simulator(smooth_set):
     renderer = lensfit.SmoothLensRenderer(
         64, smooth_set.meta["pixel_scale"], supersampling=2
     )
-    p = torch.tensor(smooth_set.params[list(lensfit.PARAMS)].to_numpy(), dtype=torch.float32)
+    p = torch.tensor(
+        smooth_set.params[list(lensfit.PARAMS)].to_numpy(), dtype=torch.float32
+    )
     with torch.no_grad():
         unit = renderer(p).numpy()
     img = smooth_set.images
