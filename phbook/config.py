@@ -236,9 +236,9 @@ _SIZES: dict[str, dict[str, dict[str, Any]]] = {
             "fit_steps": 25,
         },
         "full": {
-            "n_train": 3000,
-            "n_test": 600,
-            "epochs": 6,
+            "n_train": 2000,
+            "n_test": 450,
+            "epochs": 4,
             "batch_size": 64,
             "channels": (16, 32, 32, 32),
             "latent_dim": 32,
