@@ -19,9 +19,14 @@ Prints what it measures as it goes and, as its last line, one JSON object:
 ``profile``
     the PHBOOK_PROFILE the numbers were taken in.
 
-Later work adds the detector figures of the case-study chapters
-(``lensing_auc_fixed``, ``lensing_auc_varying``, ``chase_best_latent_auc``,
-``chase_pca_auc``): one function per measurement in ``MEASUREMENTS`` below.
+``lensing_auc_fixed``, ``lensing_auc_varying``
+    ROC-AUC of the best lensing detector of chapter 10 (the smooth-lens fit) on the
+    fixed- and varying-redshift test sets, in the sizes of the profile
+    (:func:`lensing_aucs`).
+
+Later work adds the other detector figures of the case-study chapters
+(``chase_best_latent_auc``, ``chase_pca_auc``): one function per measurement in
+``MEASUREMENTS`` below.
 """
 
 from __future__ import annotations
@@ -177,11 +182,44 @@ def chase_aucs(profile: str) -> dict:
     }
 
 
+def lensing_aucs(profile: str) -> dict:
+    """ROC-AUC of the book's best lensing detector on both redshift sets (chapter 10).
+
+    The smooth-lens fit (:class:`phbook.lensfit.SmoothLensDetector`, ``"local"``
+    score) with the chapter's sizes of ``profile``: trained on smooth lenses only (the
+    chapter's cached training set, also the library of starting points), scored on a
+    test set of equal thirds of normal, CDM and vortex lenses.
+    """
+    from phbook import lensfit, metrics
+
+    sizes = config.sizes("lensing", profile)
+    out = {}
+    for z in ("fixed", "varying"):
+        t0 = time.process_time()
+        train = lensing.load_or_simulate(
+            sizes.n_train, seed=11, fractions={"normal": 1}, redshift=z, progress=False
+        )
+        test = lensing.load_or_simulate(sizes.n_test, seed=12, redshift=z, progress=False)
+        det = lensfit.SmoothLensDetector(
+            train, n_starts=sizes.n_starts, steps=sizes.fit_steps
+        ).fit(train.images)
+        auc = metrics.roc_auc(test.labels, det.anomaly_score(test.images))
+        out[f"lensing_auc_{z}"] = round(float(auc), 4)
+        log(
+            f"lensing AUC ({z} redshift, smooth-lens fit, {len(test)} test lenses): "
+            f"{auc:.3f} in {time.process_time() - t0:.0f} CPU s (main process)"
+        )
+    out["lensing_auc_detector"] = "smooth-lens fit (local)"
+    out["lensing_auc_n_test"] = int(sizes.n_test)
+    return out
+
+
 #: Every measurement, in order; each returns a dict of figures for the JSON line.
 MEASUREMENTS = [
     measure_lensing_generation,
     measure_lensing_baseline,
     measure_stamp_generation,
+    lambda sizes: lensing_aucs(config.profile()),
 ]
 
 

@@ -315,6 +315,36 @@ _SIZES: dict[str, dict[str, dict[str, Any]]] = {
             "top_k": 8,
         },
     },
+    # chapter 10 and bench/case_studies.py (lensing_auc_*): smooth lenses to train on
+    # (also the library of the smooth-lens fit), a test set of thirds of normal, cdm
+    # and vortex lenses per redshift set; the four models of Alexander et al. and
+    # the smooth-lens fit (n_starts starting points, fit_steps Adam steps)
+    "lensing": {
+        "quick": {
+            "n_train": 400,
+            "n_test": 45,
+            "epochs": 2,
+            "batch_size": 64,
+            "channels": (8, 16, 16, 16),
+            "latent_dim": 16,
+            "rbm_components": 32,
+            "rbm_iter": 3,
+            "n_starts": 1,
+            "fit_steps": 25,
+        },
+        "full": {
+            "n_train": 2000,
+            "n_test": 450,
+            "epochs": 4,
+            "batch_size": 64,
+            "channels": (16, 32, 32, 32),
+            "latent_dim": 32,
+            "rbm_components": 256,
+            "rbm_iter": 10,
+            "n_starts": 2,
+            "fit_steps": 60,
+        },
+    },
     # bench/case_studies.py: simulator speed (images per timed run, repeats, and the
     # number of lenses drawn one by one with lenstronomy's ImageModel as the baseline)
     "case_studies": {

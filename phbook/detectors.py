@@ -54,6 +54,7 @@ __all__ = [
     "ImageFlowDetector",
     "FlowVAEDetector",
     "Transformed",
+    "RBMDetector",
 ]
 
 
@@ -1693,3 +1694,75 @@ class Transformed(Detector):
 
     def _anomaly_score(self, x):
         return self.detector_.anomaly_score(self._apply(x))
+
+
+# ------------------------------------------------------------------- lensing (ch. 10)
+
+
+class RBMDetector(Detector):
+    """A Bernoulli restricted Boltzmann machine scored by its free energy.
+
+    The RBM baseline of Alexander et al. (2020) for lensing images: scikit-learn's
+    ``BernoulliRBM`` (``n_components`` hidden units, persistent contrastive
+    divergence) learns ``p(v)`` of images scaled to ``[0, 1]``. The anomaly score is the
+    free energy
+
+    ``F(v) = -b . v - sum_j softplus(c_j + W_j . v)``,
+
+    ``-log p(v)`` up to the (unknown, constant) log partition function, so higher is
+    less probable. Images are scaled by ``(x - lo) / (hi - lo)``, clipped to
+    ``[0, 1]``, with ``lo`` and ``hi`` the ``clip_quantiles`` of the training pixels.
+    """
+
+    def __init__(
+        self,
+        n_components: int = 256,
+        learning_rate: float = 0.01,
+        n_iter: int = 10,
+        batch_size: int = 64,
+        clip_quantiles: tuple[float, float] = (0.001, 0.999),
+        random_state: int = 0,
+        contamination: float = 0.01,
+    ):
+        super().__init__(contamination)
+        self.n_components = n_components
+        self.learning_rate = learning_rate
+        self.n_iter = n_iter
+        self.batch_size = batch_size
+        self.clip_quantiles = clip_quantiles
+        self.random_state = random_state
+
+    def scale(self, X) -> np.ndarray:
+        """Flattened images scaled to ``[0, 1]`` as the RBM sees them."""
+        flat = _flat(self._checked(X) if hasattr(self, "lo_") else as_images(X))
+        return np.clip((flat - self.lo_) / (self.hi_ - self.lo_), 0.0, 1.0)
+
+    def _fit(self, x):
+        from sklearn.neural_network import BernoulliRBM
+
+        q_lo, q_hi = self.clip_quantiles
+        if not 0 <= q_lo < q_hi <= 1:
+            raise ValueError(
+                f"clip_quantiles must satisfy 0 <= low < high <= 1, got "
+                f"{self.clip_quantiles}"
+            )
+        flat = _flat(x)
+        self.lo_, self.hi_ = (float(v) for v in np.quantile(flat, [q_lo, q_hi]))
+        if self.hi_ <= self.lo_:
+            raise ValueError("X is constant: the RBM needs images with some contrast")
+        self.rbm_ = BernoulliRBM(
+            n_components=self.n_components,
+            learning_rate=self.learning_rate,
+            n_iter=self.n_iter,
+            batch_size=self.batch_size,
+            random_state=self.random_state,
+        ).fit(np.clip((flat - self.lo_) / (self.hi_ - self.lo_), 0.0, 1.0))
+
+    def free_energy(self, X) -> np.ndarray:
+        """``F(v)`` of each image (the anomaly score)."""
+        v = self.scale(X)
+        hidden = v @ self.rbm_.components_.T + self.rbm_.intercept_hidden_
+        return -(v @ self.rbm_.intercept_visible_) - np.logaddexp(0, hidden).sum(1)
+
+    def _anomaly_score(self, x):
+        return self.free_energy(x)

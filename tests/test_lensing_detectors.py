@@ -1,0 +1,132 @@
+"""The detectors of chapter 10: the RBM baseline, the smooth-lens fit, 64x64 models."""
+
+import numpy as np
+import pytest
+import torch
+
+from phbook import detectors, lensfit, metrics
+from phbook.models.aae import AdversarialAutoencoder
+from phbook.models.ae import SparseConvAE
+from phbook.models.vae import BetaVAE
+from phbook.sim import lensing
+
+
+def rings(n=300, seed=0, size=16):
+    """Normal: a noisy ring of random radius; anomalies: the ring with a bright spot."""
+    rng = np.random.default_rng(seed)
+    yy, xx = np.mgrid[:size, :size] - (size - 1) / 2
+    r = np.hypot(yy, xx)
+    radius = rng.uniform(4, 5, (n, 1, 1))
+    x = np.exp(-((r - radius) ** 2) / 1.5) + 0.05 * rng.standard_normal((n, size, size))
+    odd = x[: n // 5].copy()
+    odd[:, 2:5, 2:5] += 1.0
+    return x.astype(np.float32), odd.astype(np.float32)
+
+
+def test_rbm_free_energy_matches_sklearn_and_sign_convention():
+    normal, odd = rings()
+    det = detectors.RBMDetector(n_components=16, n_iter=5, random_state=0).fit(normal)
+    v = det.scale(normal)
+    assert v.shape == (300, 256) and v.min() >= 0 and v.max() <= 1
+    # scikit-learn's own (private) free energy of the same fitted RBM
+    np.testing.assert_allclose(
+        det.free_energy(normal), det.rbm_._free_energy(v), rtol=1e-6, atol=1e-6
+    )
+    np.testing.assert_allclose(det.anomaly_score(odd), -det.score_samples(odd))
+    assert det.anomaly_score(odd).shape == (60,)
+    assert np.mean(det.decision_function(normal) < 0) == pytest.approx(0.01, abs=0.01)
+
+
+def test_rbm_separates_rings_with_a_bright_spot():
+    normal, _ = rings()
+    test, odd = rings(200, seed=1)
+    det = detectors.RBMDetector(
+        n_components=32, learning_rate=0.05, n_iter=20, random_state=0
+    ).fit(normal)
+    scores = np.r_[det.anomaly_score(test), det.anomaly_score(odd)]
+    labels = np.r_[np.zeros(len(test)), np.ones(len(odd))]
+    assert metrics.roc_auc(labels, scores) > 0.9
+
+
+def test_rbm_rejects_constant_images_and_bad_quantiles():
+    with pytest.raises(ValueError, match="constant"):
+        detectors.RBMDetector().fit(np.zeros((10, 8, 8)))
+    with pytest.raises(ValueError, match="clip_quantiles"):
+        detectors.RBMDetector(clip_quantiles=(0.9, 0.1)).fit(rings(20)[0])
+
+
+@pytest.mark.parametrize(
+    "model",
+    [
+        lambda: SparseConvAE(64, latent_dim=8, channels=(4, 8, 8, 8)),
+        lambda: BetaVAE(64, latent_dim=8, channels=(4, 8, 8, 8)),
+        lambda: AdversarialAutoencoder(64, latent_dim=8, channels=(4, 8, 8, 8)),
+    ],
+)
+def test_models_take_64x64_single_channel_images(model):
+    m = model()
+    x = torch.randn(3, 1, 64, 64)
+    out = m(x)
+    x_hat = out[0] if isinstance(out, tuple) else out
+    assert x_hat.shape == (3, 1, 64, 64)
+    assert torch.isfinite(m.loss(x)["loss"])
+
+
+@pytest.fixture(scope="module")
+def smooth_set():
+    return lensing.simulate(
+        12, seed=3, fractions={"normal": 1}, noise=False, workers=1, progress=False
+    )
+
+
+def test_renderer_reproduces_the_simulator(smooth_set):
+    renderer = lensfit.SmoothLensRenderer(
+        64, smooth_set.meta["pixel_scale"], supersampling=2
+    )
+    p = torch.tensor(
+        smooth_set.params[list(lensfit.PARAMS)].to_numpy(), dtype=torch.float32
+    )
+    with torch.no_grad():
+        unit = renderer(p).numpy()
+    img = smooth_set.images
+    amp = (unit * img).sum((1, 2)) / (unit**2).sum((1, 2))
+    resid = img - amp[:, None, None] * unit
+    # within one part in 10^4 of the peak: far below the noise (about 25 e- of sky)
+    assert np.abs(resid).max() < 1e-4 * img.max()
+
+
+def test_smooth_fit_finds_the_smooth_lens_and_flags_substructure():
+    lib = lensing.simulate(200, seed=4, fractions={"normal": 1}, workers=1, progress=False)
+    test = lensing.simulate(
+        20,
+        seed=5,
+        fractions={"normal": 1, "cdm": 1},
+        settings={"sub_mass_range": (5e9, 2e10)},  # strong substructure: must separate
+        workers=1,
+        progress=False,
+    )
+    det = lensfit.SmoothLensDetector(
+        lib, n_starts=2, steps=50, score="arc", calibration_size=4
+    ).fit(lib.images[:40])
+    assert det.sky_variance_ == pytest.approx(
+        lensing.DEFAULT_SETTINGS["num_exposures"] * 4.2**2 + 538.6, rel=0.1
+    )
+    fitted = det.fit_images(test.images)
+    assert fitted["model"].shape == (20, 64, 64) and len(fitted["params"]) == 20
+    normal = test.classes == "normal"
+    # smooth lenses are fitted to the noise: mean chi^2 per pixel near 1
+    chi2_pix = (fitted["residual"] ** 2).mean((1, 2))
+    assert np.median(chi2_pix[normal]) == pytest.approx(1.0, abs=0.1)
+    assert metrics.roc_auc(test.labels, det.scores_of(fitted)) > 0.75
+    np.testing.assert_allclose(
+        det.anomaly_score(test.images[:4]), det.scores_of(fitted)[:4], rtol=1e-4
+    )
+
+
+def test_smooth_fit_needs_a_smooth_library():
+    x = np.zeros((4, 64, 64), np.float32)
+    with pytest.raises(ValueError, match="library"):
+        lensfit.SmoothLensDetector().fit(x)
+    mixed = lensing.simulate(6, seed=1, workers=1, progress=False)
+    with pytest.raises(ValueError, match="smooth lenses only"):
+        lensfit.SmoothLensDetector(mixed).fit(mixed.images)
