@@ -64,7 +64,9 @@ def test_gradient_penalty_of_a_quadratic_critic_with_fixed_interpolation():
     assert float(gp.detach()) == pytest.approx(float(((norms - 1) ** 2).mean()), rel=1e-5)
     # eps = 1 interpolates to the real sample, eps = 0 to the fake one
     only_real = G.gradient_penalty(QuadraticCritic(), real[:1], fake[:1], torch.ones(1))
-    assert float(only_real.detach()) == pytest.approx(float((real[0].norm() - 1) ** 2), rel=1e-5)
+    assert float(only_real.detach()) == pytest.approx(
+        float((real[0].norm() - 1) ** 2), rel=1e-5
+    )
 
 
 def test_gradient_penalty_errors_name_the_argument():
