@@ -345,6 +345,42 @@ _SIZES: dict[str, dict[str, dict[str, Any]]] = {
             "fit_steps": 60,
         },
     },
+    # chapter 12: simulated galaxy stamps; f-AnoGAN, PixelCNN (stamps binned by
+    # ``bin``) and the k-means baseline
+    "galaxies": {
+        "quick": {
+            "n_train": 1500,
+            "n_test": 1000,
+            "epochs": 4,
+            "encoder_epochs": 2,
+            "batch_size": 64,
+            "latent_dim": 32,
+            "pixelcnn_epochs": 1,
+            "pixelcnn_channels": 16,
+            "pixelcnn_layers": 4,
+            "background_epochs": 20,
+            "bin": 2,
+            "n_clusters": 8,
+            "n_components": 32,
+            "n_top": 8,
+        },
+        "full": {
+            "n_train": 8000,
+            "n_test": 4000,
+            "epochs": 25,
+            "encoder_epochs": 8,
+            "batch_size": 64,
+            "latent_dim": 32,
+            "pixelcnn_epochs": 3,
+            "pixelcnn_channels": 24,
+            "pixelcnn_layers": 5,
+            "background_epochs": 15,
+            "bin": 2,
+            "n_clusters": 16,
+            "n_components": 32,
+            "n_top": 10,
+        },
+    },
     # bench/case_studies.py: simulator speed (images per timed run, repeats, and the
     # number of lenses drawn one by one with lenstronomy's ImageModel as the baseline)
     "case_studies": {

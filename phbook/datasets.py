@@ -20,7 +20,7 @@ import numpy as np
 from . import config
 from .sim import panoseti
 
-__all__ = ["PHBenchmark", "ph_benchmark"]
+__all__ = ["PHBenchmark", "ph_benchmark", "GalaxyBenchmark", "galaxy_benchmark"]
 
 
 @dataclass
@@ -186,3 +186,93 @@ def ph_benchmark(
     if cache:
         _write(path, data)
     return data
+
+
+@dataclass
+class GalaxyBenchmark:
+    """Simulated galaxy stamps (:mod:`phbook.sim.galaxies`): training and test sets.
+
+    ``x_*`` are float32 stamps (n, H, W) in units of each stamp's sky noise (the
+    simulated electrons divided by ``noise_sigma``), so that 1 is one standard
+    deviation of the sky. ``classes_test`` names the class of every test stamp,
+    ``groups_test`` its group (``normal``, ``merger``, ``pipeline``) and
+    ``params_test`` holds the simulated parameters. The training set is unlabelled:
+    its classes (``classes_train``) are for checking only.
+    """
+
+    x_train: np.ndarray
+    classes_train: np.ndarray
+    x_test: np.ndarray
+    classes_test: np.ndarray
+    groups_test: np.ndarray
+    params_test: object
+    info: dict = field(default_factory=dict)
+
+    @property
+    def labels_test(self) -> np.ndarray:
+        """1 for every anomaly (merger or pipeline error), 0 for ordinary galaxies."""
+        return (self.groups_test != "normal").astype(np.int8)
+
+    def __repr__(self) -> str:
+        counts = dict(zip(*np.unique(self.classes_test, return_counts=True), strict=False))
+        return (
+            f"GalaxyBenchmark(train={len(self.x_train)}, test={len(self.x_test)} "
+            f"{ {str(k): int(v) for k, v in counts.items()} }, "
+            f"stamp={self.x_test.shape[1:]})"
+        )
+
+
+def galaxy_benchmark(
+    n_train: int,
+    n_test: int,
+    *,
+    seed: int = 0,
+    train_fractions: dict | None = None,
+    test_fractions: dict | None = None,
+    size: int = 48,
+) -> GalaxyBenchmark:
+    """The book's simulated galaxy survey: a training set and a labelled test set.
+
+    The training set holds ``n_train`` stamps of ``train_fractions`` (default: only
+    ordinary galaxies; pass e.g. :data:`phbook.sim.galaxies.DEFAULT_FRACTIONS` to
+    train on a contaminated survey, as a search of real images does); the test set
+    ``n_test`` stamps of ``test_fractions`` (default: the simulator's mix, 80%
+    ordinary galaxies, 12% mergers, 8% pipeline errors). Both are simulated once and
+    cached by :func:`phbook.sim.galaxies.load_or_simulate`; the two sets have
+    different seeds, so they share no galaxy.
+    """
+    from .sim import galaxies
+
+    for name, value in (("n_train", n_train), ("n_test", n_test)):
+        if int(value) != value or value < 1:
+            raise ValueError(f"{name} must be a positive integer, got {value!r}")
+    train = galaxies.load_or_simulate(
+        int(n_train),
+        seed=int(seed),
+        fractions=train_fractions or {"normal": 1.0},
+        size=size,
+    )
+    test = galaxies.load_or_simulate(
+        int(n_test), seed=int(seed) + 1, fractions=test_fractions, size=size
+    )
+
+    def in_sigma(data):
+        sigma = data.params["noise_sigma"].to_numpy(np.float32)[:, None, None]
+        return (data.images / sigma).astype(np.float32)
+
+    return GalaxyBenchmark(
+        x_train=in_sigma(train),
+        classes_train=train.classes,
+        x_test=in_sigma(test),
+        classes_test=test.classes,
+        groups_test=test.params["group"].to_numpy().astype(str),
+        params_test=test.params,
+        info={
+            "n_train": int(n_train),
+            "n_test": int(n_test),
+            "seed": int(seed),
+            "size": int(size),
+            "units": "sky noise sigma",
+            "simulated": True,
+        },
+    )

@@ -55,6 +55,7 @@ __all__ = [
     "FlowVAEDetector",
     "Transformed",
     "RBMDetector",
+    "KMeansDetector",
 ]
 
 
@@ -1766,3 +1767,83 @@ class RBMDetector(Detector):
 
     def _anomaly_score(self, x):
         return self.free_energy(x)
+
+
+# ----------------------------------------------------------------------------------
+# Clustering baseline (chapter 12)
+
+
+class KMeansDetector(Detector):
+    """Distance to the nearest k-means centroid: the clustering baseline of chapter 12.
+
+    Images are flattened and, when ``n_components`` is set, projected on their first
+    principal components (fitted on the training images; the distance is then
+    measured in that subspace and ignores what the components leave out). k-means
+    with ``n_clusters`` centroids is fitted on the result. The anomaly score of an
+    image is its Euclidean distance to the nearest centroid (higher = further from
+    every typical image); ``score_samples`` is its negative, as in scikit-learn.
+
+    Parameters
+    ----------
+    n_clusters
+        Number of centroids (at most the number of training images).
+    n_components
+        Principal components kept before clustering; ``None`` clusters the pixels.
+    n_init, random_state
+        Restarts and seed of scikit-learn's ``KMeans``.
+    """
+
+    def __init__(
+        self,
+        n_clusters: int = 8,
+        n_components: int | None = 32,
+        *,
+        n_init: int = 4,
+        random_state: int = 0,
+        contamination: float = 0.01,
+    ):
+        super().__init__(contamination)
+        self.n_clusters = n_clusters
+        self.n_components = n_components
+        self.n_init = n_init
+        self.random_state = random_state
+
+    def _fit(self, x):
+        from sklearn.cluster import KMeans
+
+        flat = _flat(x)
+        if int(self.n_clusters) != self.n_clusters or not 1 <= self.n_clusters <= len(x):
+            raise ValueError(
+                f"n_clusters must be an integer from 1 to the {len(x)} training "
+                f"images, got {self.n_clusters!r}"
+            )
+        if self.n_components is not None:
+            if int(self.n_components) != self.n_components or self.n_components < 1:
+                raise ValueError(
+                    "n_components must be a positive integer or None, got "
+                    f"{self.n_components!r}"
+                )
+            k = min(int(self.n_components), flat.shape[0], flat.shape[1])
+            self.pca_ = PCA(n_components=k, random_state=self.random_state).fit(flat)
+        else:
+            self.pca_ = None
+        self.kmeans_ = KMeans(
+            n_clusters=int(self.n_clusters),
+            n_init=self.n_init,
+            random_state=self.random_state,
+        ).fit(self.transform(x))
+        self.cluster_centers_ = self.kmeans_.cluster_centers_
+
+    def transform(self, X) -> np.ndarray:
+        """The features that are clustered: PCA coefficients or flattened pixels."""
+        flat = _flat(as_images(X)).astype(np.float64)
+        pca = getattr(self, "pca_", None)
+        return pca.transform(flat) if pca is not None else flat
+
+    def predict_cluster(self, X) -> np.ndarray:
+        """Index of the nearest centroid of each image."""
+        return self.kmeans_.predict(self.transform(self._checked(X)))
+
+    def _anomaly_score(self, x):
+        # KMeans.transform gives the distance to every centroid
+        return self.kmeans_.transform(self.transform(x)).min(axis=1)

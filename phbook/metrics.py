@@ -24,6 +24,8 @@ __all__ = [
     "per_class_report",
     "compare",
     "auc_by_strength",
+    "top_k_recall",
+    "top_k_composition",
 ]
 
 
@@ -187,3 +189,68 @@ def auc_by_strength(
     table = pd.DataFrame(rows, index=np.round(centres, 3)).T
     table.columns.name = "strength"
     return table
+
+
+def _ranking(scores) -> np.ndarray:
+    """Indices from the highest score to the lowest; ties keep the input order."""
+    scores = np.asarray(scores, dtype=np.float64).ravel()
+    if not np.isfinite(scores).all():
+        raise ValueError(f"{int((~np.isfinite(scores)).sum())} scores are NaN or infinite")
+    return np.argsort(-scores, kind="stable")
+
+
+def top_k_recall(labels, scores, ks=None) -> pd.Series:
+    """The fraction of all positives found among the ``k`` highest scores, for each k.
+
+    This is what a search that inspects only its ``k`` most anomalous images recovers
+    (e.g. the fraction of all mergers in a survey's top 100). ``ks`` (default: every
+    k from 1 to the number of samples) are counts of images; ties in the scores are
+    broken by input order. A random ranking recovers ``k / N`` on average.
+    """
+    labels = np.asarray(labels).astype(int).ravel()
+    order = _ranking(scores)
+    if labels.shape != order.shape:
+        raise ValueError(f"labels {labels.shape} and scores {order.shape} differ in length")
+    if not np.isin(labels, (0, 1)).all():
+        raise ValueError("labels must be 0 (normal) or 1 (anomaly)")
+    if labels.sum() == 0:
+        raise ValueError("labels hold no positives (1): recall is undefined")
+    ks = np.arange(1, len(labels) + 1) if ks is None else np.asarray(ks).ravel()
+    if ks.dtype.kind not in "iu" or ks.min() < 1 or ks.max() > len(labels):
+        raise ValueError(f"ks must be integers from 1 to {len(labels)}, got {ks}")
+    found = np.cumsum(labels[order])
+    return pd.Series(found[ks - 1] / labels.sum(), index=pd.Index(ks, name="k"))
+
+
+def top_k_composition(scores, classes: Sequence[str], k: int) -> pd.DataFrame:
+    """What the ``k`` highest-scoring samples are made of, class by class.
+
+    One row per class (in order of first appearance): ``n`` in the whole set,
+    ``top_k`` among the ``k`` highest scores, ``share`` of the top ``k`` (sums to
+    one), ``recall`` (the fraction of the class that is in the top ``k``) and
+    ``enrichment``: ``share`` over the class's share of the whole set (1 = as many
+    as a random pick would give).
+    """
+    classes = np.asarray(classes).astype(str).ravel()
+    order = _ranking(scores)
+    if len(order) != len(classes):
+        raise ValueError(f"{len(order)} scores but {len(classes)} class names")
+    if int(k) != k or not 1 <= k <= len(order):
+        raise ValueError(f"k must be an integer from 1 to {len(order)}, got {k!r}")
+    top = classes[order[: int(k)]]
+    rows = []
+    for name in pd.unique(classes):
+        n = int((classes == name).sum())
+        in_top = int((top == name).sum())
+        share = in_top / k
+        rows.append(
+            {
+                "class": name,
+                "n": n,
+                "top_k": in_top,
+                "share": share,
+                "recall": in_top / n,
+                "enrichment": share / (n / len(classes)),
+            }
+        )
+    return pd.DataFrame(rows).set_index("class")

@@ -627,3 +627,31 @@ def show_top_k(
                     spine.set_linewidth(2.5)
         row[0].set_ylabel(name, fontsize=7, rotation=0, ha="right", va="center")
     return fig
+
+
+def plot_top_k_recall(curves, *, ax=None, n_total: int | None = None, label="mergers"):
+    """Recall in the top ``k`` against ``k``, one line per detector, chance dashed.
+
+    ``curves`` maps detector names to the series of :func:`phbook.metrics.top_k_recall`
+    (index ``k``). With ``n_total`` (the number of ranked images), the recall of a
+    random ranking, ``k / n_total``, is drawn for comparison. ``label`` names what is
+    recovered, for the axis label.
+    """
+    if ax is None:
+        _, ax = plt.subplots(figsize=(6.0, 3.6))
+    if not curves:
+        raise ValueError("curves is empty: give {detector name: top_k_recall series}")
+    k_max = 1
+    for name, series in curves.items():
+        ks = np.asarray(series.index, dtype=float)
+        ax.plot(ks, np.asarray(series, dtype=float), lw=1.6, label=name)
+        k_max = max(k_max, int(ks.max()))
+    if n_total is not None:
+        ks = np.linspace(0, k_max, 50)
+        ax.plot(ks, np.minimum(ks / n_total, 1), "k:", lw=1, label="random ranking")
+    ax.set_xlabel("k (images inspected, most anomalous first)")
+    ax.set_ylabel(f"fraction of {label} in the top k")
+    ax.set_xlim(0, k_max)
+    ax.set_ylim(0, 1.02)
+    ax.legend(fontsize=8)
+    return ax

@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import numpy as np
 
-__all__ = ["AsinhStretch", "LinearScale"]
+__all__ = ["AsinhStretch", "LinearScale", "rebin"]
 
 
 def _as_float(x) -> np.ndarray:
@@ -86,3 +86,23 @@ class LinearScale:
 
     def __repr__(self) -> str:
         return f"LinearScale(scale={self.scale})"
+
+
+def rebin(x, factor: int) -> np.ndarray:
+    """Sum ``factor`` x ``factor`` blocks of pixels, divided by ``factor``.
+
+    For images in units of their (uncorrelated) pixel noise, the binned images keep a
+    noise of one: the sum of ``factor**2`` unit-noise pixels has a standard deviation
+    of ``factor``. The last two axes are binned; trailing rows and columns that do not
+    fill a block are dropped.
+    """
+    x = _as_float(x)
+    if int(factor) != factor or factor < 1:
+        raise ValueError(f"factor must be a positive integer, got {factor!r}")
+    f = int(factor)
+    if x.ndim < 2 or min(x.shape[-2:]) < f:
+        raise ValueError(f"x of shape {x.shape} has no {f} x {f} block to bin")
+    *lead, h, w = x.shape
+    x = x[..., : h - h % f, : w - w % f]
+    blocks = x.reshape(*lead, h // f, f, w // f, f)
+    return (blocks.sum(axis=(-3, -1)) / np.float32(f)).astype(np.float32)
