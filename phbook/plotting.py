@@ -266,11 +266,13 @@ def plot_latent_3d(
     title: str | None = None,
     max_points: int = 5000,
     seed: int = 0,
+    legend_title: str | None = None,
 ):
     """A 3D scatter plot of latent codes reduced to three dimensions.
 
     ``labels`` colour the points: mixture components (ints) or class names (strings).
-    At most ``max_points`` random points are drawn so the figure stays light.
+    The legend is titled ``legend_title``, by default "mixture component" for integer
+    labels. At most ``max_points`` random points are drawn so the figure stays light.
     """
     z3 = np.asarray(z3)
     if z3.ndim != 2 or z3.shape[1] != 3:
@@ -288,7 +290,15 @@ def plot_latent_3d(
         for i, name in enumerate(_unique_in_order(labels)):
             sel = idx[labels[idx] == name]
             ax.scatter(*z3[sel].T, s=s, alpha=alpha, color=f"C{i % 10}", label=str(name))
-        ax.legend(fontsize=7, markerscale=3, loc="upper left")
+        if legend_title is None and np.issubdtype(labels.dtype, np.integer):
+            legend_title = "mixture component"
+        ax.legend(
+            fontsize=7,
+            markerscale=3,
+            loc="upper left",
+            title=legend_title,
+            title_fontsize=7,
+        )
     ax.set_xlabel("PC 1")
     ax.set_ylabel("PC 2")
     ax.set_zlabel("PC 3")

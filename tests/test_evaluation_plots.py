@@ -63,6 +63,10 @@ def test_latent_figures():
     z3, _ = latent.pca_3d(z)
     ax = plotting.plot_latent_3d(z3, sel.best.predict(z))
     assert len(ax.collections) == 2
+    assert ax.get_legend().get_title().get_text() == "mixture component"
+    names = np.where(sel.best.predict(z) == 0, "a", "b")
+    ax = plotting.plot_latent_3d(z3, names)
+    assert ax.get_legend().get_title().get_text() == ""
     with pytest.raises(ValueError, match="z3 must have shape"):
         plotting.plot_latent_3d(z)
     x = rng.normal(0, 1, (200, 8, 8))
