@@ -42,17 +42,18 @@ __all__ = [
 ]
 
 
-def image_hw(image_size: int | Sequence[int]) -> tuple[int, int]:
-    """``image_size`` (an int, ``(H, W)`` or ``(1, H, W)``) as a checked ``(H, W)``."""
+def image_hw(image_size: int | Sequence[int], min_size: int = 2) -> tuple[int, int]:
+    """``image_size`` (an int, ``(H, W)`` or ``(1, H, W)``) as a checked ``(H, W)``,
+    each side at least ``min_size``."""
     if isinstance(image_size, int):
         hw = (image_size, image_size)
     else:
         hw = tuple(int(s) for s in image_size)
         if len(hw) == 3 and hw[0] == 1:
             hw = hw[1:]
-    if len(hw) != 2 or min(hw) < 2:
+    if len(hw) != 2 or min(hw) < min_size:
         raise ValueError(
-            f"image_size must be an int >= 2 or a pair (H, W), got {image_size!r}"
+            f"image_size must be an int >= {min_size} or a pair (H, W), got {image_size!r}"
         )
     return hw  # type: ignore[return-value]
 

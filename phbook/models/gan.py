@@ -44,6 +44,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from . import ae as _ae
+
 __all__ = [
     "image_hw",
     "default_channels",
@@ -78,18 +80,9 @@ NORMS = ("none", "batch", "layer")
 
 
 def image_hw(image_size: int | Sequence[int]) -> tuple[int, int]:
-    """``image_size`` (an int, ``(H, W)`` or ``(1, H, W)``) as a checked ``(H, W)``."""
-    if isinstance(image_size, int):
-        hw = (image_size, image_size)
-    else:
-        hw = tuple(int(s) for s in image_size)
-        if len(hw) == 3 and hw[0] == 1:
-            hw = hw[1:]
-    if len(hw) != 2 or min(hw) < 4:
-        raise ValueError(
-            f"image_size must be an int >= 4 or a pair (H, W), got {image_size!r}"
-        )
-    return hw  # type: ignore[return-value]
+    """``image_size`` (an int, ``(H, W)`` or ``(1, H, W)``) as a checked ``(H, W)``;
+    the GANs need sides of at least 4 pixels."""
+    return _ae.image_hw(image_size, min_size=4)
 
 
 def default_channels(image_size, base: int = 16, max_channels: int = 256) -> tuple:
