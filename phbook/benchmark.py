@@ -90,6 +90,36 @@ def _inner(det: detectors.Detector) -> detectors.Detector:
     return det.detector_ if isinstance(det, detectors.Transformed) else det
 
 
+def _pixel_and_latent_spec(
+    name: str, family: str, cls, model_kwargs: dict, fit_kwargs: dict
+) -> DetectorSpec:
+    """A deep autoencoder detector scored in pixel space (largest squared pixel
+    error), with a variant ``"<name> latent"`` that scores the same trained model's
+    codes under a Gaussian mixture."""
+    return DetectorSpec(
+        name,
+        family,
+        lambda seed: _stretched(
+            cls(
+                model_kwargs=model_kwargs,
+                fit_kwargs={**fit_kwargs, "seed": seed},
+                score="recon_max",
+            )
+        ),
+        variants={
+            f"{name} latent": lambda fitted: _stretched(
+                cls(
+                    _inner(fitted).model_,
+                    train=False,
+                    score="latent_nll",
+                    gmm_components=tuple(range(1, 7)),
+                    gmm_max_samples=5000,
+                )
+            )
+        },
+    )
+
+
 def detector_specs(size: config.Sizes | None = None) -> list[DetectorSpec]:
     """The detectors of the benchmark with the sizes ``size`` (default: the profile's).
 
@@ -125,49 +155,19 @@ def detector_specs(size: config.Sizes | None = None) -> list[DetectorSpec]:
             max_seeds=1,  # deterministic
             space="physics",
         ),
-        DetectorSpec(
+        _pixel_and_latent_spec(
             "AE",
             "autoencoder",
-            lambda seed: _stretched(
-                detectors.AutoencoderDetector(
-                    model_kwargs={"latent_dim": 32, "l1": 1e-5},
-                    fit_kwargs={**ae_fit, "seed": seed},
-                    score="recon_max",
-                )
-            ),
-            variants={
-                "AE latent": lambda fitted: _stretched(
-                    detectors.AutoencoderDetector(
-                        _inner(fitted).model_,
-                        train=False,
-                        score="latent_nll",
-                        gmm_components=tuple(range(1, 7)),
-                        gmm_max_samples=5000,
-                    )
-                )
-            },
+            detectors.AutoencoderDetector,
+            {"latent_dim": 32, "l1": 1e-5},
+            ae_fit,
         ),
-        DetectorSpec(
+        _pixel_and_latent_spec(
             "VAE",
             "vae",
-            lambda seed: _stretched(
-                detectors.VAEDetector(
-                    model_kwargs={"latent_dim": 32},
-                    fit_kwargs={**ae_fit, "epochs": size.vae_epochs, "seed": seed},
-                    score="recon_max",
-                )
-            ),
-            variants={
-                "VAE latent": lambda fitted: _stretched(
-                    detectors.VAEDetector(
-                        _inner(fitted).model_,
-                        train=False,
-                        score="latent_nll",
-                        gmm_components=tuple(range(1, 7)),
-                        gmm_max_samples=5000,
-                    )
-                )
-            },
+            detectors.VAEDetector,
+            {"latent_dim": 32},
+            {**ae_fit, "epochs": size.vae_epochs},
         ),
         DetectorSpec(
             "AAE",
