@@ -318,7 +318,8 @@ _SIZES: dict[str, dict[str, dict[str, Any]]] = {
     # chapter 10 and bench/case_studies.py (lensing_auc_*): smooth lenses to train on
     # (also the library of the smooth-lens fit), a test set of thirds of normal, cdm
     # and vortex lenses per redshift set; the four models of Alexander et al. and
-    # the smooth-lens fit (n_starts starting points, fit_steps Adam steps)
+    # the smooth-lens fit (n_starts starting points, fit_steps Adam steps, then
+    # fit_polish Levenberg-Marquardt iterations)
     "lensing": {
         "quick": {
             "n_train": 400,
@@ -331,6 +332,7 @@ _SIZES: dict[str, dict[str, dict[str, Any]]] = {
             "rbm_iter": 3,
             "n_starts": 1,
             "fit_steps": 25,
+            "fit_polish": 5,
         },
         "full": {
             "n_train": 2000,
@@ -343,6 +345,7 @@ _SIZES: dict[str, dict[str, dict[str, Any]]] = {
             "rbm_iter": 10,
             "n_starts": 2,
             "fit_steps": 60,
+            "fit_polish": 10,
         },
     },
     # chapter 12: simulated galaxy stamps; f-AnoGAN, PixelCNN (stamps binned by

@@ -34,6 +34,7 @@ __all__ = [
     "PARAMS",
     "SmoothLensRenderer",
     "fit_smooth_lens",
+    "levenberg_marquardt",
     "SmoothLensDetector",
 ]
 
@@ -165,13 +166,17 @@ def fit_smooth_lens(
     *,
     steps: int = 150,
     lr: float = 0.01,
+    polish: int = 0,
     batch_size: int = 256,
 ) -> dict[str, np.ndarray]:
     """Best smooth-lens fit of each image from several starting points.
 
     ``data`` and ``variance`` are ``(N, H, W)``; ``starts`` is ``(N, K, 13)``
     (parameters in the order of :data:`PARAMS`). Adam on the parameters (each scaled
-    by the width of its :data:`BOUNDS` box), the source amplitude solved linearly.
+    by the width of its :data:`BOUNDS` box, ``steps`` steps with a cosine decay of the
+    learning rate), the source amplitude solved linearly; then ``polish``
+    Levenberg-Marquardt iterations (:func:`levenberg_marquardt`) from the best start
+    of each image, which converge to the minimum far more precisely than Adam does.
     Returns ``chi2`` ``(N,)`` of the best start, its ``params`` ``(N, 13)``, ``amp``
     and the best ``model`` images ``(N, H, W)``.
     """
@@ -200,11 +205,14 @@ def fit_smooth_lens(
         p0 = torch.as_tensor(starts[sl].reshape(m * k, d), dtype=torch.float32)
         u = ((p0.clamp(low, high) - low) / width).requires_grad_(True)
         opt = torch.optim.Adam([u], lr=lr)
+        # cosine decay to lr/20: big steps to find the basin, small ones to settle in it
+        decay = torch.optim.lr_scheduler.CosineAnnealingLR(opt, steps, eta_min=lr / 20)
         for _ in range(steps):
             chi2, _ = _chi2_and_amp(renderer(low + width * u), dat, wgt)
             opt.zero_grad(set_to_none=True)
             chi2.sum().backward()
             opt.step()
+            decay.step()
             with torch.no_grad():
                 u.clamp_(0, 1)
         with torch.no_grad():
@@ -217,7 +225,88 @@ def fit_smooth_lens(
             out_params[sl] = p[rows].numpy()
             out_amp[sl] = amp[rows].numpy()
             out_model[sl] = (amp[rows, None, None] * model[rows]).numpy()
+    if polish > 0:
+        per = max(1, batch_size // (len(PARAMS) + 1))
+        for start in range(0, n, per):
+            sl = slice(start, min(n, start + per))
+            res = levenberg_marquardt(
+                renderer, data[sl], variance[sl], out_params[sl], iterations=polish
+            )
+            better = res["chi2"] < out_chi2[sl]
+            for key, out in (
+                ("chi2", out_chi2),
+                ("params", out_params),
+                ("amp", out_amp),
+                ("model", out_model),
+            ):
+                out[sl][better] = res[key][better]
     return {"chi2": out_chi2, "params": out_params, "amp": out_amp, "model": out_model}
+
+
+def levenberg_marquardt(
+    renderer: SmoothLensRenderer,
+    data: np.ndarray,
+    variance: np.ndarray,
+    params: np.ndarray,
+    *,
+    iterations: int = 15,
+    damping: float = 1e-3,
+    step: float = 1e-3,
+) -> dict[str, np.ndarray]:
+    """Levenberg-Marquardt minimisation of chi^2 for a batch of images at once.
+
+    Starts from ``params`` ``(N, 13)``; every iteration computes the Jacobian of the
+    weighted residuals ``(d - A m_p) / sigma`` with respect to the 13 parameters (by
+    forward differences of ``step`` times each :data:`BOUNDS` width, one batched render)
+    and to the amplitude ``A``, solves ``(J^T J + lambda diag J^T J) delta = J^T r``
+    and keeps the step where it lowers chi^2 (then ``lambda /= 3``, else
+    ``lambda *= 3``), per image. Near the minimum this converges quadratically,
+    where gradient descent crawls. Returns ``chi2``, ``params``, ``amp``, ``model``
+    as :func:`fit_smooth_lens`.
+    """
+    low = torch.tensor([BOUNDS[p][0] for p in PARAMS], dtype=torch.float32)
+    high = torch.tensor([BOUNDS[p][1] for p in PARAMS], dtype=torch.float32)
+    width = high - low
+    n, d = params.shape
+    dat = torch.as_tensor(data, dtype=torch.float32)
+    sw = 1.0 / torch.as_tensor(variance, dtype=torch.float32).sqrt()
+    wgt = sw**2
+    u = (torch.as_tensor(params, dtype=torch.float32).clamp(low, high) - low) / width
+    lam = torch.full((n,), float(damping))
+    eye = torch.eye(d, dtype=torch.float32)
+    with torch.no_grad():
+        model = renderer(low + width * u)
+        chi2, amp = _chi2_and_amp(model, dat, wgt)
+        for _ in range(int(iterations)):
+            # forward differences in every parameter at once: (n * d) renders
+            # (a backward difference for a parameter at its upper bound)
+            h = torch.where(u + step <= 1, step, -step)  # (n, d)
+            up = u[:, None, :] + eye * h[:, :, None]
+            moved = renderer((low + width * up).reshape(n * d, d)).view(n, d, *model.shape[1:])
+            jac = amp[:, None, None, None] * (moved - model[:, None]) / h[..., None, None]
+            cols = torch.cat([jac, model[:, None]], 1) * sw[:, None]  # d(A m)/d(u, A)
+            cols = cols.reshape(n, d + 1, -1)
+            resid = ((dat - amp[:, None, None] * model) * sw).reshape(n, -1)
+            hess = cols @ cols.transpose(1, 2)
+            grad = cols @ resid[..., None]
+            diag = torch.diagonal(hess, dim1=1, dim2=2)
+            damped = hess + lam[:, None, None] * torch.diag_embed(diag.clamp(min=1e-9))
+            delta = torch.linalg.solve(damped + 1e-9 * torch.eye(d + 1), grad)[..., 0]
+            u_new = (u + delta[:, :d]).clamp(0, 1)
+            model_new = renderer(low + width * u_new)
+            chi2_new, amp_new = _chi2_and_amp(model_new, dat, wgt)
+            ok = chi2_new < chi2
+            u = torch.where(ok[:, None], u_new, u)
+            model = torch.where(ok[:, None, None], model_new, model)
+            chi2 = torch.where(ok, chi2_new, chi2)
+            amp = torch.where(ok, amp_new, amp)
+            lam = torch.where(ok, lam / 3, lam * 3).clamp(1e-7, 1e7)
+    return {
+        "chi2": chi2.numpy().astype(np.float64),
+        "params": (low + width * u).numpy().astype(np.float64),
+        "amp": amp.numpy().astype(np.float64),
+        "model": (amp[:, None, None] * model).numpy(),
+    }
 
 
 def sky_variance(x: np.ndarray, border: int = 6) -> float:
@@ -239,18 +328,20 @@ class SmoothLensDetector(Detector):
     """Goodness of fit of the best smooth lens model: gravitational imaging, batched.
 
     Each image is fitted by an SIE + external shear lensing an elliptical Sersic source
-    (:func:`fit_smooth_lens`, ``n_starts`` starting points, ``steps`` Adam steps);
-    what the smooth model cannot explain is the evidence for substructure. Noise
-    variance per pixel: ``sky_variance + gain * model`` (Poisson counts on the sky,
-    ``gain`` electrons per image unit); the sky variance is measured on the borders of
-    the training images. Scores, higher = worse fit:
+    (:func:`fit_smooth_lens`: ``n_starts`` starting points, ``steps`` Adam steps, then
+    ``polish`` Levenberg-Marquardt iterations); what the smooth model cannot explain is
+    the evidence for substructure. Noise variance per pixel: ``sky_variance + gain *
+    model`` (Poisson counts on the sky, ``gain`` electrons per image unit); the sky
+    variance is measured on the borders of the training images. Scores, higher = worse
+    fit:
 
     ``"chi2"``
         ``sum (d - m)^2 / var`` over the image, minus the number of pixels;
-    ``"arc"``
+    ``"arc"`` (default)
         ``sum (chi^2 - 1)`` over the pixels where the model is brighter than twice
-        the sky noise: the arcs, where substructure acts;
-    ``"local"`` (default)
+        the sky noise: the arcs, where substructure acts (the empty sky only adds noise
+        to the sum);
+    ``"local"``
         the largest mean ``chi^2`` in a ``window`` x ``window`` box: a compact
         perturbation that a sum over the whole image dilutes.
 
@@ -259,6 +350,8 @@ class SmoothLensDetector(Detector):
     give the starting points: the ``n_starts`` library images nearest to each image in
     a PCA space of ``n_components`` components of the asinh-stretched images. No
     substructure lens is ever seen, so the detector stays unsupervised.
+    ``supersampling`` (rays per pixel side of the model) defaults to the library's: a
+    model drawn more coarsely than the data leaves residuals in every bright lens.
     ``calibration_size`` training images are fitted to set ``offset_``.
     """
 
@@ -271,9 +364,10 @@ class SmoothLensDetector(Detector):
         n_starts: int = 2,
         steps: int = 60,
         lr: float = 0.01,
-        supersampling: int = 1,
+        polish: int = 10,
+        supersampling: int | None = None,
         n_components: int = 32,
-        score: str = "local",
+        score: str = "arc",
         window: int = 5,
         gain: float = 1.0,
         calibration_size: int = 32,
@@ -285,6 +379,7 @@ class SmoothLensDetector(Detector):
         self.n_starts = n_starts
         self.steps = steps
         self.lr = lr
+        self.polish = polish
         self.supersampling = supersampling
         self.n_components = n_components
         self.score = score
@@ -339,10 +434,21 @@ class SmoothLensDetector(Detector):
             )
         if not 1 <= self.n_starts <= len(lib):
             raise ValueError(f"n_starts must lie in [1, {len(lib)}], got {self.n_starts}")
+        if self.supersampling is not None and self.supersampling not in (1, 2, 3, 4):
+            raise ValueError(
+                f"supersampling must be None, 1, 2, 3 or 4, got {self.supersampling!r}"
+            )
+        if isinstance(self.polish, bool) or not (
+            isinstance(self.polish, (int, np.integer)) and self.polish >= 0
+        ):
+            raise ValueError(f"polish must be an integer >= 0, got {self.polish!r}")
         self.sky_variance_ = sky_variance(x)
         meta, s = lib.meta, lib.meta["settings"]
         self.renderer_ = SmoothLensRenderer(
-            meta["num_pix"], meta["pixel_scale"], s["psf_fwhm"], self.supersampling
+            meta["num_pix"],
+            meta["pixel_scale"],
+            s["psf_fwhm"],
+            int(self.supersampling or meta.get("supersampling", 1)),
         )
         feats = self._stretch(lib.images)
         k = min(self.n_components, feats.shape[1], len(feats))
@@ -371,6 +477,7 @@ class SmoothLensDetector(Detector):
             self.starts(x),
             steps=self.steps,
             lr=self.lr,
+            polish=self.polish,
             batch_size=self.batch_size,
         )
         model = out["model"]

@@ -95,6 +95,38 @@ def test_renderer_reproduces_the_simulator(smooth_set):
     assert np.abs(resid).max() < 1e-4 * img.max()
 
 
+def test_levenberg_marquardt_converges_where_adam_stops_short(smooth_set):
+    """From a start off by a few per cent of every parameter's range, 15 LM iterations
+    bring chi^2 of noiseless smooth lenses close to zero and recover the parameters;
+    the same number of Adam steps does not."""
+    renderer = lensfit.SmoothLensRenderer(
+        64, smooth_set.meta["pixel_scale"], supersampling=2
+    )
+    truth = smooth_set.params[list(lensfit.PARAMS)].to_numpy()
+    width = np.array([hi - lo for lo, hi in lensfit.BOUNDS.values()])
+    rng = np.random.default_rng(0)
+    start = truth + 0.02 * width * rng.uniform(-1, 1, truth.shape)
+    data = smooth_set.images[:6]
+    var = 600.0 + np.maximum(data, 0)  # the noise of sky + source counts
+    adam = lensfit.fit_smooth_lens(
+        renderer, data, var, start[:6, None], steps=15, lr=0.01
+    )
+    lm = lensfit.levenberg_marquardt(renderer, data, var, start[:6], iterations=15)
+    n_pix = data[0].size
+    assert np.all(lm["chi2"] < adam["chi2"])
+    assert np.median(lm["chi2"]) < 0.01 * n_pix  # far below the noise: converged
+    # Einstein radius and source position to a small fraction of a pixel (0.1")
+    for name in ("theta_E", "source_x", "source_y"):
+        i = lensfit.PARAMS.index(name)
+        assert np.median(np.abs(lm["params"][:, i] - truth[:6, i])) < 0.01
+    # the polish inside fit_smooth_lens only ever improves a fit
+    both = lensfit.fit_smooth_lens(
+        renderer, data, var, start[:6, None], steps=15, lr=0.01, polish=15
+    )
+    assert np.all(both["chi2"] <= adam["chi2"] + 1e-3)
+    assert np.median(both["chi2"]) < 0.01 * n_pix
+
+
 def test_smooth_fit_finds_the_smooth_lens_and_flags_substructure():
     lib = lensing.simulate(200, seed=4, fractions={"normal": 1}, workers=1, progress=False)
     test = lensing.simulate(
@@ -106,8 +138,9 @@ def test_smooth_fit_finds_the_smooth_lens_and_flags_substructure():
         progress=False,
     )
     det = lensfit.SmoothLensDetector(
-        lib, n_starts=2, steps=50, score="arc", calibration_size=4
+        lib, n_starts=2, steps=50, polish=5, calibration_size=4
     ).fit(lib.images[:40])
+    assert det.renderer_.supersampling == lib.meta["supersampling"]
     assert det.sky_variance_ == pytest.approx(
         lensing.DEFAULT_SETTINGS["num_exposures"] * 4.2**2 + 538.6, rel=0.1
     )
@@ -130,3 +163,8 @@ def test_smooth_fit_needs_a_smooth_library():
     mixed = lensing.simulate(6, seed=1, workers=1, progress=False)
     with pytest.raises(ValueError, match="smooth lenses only"):
         lensfit.SmoothLensDetector(mixed).fit(mixed.images)
+    smooth = lensing.simulate(4, seed=1, fractions={"normal": 1}, workers=1, progress=False)
+    with pytest.raises(ValueError, match="polish"):
+        lensfit.SmoothLensDetector(smooth, n_starts=1, polish=-1).fit(smooth.images)
+    with pytest.raises(ValueError, match="supersampling"):
+        lensfit.SmoothLensDetector(smooth, n_starts=1, supersampling=5).fit(smooth.images)
