@@ -108,9 +108,7 @@ def test_levenberg_marquardt_converges_where_adam_stops_short(smooth_set):
     start = truth + 0.02 * width * rng.uniform(-1, 1, truth.shape)
     data = smooth_set.images[:6]
     var = 600.0 + np.maximum(data, 0)  # the noise of sky + source counts
-    adam = lensfit.fit_smooth_lens(
-        renderer, data, var, start[:6, None], steps=15, lr=0.01
-    )
+    adam = lensfit.fit_smooth_lens(renderer, data, var, start[:6, None], steps=15, lr=0.01)
     lm = lensfit.levenberg_marquardt(renderer, data, var, start[:6], iterations=15)
     n_pix = data[0].size
     assert np.all(lm["chi2"] < adam["chi2"])
@@ -125,6 +123,30 @@ def test_levenberg_marquardt_converges_where_adam_stops_short(smooth_set):
     )
     assert np.all(both["chi2"] <= adam["chi2"] + 1e-3)
     assert np.median(both["chi2"]) < 0.01 * n_pix
+
+
+def test_coherent_score_is_zero_for_white_noise_and_finds_a_faint_coherent_residual():
+    rng = np.random.default_rng(0)
+    noise = rng.standard_normal((400, 32, 32))
+    arc = np.zeros(noise.shape, bool)
+    arc[:, 8:24, 8:24] = True
+    white = lensfit.coherent_score(noise, arc, smoothing=1.5, grow=2)
+    n_pix = np.count_nonzero(arc[0]) + 2 * 4 * 16 + 4 * 3  # grown by 2 (corners cut)
+    # mean 0 within its error (the smoothed pixels are correlated: a few x sqrt(2 n))
+    assert abs(white.mean()) < 4 * white.std() / np.sqrt(len(white))
+    assert white.std() > np.sqrt(2 * n_pix)
+    # a residual of 1 sigma per pixel over a 4 x 4 patch: a chi^2 of 16, lost in the
+    # noise of some 400 pixels summed one by one, but coherent, which the filter adds up
+    bumped = noise.copy()
+    bumped[:, 14:18, 14:18] += 1.0
+    plain = ((bumped**2 - 1) * arc).sum((1, 2))
+    coherent = lensfit.coherent_score(bumped, arc, smoothing=1.5, grow=2)
+    labels = np.r_[np.zeros(400), np.ones(400)]
+    auc_plain = metrics.roc_auc(labels, np.r_[((noise**2 - 1) * arc).sum((1, 2)), plain])
+    auc_coherent = metrics.roc_auc(labels, np.r_[white, coherent])
+    assert auc_coherent > auc_plain + 0.1
+    with pytest.raises(ValueError, match="smoothing"):
+        lensfit.coherent_score(noise, arc, smoothing=0)
 
 
 def test_smooth_fit_finds_the_smooth_lens_and_flags_substructure():
@@ -166,5 +188,7 @@ def test_smooth_fit_needs_a_smooth_library():
     smooth = lensing.simulate(4, seed=1, fractions={"normal": 1}, workers=1, progress=False)
     with pytest.raises(ValueError, match="polish"):
         lensfit.SmoothLensDetector(smooth, n_starts=1, polish=-1).fit(smooth.images)
+    with pytest.raises(ValueError, match="smoothing"):
+        lensfit.SmoothLensDetector(smooth, n_starts=1, smoothing=-1).fit(smooth.images)
     with pytest.raises(ValueError, match="supersampling"):
         lensfit.SmoothLensDetector(smooth, n_starts=1, supersampling=5).fit(smooth.images)
