@@ -9,12 +9,13 @@ that for a whole batch of images at once in torch:
   elliptical Sersic source, blurred by a Gaussian PSF, with the conventions of
   lenstronomy (a test checks it against :func:`phbook.sim.lensing.render_noiseless`);
 * :func:`fit_smooth_lens` finds, for every image, the parameters that minimise
-  ``chi^2 = sum (d - A m)^2 / var`` by gradient descent from several starting points;
-  the source amplitude ``A`` is solved in closed form at every step (the model is
-  linear in it);
+  ``chi^2 = sum (d - A m)^2 / var`` by gradient descent from several starting points,
+  then polishes the best with :func:`levenberg_marquardt`; the source amplitude ``A``
+  is solved in closed form at every step (the model is linear in it);
 * :class:`SmoothLensDetector` is the detector: its anomaly score is the
   goodness-of-fit statistic of the best smooth model, compared with the noise
-  expected from the data. It is unsupervised: it sees normal (smooth) lenses only,
+  expected from the data (by default :func:`coherent_score`, a matched filter of the
+  residual over the arcs). It is unsupervised: it sees normal (smooth) lenses only,
   through a *library* of simulated smooth lenses whose parameters give the starting
   points (the nearest library images in a PCA space).
 """

@@ -38,7 +38,8 @@ which the lensing chapter states where it compares AUCs:
   1e10 solar masses from a density ~ m^-0.9, dominated by the heaviest; lighter
   subhalos change a 0.1" pixel image by far less than its noise);
 * the vortex carries 1.5-4% of the mass inside the Einstein radius along a line of
-  0.5-2 Einstein radii (their PyAutoLens defaults: 1% along 1 arcsec);
+  0.5-2 Einstein radii (their PyAutoLens defaults: 1% along 1 arcsec; DeepLenseSim
+  Model I: 3e10 solar masses for a 1e12 solar-mass halo, 3%);
 * bright sources: unlensed AB magnitudes 21-23 in VIS, the bright end of the lenses
   Euclid will find, whose arcs reach a signal-to-noise ratio of several hundred (median
   about 650 over the whole arc). A search for substructure picks such lenses: with
