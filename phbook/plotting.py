@@ -499,6 +499,7 @@ def show_residuals(
     cmap: str | None = None,
     residual_cmap: str = "RdBu_r",
     row_labels: Sequence[str] = ("image", "best match", "residual"),
+    residual_limit: float | None = None,
 ):
     """Images, their reconstructions (or best generated matches) and the residuals.
 
@@ -506,7 +507,9 @@ def show_residuals(
     rows *image*, *best match* and *residual* ``x - x_hat``. An image and its match
     share one colour scale, so brightness can be compared; residuals use a diverging
     map centred on zero with one symmetric scale for the whole row, so a large residual
-    stands out wherever it is.
+    stands out wherever it is. ``residual_limit`` fixes that scale at
+    ``+-residual_limit`` (larger residuals saturate), which shows faint residuals
+    beside a strong one; default: the largest residual.
     """
     images, matches = _as_numpy_images(x), _as_numpy_images(x_hat)
     if images.shape != matches.shape:
@@ -515,7 +518,9 @@ def show_residuals(
         )
     residuals = images - matches
     n = len(images)
-    limit = float(np.abs(residuals).max()) or 1.0
+    if residual_limit is not None and not residual_limit > 0:
+        raise ValueError(f"residual_limit must be > 0, got {residual_limit!r}")
+    limit = residual_limit or float(np.abs(residuals).max()) or 1.0
     fig, axes = plt.subplots(3, n, figsize=(size * n + 0.8, size * 3), squeeze=False)
     for j in range(n):
         vmin = float(min(images[j].min(), matches[j].min()))

@@ -429,5 +429,10 @@ def test_residual_map_figure_layout_and_errors():
     residual = images[-1].images[0]
     lo, hi = residual.get_clim()
     assert hi == -lo > 0  # a symmetric scale centred on zero
+    fixed = plotting.show_residuals(x, x * 0.5, residual_limit=0.1)
+    clims = [ax.images[0].get_clim() for ax in fixed.axes if ax.images][-3:]
+    assert all(c == (-0.1, 0.1) for c in clims)
     with pytest.raises(ValueError, match="same shape"):
         plotting.show_residuals(x, x[:2])
+    with pytest.raises(ValueError, match="residual_limit"):
+        plotting.show_residuals(x, x, residual_limit=0)
