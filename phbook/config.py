@@ -26,6 +26,19 @@ import numpy as np
 PROFILES = ("quick", "full")
 DEVICE_CHOICES = ("cpu", "cuda", "cuda:N", "mps")
 
+#: chapter 9's detectors; the full profile adds the PixelCNN (slow on a CPU)
+_BENCHMARK_DETECTORS = (
+    "PCA",
+    "IsolationForest",
+    "LOF",
+    "HillasCut",
+    "AE",
+    "VAE",
+    "AAE",
+    "f-AnoGAN",
+    "FlowVAE",
+)
+
 # Every chapter's sizes, by chapter name and profile. A chapter asks
 # ``sizes("autoencoders")`` and gets an object whose attributes are these numbers.
 # Quick sizes keep each chapter well under two minutes on 2 CPU cores; full sizes
@@ -260,17 +273,7 @@ _SIZES: dict[str, dict[str, dict[str, Any]]] = {
             "n_test_normal": 1000,
             "n_test_per_class": 100,
             "seeds": (0,),
-            "detectors": (
-                "PCA",
-                "IsolationForest",
-                "LOF",
-                "HillasCut",
-                "AE",
-                "VAE",
-                "AAE",
-                "f-AnoGAN",
-                "FlowVAE",
-            ),
+            "detectors": _BENCHMARK_DETECTORS,
             "batch_size": 128,
             "ae_epochs": 6,
             "vae_epochs": 6,
@@ -289,18 +292,7 @@ _SIZES: dict[str, dict[str, dict[str, Any]]] = {
             "n_test_normal": 10000,
             "n_test_per_class": 500,
             "seeds": (0, 1, 2),
-            "detectors": (
-                "PCA",
-                "IsolationForest",
-                "LOF",
-                "HillasCut",
-                "AE",
-                "VAE",
-                "AAE",
-                "f-AnoGAN",
-                "FlowVAE",
-                "PixelCNN",
-            ),
+            "detectors": _BENCHMARK_DETECTORS + ("PixelCNN",),
             "batch_size": 256,
             "ae_epochs": 12,
             "vae_epochs": 15,

@@ -148,6 +148,14 @@ BOUNDS = {
 }
 
 
+def _box() -> tuple[torch.Tensor, torch.Tensor]:
+    """Lower ends and widths of the :data:`BOUNDS` boxes, in the order of PARAMS;
+    the fits work in ``u = (p - low) / width``, which lies in [0, 1]."""
+    low = torch.tensor([BOUNDS[p][0] for p in PARAMS], dtype=torch.float32)
+    high = torch.tensor([BOUNDS[p][1] for p in PARAMS], dtype=torch.float32)
+    return low, high - low
+
+
 def _chi2_and_amp(
     model: torch.Tensor, data: torch.Tensor, weight: torch.Tensor
 ) -> tuple[torch.Tensor, torch.Tensor]:
@@ -190,9 +198,7 @@ def fit_smooth_lens(
             f"data {data.shape}, variance {variance.shape} and starts {starts.shape} "
             "must describe the same images"
         )
-    low = torch.tensor([BOUNDS[p][0] for p in PARAMS])
-    high = torch.tensor([BOUNDS[p][1] for p in PARAMS])
-    width = high - low
+    low, width = _box()
     out_chi2 = np.empty(n)
     out_params = np.empty((n, d))
     out_amp = np.empty(n)
@@ -205,7 +211,7 @@ def fit_smooth_lens(
         wgt = 1.0 / torch.as_tensor(variance[sl], dtype=torch.float32)
         wgt = wgt.repeat_interleave(k, 0)
         p0 = torch.as_tensor(starts[sl].reshape(m * k, d), dtype=torch.float32)
-        u = ((p0.clamp(low, high) - low) / width).requires_grad_(True)
+        u = ((p0 - low) / width).clamp(0, 1).requires_grad_(True)
         opt = torch.optim.Adam([u], lr=lr)
         # cosine decay to lr/20: big steps to find the basin, small ones to settle in it
         decay = torch.optim.lr_scheduler.CosineAnnealingLR(opt, steps, eta_min=lr / 20)
@@ -266,14 +272,12 @@ def levenberg_marquardt(
     where gradient descent crawls. Returns ``chi2``, ``params``, ``amp``, ``model``
     as :func:`fit_smooth_lens`.
     """
-    low = torch.tensor([BOUNDS[p][0] for p in PARAMS], dtype=torch.float32)
-    high = torch.tensor([BOUNDS[p][1] for p in PARAMS], dtype=torch.float32)
-    width = high - low
+    low, width = _box()
     n, d = params.shape
     dat = torch.as_tensor(data, dtype=torch.float32)
     sw = 1.0 / torch.as_tensor(variance, dtype=torch.float32).sqrt()
     wgt = sw**2
-    u = (torch.as_tensor(params, dtype=torch.float32).clamp(low, high) - low) / width
+    u = ((torch.as_tensor(params, dtype=torch.float32) - low) / width).clamp(0, 1)
     lam = torch.full((n,), float(damping))
     eye = torch.eye(d, dtype=torch.float32)
     with torch.no_grad():
@@ -530,12 +534,12 @@ class SmoothLensDetector(Detector):
         )
         model = out["model"]
         var = self.sky_variance_ + self.gain * np.maximum(model, 0)
-        chi = (data - model) ** 2 / var
+        residual = (data - model) / np.sqrt(var)
+        chi = residual**2
         arc = model > 2 * math.sqrt(self.sky_variance_)
         from scipy.ndimage import uniform_filter
 
         local = uniform_filter(chi, size=(1, self.window, self.window))
-        residual = (data - model) / np.sqrt(var)
         coherent = coherent_score(residual, arc, smoothing=self.smoothing, grow=self.grow)
         return {
             "params": pd.DataFrame(out["params"], columns=list(PARAMS)),
