@@ -79,7 +79,7 @@ def test_hutchinson_is_unbiased_for_the_exact_trace():
     # part squared, which the sample variance reproduces
     a = jac[0, :, 0, :]
     s = 0.5 * (a + a.T)
-    var = 2 * float((s.pow(2).sum() - s.diagonal().pow(2).sum()))
+    var = 2 * float(s.pow(2).sum() - s.diagonal().pow(2).sum())
     assert float(est.var()) == pytest.approx(var, rel=0.05)
 
 

@@ -97,7 +97,8 @@ class ODENet(nn.Module):
             raise ValueError(f"dim and hidden sizes must be positive, got {sizes}")
         d_cond = 1 + int(context_dim)
         self.layers = nn.ModuleList(
-            ConcatSquashLinear(a, b, d_cond) for a, b in zip(sizes[:-1], sizes[1:])
+            ConcatSquashLinear(a, b, d_cond)
+            for a, b in zip(sizes[:-1], sizes[1:], strict=True)
         )
 
     def forward(self, t: torch.Tensor, z: torch.Tensor, h: torch.Tensor | None = None):
