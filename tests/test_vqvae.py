@@ -71,6 +71,7 @@ def test_ema_update_matches_a_hand_computation():
         vq.codebook.copy_(book)
         vq.code_sum.copy_(book)
         vq.cluster_size.fill_(1.0)
+        vq.initialized.fill_(True)
     z = torch.tensor([[0.5, 0.5], [2.0, 1.0], [0.0, 2.0], [0.1, -0.3]])
     vq(z)
     n_k = torch.tensor([2.0, 1.0, 1.0, 0.0])
@@ -94,6 +95,7 @@ def test_dead_codes_are_reseeded_at_encoder_outputs():
         vq.codebook.copy_(torch.tensor([[0.0, 0.0], [1.0, 0.0], [0.0, 1.0], [50.0, 50.0]]))
         vq.code_sum.copy_(vq.codebook)
         vq.cluster_size.copy_(torch.tensor([10.0, 10.0, 10.0, 0.01]))
+        vq.initialized.fill_(True)
     z = torch.rand(64, 2)
     vq(z)
     # code 3 was far from everything and nearly unused: now it sits on a batch vector
@@ -104,6 +106,17 @@ def test_dead_codes_are_reseeded_at_encoder_outputs():
     live = torch.tensor([[0.0, 0.0], [1.0, 0.0], [0.0, 1.0]])
     assert float((vq.codebook[:3] - live).abs().max()) < 1.0
     assert len(vq.dead_codes()) == 0
+
+
+def test_codebook_starts_on_the_first_batch():
+    vq = _quantizer(ema=True).train()
+    z = 100.0 + torch.rand(32, 2)
+    out = vq(z)
+    assert bool(vq.initialized)
+    # every code on (near) an encoder output of the batch, far from the random init
+    d = torch.cdist(vq.codebook, z).min(1).values
+    assert float(d.max()) < 0.5
+    assert float(out["perplexity"]) > 1.5
 
 
 def test_perplexity():

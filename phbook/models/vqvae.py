@@ -15,7 +15,8 @@ estimator* copies the decoder's gradient at ``z_q`` onto ``z_e``
 
 the reconstruction error, the *codebook loss* (moves the codes toward the encoder's
 outputs) and the *commitment loss* (keeps the encoder near its codes; ``beta`` = 0.25 in
-the paper). With ``ema=True`` the codebook loss is replaced by an exponential moving
+the paper). The codes start on encoder outputs of the first training batch. With
+``ema=True`` the codebook loss is replaced by an exponential moving
 average (EMA) of the encoder outputs assigned to each code (the paper's appendix):
 
 ``N_k <- g N_k + (1 - g) n_k``,   ``m_k <- g m_k + (1 - g) sum_(i: k(i) = k) z_e(i)``,
@@ -118,6 +119,8 @@ class VectorQuantizer(nn.Module):
         self.register_buffer("cluster_size", torch.ones(self.n_codes))
         #: codes re-seeded so far (a running count, for the chapter's figure)
         self.register_buffer("n_reseeded", torch.zeros((), dtype=torch.long))
+        # set on the first training batch, whose encoder outputs seed the codebook
+        self.register_buffer("initialized", torch.tensor(False))
 
     # -- the quantisation
     def nearest(self, flat: torch.Tensor) -> torch.Tensor:
@@ -145,6 +148,8 @@ class VectorQuantizer(nn.Module):
                 f"z_e has {z_e.shape[1]} channels, the codebook {self.code_dim}"
             )
         flat, shape = self._flatten(z_e)
+        if self.training and not bool(self.initialized):
+            self.init_from(flat.detach())
         idx = self.nearest(flat.detach())
         if self.training:
             self.count_update(idx)
@@ -174,6 +179,19 @@ class VectorQuantizer(nn.Module):
         }
 
     # -- the EMA update and dead codes
+    @torch.no_grad()
+    def init_from(self, flat: torch.Tensor, generator=None) -> None:
+        """Put the codes on random rows of ``flat`` (the first batch's encoder
+        outputs), so that none starts far from the data, where it would never be
+        chosen."""
+        pick = torch.randint(
+            len(flat), (self.n_codes,), generator=generator, device=flat.device
+        )
+        self.codebook.copy_(flat[pick])
+        if self.ema:
+            self.code_sum.copy_(flat[pick] * self.cluster_size[:, None])
+        self.initialized.fill_(True)
+
     @torch.no_grad()
     def count_update(self, idx: torch.Tensor) -> None:
         """``N_k <- g N_k + (1 - g) n_k``: the smoothed count of each code's use."""
