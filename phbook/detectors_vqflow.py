@@ -69,7 +69,7 @@ class VQVAEDetector(_TorchLikelihoodDetector):
         self.prior_fit_kwargs = prior_fit_kwargs
 
     def _fit(self, x):
-        from .models.vqvae import CodePrior, VQVAE
+        from .models.vqvae import VQVAE, CodePrior
 
         if self.score not in self.scores:
             raise ValueError(
@@ -94,9 +94,9 @@ class VQVAEDetector(_TorchLikelihoodDetector):
         )
 
     def _perplexity(self, codes: np.ndarray) -> float:
-        from .models.vqvae import perplexity
-
         import torch
+
+        from .models.vqvae import perplexity
 
         return float(perplexity(torch.as_tensor(codes), self.model_.n_codes))
 
