@@ -1,9 +1,11 @@
 """FFJORD: log-density change against brute-force Jacobians, Hutchinson unbiased."""
 
+import numpy as np
 import pytest
 import torch
 
 from phbook import train
+from phbook.detectors import FFJORDVAEDetector
 from phbook.models import ffjord as FF
 from phbook.models.flows import standard_normal_logpdf
 
@@ -131,3 +133,27 @@ def test_ffjord_vae_trains_and_gives_bounds():
     b = model.log_likelihood_bounds(x[:8], n_samples=4)
     assert b["elbo"].shape == (8,) and bool((b["iwae"] >= b["elbo"] - 1e-4).all())
     assert model.nfe > 0 and model.hparams["flow"] == "ffjord"
+
+
+def _detector_frames(n, seed, bright=False):
+    rng = np.random.default_rng(seed)
+    x = 0.1 * rng.standard_normal((n, 1, 8, 8)).astype(np.float32)
+    r, c = rng.integers(2, 6, (2, n))
+    x[np.arange(n), 0, r, c] += 1.0
+    if bright:  # a bright line across the frame: not what training frames look like
+        x[:, 0, 4, :] += 2.0
+    return x
+
+
+def test_ffjord_vae_detector():
+    x = _detector_frames(128, 0)
+    det = FFJORDVAEDetector(
+        n_samples=4,
+        model_kwargs={"latent_dim": 4, "context_dim": 8, "cnf_kwargs": {"hidden": (8,)}},
+        fit_kwargs={"epochs": 2, "batch_size": 32, "progress": False},
+    ).fit(x)
+    b = det.log_likelihood_bounds(x[:10])
+    assert b["iwae"].shape == (10,) and np.all(b["iwae"] >= b["elbo"] - 1e-4)
+    assert np.allclose(det.anomaly_score(x[:10]), -b["iwae"])
+    assert det.nfe_ > 0
+    assert det.reconstruct(x[:3]).shape == (3, 1, 8, 8)

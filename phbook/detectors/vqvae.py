@@ -1,19 +1,15 @@
-"""Detectors of the VQ-VAE (chapter 3b) and of FFJORD (chapter 7).
-
-``VQVAEDetector`` scores a frame by its reconstruction error or by how improbable its
-map of discrete codes is under a PixelCNN prior over code maps; ``FFJORDVAEDetector``
-is the flow VAE of chapter 7 with a continuous normalizing flow (FFJORD) as the
-posterior flow. Both follow scikit-learn's conventions (``fit``, ``score_samples``
-higher = more normal, ``anomaly_score`` its negative).
-"""
+"""The VQ-VAE detector (chapter 3b): reconstruction error from discrete codes, and
+the surprise of the code map under a PixelCNN prior over codes."""
 
 from __future__ import annotations
 
 import numpy as np
+import torch
 
-from .detectors import FlowVAEDetector, _TorchLikelihoodDetector
+from ..models.vqvae import VQVAE, CodePrior, perplexity
+from .likelihood import _TorchLikelihoodDetector
 
-__all__ = ["VQVAEDetector", "FFJORDVAEDetector"]
+__all__ = ["VQVAEDetector"]
 
 
 class VQVAEDetector(_TorchLikelihoodDetector):
@@ -69,8 +65,6 @@ class VQVAEDetector(_TorchLikelihoodDetector):
         self.prior_fit_kwargs = prior_fit_kwargs
 
     def _fit(self, x):
-        from .models.vqvae import VQVAE, CodePrior
-
         if self.score not in self.scores:
             raise ValueError(
                 f"score={self.score!r} is not a score of VQVAEDetector; valid values: "
@@ -94,10 +88,6 @@ class VQVAEDetector(_TorchLikelihoodDetector):
         )
 
     def _perplexity(self, codes: np.ndarray) -> float:
-        import torch
-
-        from .models.vqvae import perplexity
-
         return float(perplexity(torch.as_tensor(codes), self.model_.n_codes))
 
     # -- what the model gives
@@ -122,8 +112,6 @@ class VQVAEDetector(_TorchLikelihoodDetector):
 
     def code_surprise(self, X) -> np.ndarray:
         """``-log p(k_i | k_<i)`` of every position of every code map, ``(N, h, w)``."""
-        import torch
-
         codes = self.codes(X)
         dev = self._device()
         out = []
@@ -153,68 +141,3 @@ class VQVAEDetector(_TorchLikelihoodDetector):
         err = self._batched(lambda xb: (self.model_(xb) - xb).pow(2).flatten(1), x)
         err = err.reshape(len(x), -1)
         return err.mean(1) if self.score == "recon" else err.max(1)
-
-
-class FFJORDVAEDetector(FlowVAEDetector):
-    """The flow VAE of chapter 7 with an FFJORD posterior flow
-    (:class:`phbook.models.ffjord.FFJORDVAE`): scores ``"iwae"``, ``"elbo"``,
-    ``"recon"`` as in :class:`~phbook.detectors.FlowVAEDetector`, with the exact
-    trace in the bounds.
-
-    ``model_kwargs`` go to :class:`~phbook.models.ffjord.FFJORDVAE` (``latent_dim``,
-    ``beta``, ``kl_warmup``, ``context_dim``, ``cnf_kwargs``, ...). ``nfe_`` is the
-    number of function evaluations of the flow's last solve.
-    """
-
-    def __init__(
-        self,
-        *,
-        score: str = "iwae",
-        n_samples: int = 16,
-        seed: int = 0,
-        model_kwargs: dict | None = None,
-        fit_kwargs: dict | None = None,
-        name: str | None = None,
-        val_fraction: float = 0.1,
-        batch_size: int = 1024,
-        device=None,
-        contamination: float = 0.01,
-    ):
-        super().__init__(
-            flow="ffjord",
-            n_flows=1,
-            score=score,
-            n_samples=n_samples,
-            seed=seed,
-            model_kwargs=model_kwargs,
-            fit_kwargs=fit_kwargs,
-            name=name,
-            val_fraction=val_fraction,
-            batch_size=batch_size,
-            device=device,
-            contamination=contamination,
-        )
-
-    def _fit(self, x):
-        from .models.ffjord import FFJORDVAE
-
-        if self.score not in self.scores:
-            raise ValueError(
-                f"score={self.score!r} is not a score of FFJORDVAEDetector; valid "
-                "values: " + ", ".join(self.scores)
-            )
-        self._check_single_channel(x)
-        if not 0 <= self.val_fraction < 0.5:
-            raise ValueError(f"val_fraction must lie in [0, 0.5), got {self.val_fraction}")
-        model = self._build(
-            lambda: FFJORDVAE(image_size=x.shape[2:], **(self.model_kwargs or {}))
-        )
-        n_val = int(round(self.val_fraction * len(x)))
-        x_val = x[:n_val] if n_val else None
-        self.model_, self.history_ = self._train(
-            model, x[n_val:], self.name, self.fit_kwargs, x_val
-        )
-
-    @property
-    def nfe_(self) -> int:
-        return int(self.model_.nfe)
