@@ -34,6 +34,17 @@ def test_logdet_matches_brute_force_jacobian():
     assert float(logdet.abs().max()) > 0.1
 
 
+def test_logdet_check_with_context():
+    torch.manual_seed(0)
+    cnf = FF.CNF(3, hidden=(8,), context_dim=2)
+    with torch.no_grad():
+        for p in cnf.parameters():
+            p.mul_(3.0)
+    out = FF.logdet_check(cnf, torch.randn(3, 3), torch.randn(3, 2))
+    assert out["ode"].shape == (3,) and float(out["ode"].abs().max()) > 0.1
+    assert float(out["abs_error"]) < 1e-3
+
+
 def test_inverse_and_log_prob():
     cnf = _cnf(2)
     x = torch.randn(5, 2, dtype=torch.float64)
