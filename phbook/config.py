@@ -95,6 +95,36 @@ _SIZES: dict[str, dict[str, dict[str, Any]]] = {
             "n_generate": 20000,
         },
     },
+    # chapter 3b (the VQ-VAE): the data of chapter 3, and the VQ-VAE's row in
+    # bench/flows.py
+    "vqvae": {
+        "quick": {
+            "n_train": 4000,
+            "n_test_normal": 1000,
+            "n_test_per_class": 100,
+            "epochs": 8,
+            "batch_size": 128,
+            "n_codes": 32,
+            "code_dim": 16,
+            "channels": 32,
+            "prior_channels": 16,
+            "prior_layers": 3,
+            "prior_epochs": 4,
+        },
+        "full": {
+            "n_train": 40000,
+            "n_test_normal": 10000,
+            "n_test_per_class": 1000,
+            "epochs": 8,
+            "batch_size": 256,
+            "n_codes": 64,
+            "code_dim": 16,
+            "channels": 48,
+            "prior_channels": 24,
+            "prior_layers": 4,
+            "prior_epochs": 3,
+        },
+    },
     "latent_space": {
         "quick": {"max_components": 8, "gmm_samples": 4000},
         "full": {"max_components": 15, "gmm_samples": 10000},
@@ -166,6 +196,8 @@ _SIZES: dict[str, dict[str, dict[str, Any]]] = {
             "flow_hidden": 16,
             "demo_steps": 100,
             "demo_flows": 4,
+            "ffjord_hidden": (32, 32),
+            "ffjord_tol": 1e-4,
         },
         "full": {
             "n_train": 12000,
@@ -182,6 +214,8 @@ _SIZES: dict[str, dict[str, dict[str, Any]]] = {
             "flow_hidden": 32,
             "demo_steps": 500,
             "demo_flows": 8,
+            "ffjord_hidden": (64, 64),
+            "ffjord_tol": 1e-5,
         },
     },
     "pixelcnn": {
