@@ -237,7 +237,7 @@ def ffjord_vae(size, ds) -> dict:
     model = det.model_
     with torch.no_grad():
         xb = torch.as_tensor(x_test[normal][:8]).to(next(model.parameters()).device)
-        mu, _, ctx = model._encode(xb)
+        mu, _, ctx = model.encode_with_context(xb)
     check = ffjord.logdet_check(model.flows, mu, ctx)
     out = {
         "ffjord_logdet_abs_error": float(check["abs_error"]),

@@ -198,6 +198,8 @@ _SIZES: dict[str, dict[str, dict[str, Any]]] = {
             "demo_flows": 4,
             "ffjord_hidden": (32, 32),
             "ffjord_tol": 1e-4,
+            "table_epochs": 2,
+            "n_sample_draws": 64,
         },
         "full": {
             "n_train": 12000,
@@ -216,6 +218,8 @@ _SIZES: dict[str, dict[str, dict[str, Any]]] = {
             "demo_flows": 8,
             "ffjord_hidden": (64, 64),
             "ffjord_tol": 1e-5,
+            "table_epochs": 8,
+            "n_sample_draws": 256,
         },
     },
     "pixelcnn": {

@@ -336,6 +336,12 @@ class FFJORDVAE(FlowVAE):
             }
         )
 
+    def encode_with_context(
+        self, x: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """``(mu, logvar, h)``: the base posterior and the context the flow sees."""
+        return self._encode(x)
+
     @property
     def nfe(self) -> int:
         """Function evaluations of the last forward solve of the flow."""
