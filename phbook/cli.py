@@ -592,8 +592,8 @@ def _resolve_params(args, fam) -> dict[str, Any]:
 
 
 def _cmd_train(args) -> int:
-    from . import distributed as _dist
     from . import modelfile
+    from . import train_ddp as _dist
 
     fam = modelfile.family(args.model)
     params = _resolve_params(args, fam)
