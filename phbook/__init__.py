@@ -12,8 +12,10 @@ The helper package of the executable book. Its modules follow the book:
 * ``phbook.metrics``     ROC-AUC, average precision, TPR at fixed FPR
 * ``phbook.plotting``    galleries, ROC curves, score histograms
 * ``phbook.modelfile``   model files: a trained detector, its normalisation, its data
+* ``phbook.trainfile``   a model file trained on a selection (``phbook train``)
 * ``phbook.score``       out-of-core scoring of whole archives, with resume, in one
                          process or on a Dask cluster
+* ``phbook.summary``     what a file or folder holds (``phbook inspect``)
 * ``phbook.cli``         the ``phbook`` command
 * ``phbook.config``      profile, device, seed and data folder
 """

@@ -56,12 +56,13 @@ tasks), :mod:`~phbook.score.run` (the driver, :func:`score`) and
 
 from __future__ import annotations
 
+from ..io.archive import source_files
 from . import distributed
 from .journal import _Journal as _Journal  # tests interrupt its write()
 from .journal import chunk_name, journal_path
 from .layout import FORMAT, JOURNAL_FORMAT, ScoreError
 from .parts import score_part
-from .plan import Part, Plan, plan_source, source_files
+from .plan import Part, Plan, plan_source
 from .results import frames_of, read_scores, top_distinct, top_k
 from .run import ScoreReport, peak_rss_mb, score, score_dask
 

@@ -17,7 +17,7 @@ from ..io import pff
 from ..modelfile import ModelFileError
 from .layout import ScoreError
 
-__all__ = ["Part", "Plan", "plan_source", "source_files"]
+__all__ = ["Part", "Plan", "plan_source"]
 
 # ----------------------------------------------------------------------------------
 # The plan
@@ -98,55 +98,6 @@ def _file_rows(table: pd.DataFrame) -> pd.DataFrame:
     )
 
 
-def _single_file_table(path: Path, dp: str | None) -> pd.DataFrame:
-    """The files-table row of one PFF file (its run's configuration when it has one)."""
-    try:
-        name = pff.parse_filename(path)
-        module, file_dp = name.module, name.dp
-    except pff.PFFNameError:
-        if dp is None:
-            raise
-        module, file_dp = -1, dp
-    run = None
-    if path.parent.name.endswith(".pffd"):
-        try:
-            run = _archive.Run(path.parent)
-        except (pff.PFFNameError, _archive.ConfigError):
-            run = None
-    try:
-        info = pff.scan_file(path, file_dp)
-        fs, fixed, n = info.frame_size, info.fixed, info.n_frames
-    except pff.PFFError:  # the first frame is damaged: counted by reading
-        fs, fixed, n = 0, False, 0
-    dome = run.obs_config.dome_of(module) if run and run.obs_config else None
-    n_domes = 0
-    if run is not None and run.obs_config is not None:
-        domes = {
-            run.obs_config.dome_of(n.module) for n, _ in run.pff_files() if n.dp == file_dp
-        }
-        n_domes = len(domes - {None})
-    return pd.DataFrame(
-        [
-            {
-                "file": path.name,
-                "run": run.name if run else "",
-                "run_type": run.run_type if run else None,
-                "n_domes": n_domes,
-                "dome": dome or "",
-                "module": module,
-                "dp": file_dp,
-                "pe_threshold": run.pe_threshold if run else float("nan"),
-                "path": str(path),
-                "size": path.stat().st_size,
-                "frame_size": fs,
-                "n_frames": n,
-                "fixed": fixed,
-                "has_truth": _archive.truth_path(path).exists(),
-            }
-        ]
-    )
-
-
 def _pff_parts(files: pd.DataFrame, dp: str, part_frames: int) -> list[Part]:
     prod = pff.data_product(dp)
     parts: list[Part] = []
@@ -197,28 +148,6 @@ def _label_width(files: pd.DataFrame) -> int:
     return max(map(len, names))
 
 
-def source_files(
-    source: str | os.PathLike, dp: str | None = None
-) -> tuple[str, Path, pd.DataFrame]:
-    """``(kind, root, files)`` of a PFF file (kind ``"pff"``) or a folder of runs
-    (``"archive"``): the :meth:`phbook.io.archive.Archive.files` table, file names
-    relative to ``root``. ``dp`` names the product of a file whose name does not."""
-    src = Path(source)
-    if not src.exists():
-        raise FileNotFoundError(
-            f"{src} does not exist (expected a .pff file, a folder of runs or an HDF5 "
-            "selection)"
-        )
-    if src.is_file():
-        if not src.name.endswith(".pff"):
-            raise ScoreError(f"{src}: not a .pff file, a folder or an HDF5 selection")
-        return "pff", src.parent, _single_file_table(src, dp)
-    table = _archive.Archive(src).files()
-    if not len(table):
-        raise ScoreError(f"{src}: no .pff files found in it or its run folders")
-    return "archive", src, table
-
-
 def _is_selection(path: Path) -> bool:
     return path.is_file() and path.suffix.lower() in (".h5", ".hdf5", ".hdf")
 
@@ -243,7 +172,7 @@ def plan_source(
                 "HDF5 selection; score the archive instead"
             )
         return _plan_selection(src, dp, part_frames)
-    kind, root, table = source_files(src, dp)
+    kind, root, table = _archive.source_files(src, dp)
     counts = table["dp"].value_counts().to_dict()
     if dp is None:
         if len(counts) > 1:
