@@ -5,7 +5,7 @@ import pytest
 import torch
 
 from phbook import train
-from phbook.detectors import FFJORDVAEDetector
+from phbook.detectors import FFJORDDensityDetector, FFJORDVAEDetector
 from phbook.models import ffjord as FF
 from phbook.models.flows import standard_normal_logpdf
 
@@ -168,3 +168,15 @@ def test_ffjord_vae_detector():
     assert np.allclose(det.anomaly_score(x[:10]), -b["iwae"])
     assert det.nfe_ > 0
     assert det.reconstruct(x[:3]).shape == (3, 1, 8, 8)
+
+
+def test_ffjord_frame_density_detector():
+    x = _detector_frames(256, 0)[:, :, 2:6, 2:6]  # 16-pixel frames keep it quick
+    det = FFJORDDensityDetector(
+        hidden=(16,), fit_kwargs={"epochs": 3, "batch_size": 64, "progress": False}
+    ).fit(x)
+    odd = _detector_frames(32, 1, bright=True)[:, :, 2:6, 2:6]
+    s_norm, s_odd = det.anomaly_score(x[:32]), det.anomaly_score(odd)
+    assert s_norm.shape == (32,) and det.nfe_ > 0
+    assert np.allclose(s_odd, -det.log_prob(odd) / 16)
+    assert s_odd.mean() > s_norm.mean()

@@ -32,7 +32,8 @@ One module per family, like :mod:`phbook.models` and the tests:
 * :mod:`~phbook.detectors.likelihood`    PixelCNN, RealNVP, flow VAE (chapters 7-8)
 * :mod:`~phbook.detectors.vqvae`         VQ-VAE: reconstruction and code-map prior
   (chapter 3b)
-* :mod:`~phbook.detectors.ffjord`        flow VAE with an FFJORD flow (chapter 7)
+* :mod:`~phbook.detectors.ffjord`        flow VAE with an FFJORD flow, FFJORD frame
+  density (chapter 7)
 * :mod:`~phbook.detectors.lensing`       RBM and the smooth-lens fit (chapter 10)
 """
 
@@ -50,7 +51,7 @@ from .classic import (
     LOFDetector,
     PCAReconstruction,
 )
-from .ffjord import FFJORDVAEDetector
+from .ffjord import FFJORDDensityDetector, FFJORDVAEDetector
 from .gans import (
     AAEDetector,
     AnoGANDetector,
@@ -88,4 +89,5 @@ __all__ = [
     "SmoothLensDetector",
     "VQVAEDetector",
     "FFJORDVAEDetector",
+    "FFJORDDensityDetector",
 ]
