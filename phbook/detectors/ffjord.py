@@ -79,8 +79,10 @@ class FFJORDDensityDetector(_TorchLikelihoodDetector):
     """FFJORD as a density of whole frames: a :class:`~phbook.models.ffjord.CNF` on
     the ``H * W`` pixel values of each (normalised) frame, with a standard normal base.
 
-    The score is ``-log p(x) / (H W)``, nats per pixel of the frames as given (a
-    density, which depends on their units), higher = more anomalous. Training uses
+    Each pixel is standardised by its training mean and standard deviation before
+    the flow (and ``log p(x)`` corrected for it). The score is ``-log p(x) / (H W)``,
+    nats per pixel of the frames as given (a density, which depends on their units),
+    higher = more anomalous. Training uses
     Hutchinson's trace estimator, scoring the exact trace: ``H * W`` backward passes
     per function evaluation, which is what makes this slow. ``hidden``, ``tol`` set
     the dynamics network and the solver tolerances; ``nfe_`` is the number of
@@ -112,12 +114,18 @@ class FFJORDDensityDetector(_TorchLikelihoodDetector):
 
     def _fit(self, x):
         self._check_single_channel(x)
-        dim = x[0].size
+        flat = x.reshape(len(x), -1)
+        # each pixel standardised by its training mean and standard deviation, so that
+        # the flow starts near its N(0, I) base; log p(x) accounts for the scaling
+        self.mean_ = flat.mean(0)
+        self.std_ = flat.std(0) + 1e-3
         model = self._build(
-            lambda: CNF(dim, hidden=tuple(self.hidden), rtol=self.tol, atol=self.tol)
+            lambda: CNF(
+                flat.shape[1], hidden=tuple(self.hidden), rtol=self.tol, atol=self.tol
+            )
         )
         self.model_, self.history_ = self._train(
-            model, x.reshape(len(x), -1), self.name, self.fit_kwargs
+            model, (flat - self.mean_) / self.std_, self.name, self.fit_kwargs
         )
 
     def log_prob(self, X) -> np.ndarray:
@@ -125,7 +133,9 @@ class FFJORDDensityDetector(_TorchLikelihoodDetector):
         return self._log_prob(self._checked(X))
 
     def _log_prob(self, x: np.ndarray) -> np.ndarray:
-        return self._batched(lambda xb: self.model_.log_prob(xb.flatten(1)), x)
+        u = (x.reshape(len(x), -1) - self.mean_) / self.std_
+        log_scale = float(np.log(self.std_).sum())
+        return self._batched(self.model_.log_prob, u) - log_scale
 
     def _anomaly_score(self, x):
         return -self._log_prob(x) / x[0].size
