@@ -218,7 +218,7 @@ _SIZES: dict[str, dict[str, dict[str, Any]]] = {
             "demo_flows": 8,
             "ffjord_hidden": (64, 64),
             "ffjord_tol": 1e-5,
-            "table_epochs": 8,
+            "table_epochs": 4,
             "n_sample_draws": 256,
         },
     },
