@@ -133,8 +133,10 @@ class CNFDynamics(nn.Module):
         h = rest[0] if rest else None
         outer_grad = torch.is_grad_enabled()
         with torch.enable_grad():
-            if not z.requires_grad:
-                z = z.requires_grad_(True)
+            if not (outer_grad and z.requires_grad):
+                # a fresh leaf: the trace needs d f / d z even when nothing outside
+                # asks for gradients (evaluation, the adjoint's forward solve)
+                z = z.detach().requires_grad_(True)
             f = self.net(t, z, h)
             if self.trace == "exact":
                 tr = exact_trace(f, z, create_graph=outer_grad)
