@@ -275,7 +275,7 @@ def ffjord_vae(size, ds) -> dict:
         "ffjord_logdet_abs_error": float(check["abs_error"]),
         "ffjord_auc": metrics.roc_auc(ds.labels_test, -bounds["iwae"]),
         "ffjord_neg_iwae": float(-bounds["iwae"][normal].mean()),
-        "ffjord_nats_per_latent": float(-bounds["iwae"][normal].mean()) / size.latent_dim,
+        "ffjord_nats_per_pixel": float(-bounds["iwae"][normal].mean()) / x_test[0].size,
         "ffjord_nfe": int(nfe),
         "ffjord_train_nfe": float(det.history_["train_nfe"].median()),
         "ffjord_images_per_s": _speed(det.history_),
