@@ -22,40 +22,7 @@ The helper package of the executable book. Its modules follow the book:
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from ._version import __version__
+from .session import Session, setup
 
-__version__ = "0.1.0"
-
-
-@dataclass(frozen=True)
-class Session:
-    """What :func:`setup` chose: printed once at the top of every chapter."""
-
-    profile: str
-    device: object
-    seed: int
-    torch_version: str
-
-    def __str__(self) -> str:
-        return (
-            f"phbook {__version__} | profile {self.profile} | device {self.device} | "
-            f"seed {self.seed} | torch {self.torch_version}"
-        )
-
-
-def setup(seed: int = 0, *, device: str | None = None, quiet: bool = False) -> Session:
-    """Seed every generator, pick the device and set the plotting style.
-
-    Every chapter calls this once in its first cell.
-    """
-    import torch
-
-    from . import config, plotting
-
-    config.seed_everything(seed)
-    dev = config.device(device)
-    plotting.use_style()
-    session = Session(config.profile(), dev, seed, torch.__version__)
-    if not quiet:
-        print(session)
-    return session
+__all__ = ["__version__", "Session", "setup"]
