@@ -1,24 +1,29 @@
 """Read the graded exercises of a chapter and write an otter-grader master notebook.
 
-Markup in a chapter (see CONTRIBUTING.md)::
+Markup in a chapter (see CONTRIBUTING.md): one markdown cell holds the exercise and
+its solution, the solution's code in a ``python`` fence with otter's
+``# BEGIN SOLUTION`` / ``# END SOLUTION`` around the answer::
 
-    markdown  ```{exercise} Title          <- the question (its label names it)
-              :label: vae-q-kl
-              ...
-              ```
-              ```{solution-start} vae-q-kl
-              :class: dropdown
-              ```
-    code      tags: solution               <- the answer; otter's # BEGIN/END SOLUTION
-    markdown  ```{solution-end}
-              ```
-    code      tags: remove-cell, tests-public   <- one test case per cell (asserts)
-    code      tags: remove-cell, tests-hidden
+    ```{exercise} Title
+    :label: vae-q-kl
+    ...
+    ```
 
-The book shows the exercise and its solution (in a dropdown, removed by
-``hide_solutions``); nbval runs the solution and its tests with the chapter. The
-master notebook holds the same cells in otter's format; otter assign removes the
-solutions and the hidden tests from the student notebook.
+    ````{solution} vae-q-kl
+    :class: dropdown
+
+    ```python
+    def kl_gaussian(mu, logvar):
+        # BEGIN SOLUTION
+        ...
+        # END SOLUTION
+    ```
+    ````
+
+It is followed by one code cell per test case, tagged ``tests-public`` or
+``tests-hidden`` (plus ``remove-cell`` and ``nbval-skip``: the book neither shows nor
+runs them). The book shows the solution in a dropdown (``make student`` drops it);
+otter assign removes the solutions and the hidden tests from the student notebook.
 """
 
 from __future__ import annotations
@@ -38,8 +43,10 @@ _EXERCISE = re.compile(
     re.S,
 )
 _LABEL = re.compile(r":label:\s*(\S+)")
-_SOLUTION_START = re.compile(r"```\{solution-start\}\s*(\S+)")
-_SOLUTION_END = re.compile(r"```\{solution-end\}")
+_SOLUTION = re.compile(
+    r"````\{solution\}\s*(?P<label>\S+)\n(?::[^\n]*\n)*\s*```python\n(?P<code>.*?)\n```\s*\n````",
+    re.S,
+)
 _ROLE = re.compile(r"\{(?:eq|doc|ref|numref|func|class|mod|meth|attr|cite)\}`([^`]*)`")
 
 
@@ -92,52 +99,29 @@ def questions(path: str | Path) -> list[Question]:
     nb = nbformat.read(path, as_version=4)
     exercises = _exercises(nb)
     out: list[Question] = []
-    i = 0
     cells = nb.cells
-    while i < len(cells):
-        cell = cells[i]
-        start = _SOLUTION_START.search(cell.source) if cell.cell_type == "markdown" else None
-        if not start:
-            i += 1
+    for i, cell in enumerate(cells):
+        if cell.cell_type != "markdown":
             continue
-        label = start.group(1)
-        solution = [c.source for c in _until_end(cells, i + 1) if SOLUTION_TAG in _tags(c)]
-        if not solution:  # a gated solution that is not graded
-            i += 1
+        graded = [m for m in _SOLUTION.finditer(cell.source) if "# BEGIN SOLUTION" in m.group("code")]
+        if len(graded) > 1:
+            raise MarkupError(f"{path}: one graded solution per markdown cell, found {len(graded)}")
+        if not graded:
             continue
+        label, code = graded[0].group("label"), graded[0].group("code")
         if label not in exercises:
             raise MarkupError(f"{path}: solution of unknown exercise label {label!r}")
-        i += 1
-        while i < len(cells) and not (
-            cells[i].cell_type == "markdown" and _SOLUTION_END.search(cells[i].source)
-        ):
-            i += 1
-        if i == len(cells):
-            raise MarkupError(f"{path}: {label}: no {{solution-end}} after the solution")
-        i += 1
         public, hidden = [], []
-        while i < len(cells) and cells[i].cell_type == "code":
-            tags = _tags(cells[i])
-            if PUBLIC_TAG in tags:
-                public.append(cells[i].source)
-            elif HIDDEN_TAG in tags:
-                hidden.append(cells[i].source)
-            else:
+        for test in cells[i + 1 :]:
+            tags = _tags(test)
+            if test.cell_type != "code" or not ({PUBLIC_TAG, HIDDEN_TAG} & set(tags)):
                 break
-            i += 1
+            (hidden if HIDDEN_TAG in tags else public).append(test.source)
         if not hidden:
             raise MarkupError(f"{path}: graded exercise {label} has no hidden test")
         title, body = exercises[label]
-        out.append(Question(label, title, body, "\n".join(solution), public, hidden))
+        out.append(Question(label, title, body, code, public, hidden))
     return out
-
-
-def _until_end(cells, i):
-    while i < len(cells) and not (
-        cells[i].cell_type == "markdown" and _SOLUTION_END.search(cells[i].source)
-    ):
-        yield cells[i]
-        i += 1
 
 
 def plain_markdown(text: str) -> str:
