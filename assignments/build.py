@@ -49,19 +49,26 @@ def assign_chapter(chapter: Path, out: Path) -> tuple[Path, list[generate.Questi
     master_dir = out / "_masters"
     master_dir.mkdir(parents=True, exist_ok=True)
     master = master_dir / f"{name}.ipynb"
-    nb = generate.master_notebook(name, generate.chapter_title(chapter), qs, f"book/{chapter.name}")
+    nb = generate.master_notebook(
+        name, generate.chapter_title(chapter), qs, f"book/{chapter.name}"
+    )
     nbformat.write(nb, master)
     _run([otter_bin(), "assign", "--no-run-tests", "--no-pdfs", str(master), str(dest)])
     return dest, qs
 
 
 def _run(cmd: list[str], cwd: Path | None = None) -> subprocess.CompletedProcess:
-    env = dict(os.environ, PYTHONPATH=os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")])))
+    env = dict(
+        os.environ,
+        PYTHONPATH=os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")])),
+    )
     env.setdefault("OMP_NUM_THREADS", "1")
     env.setdefault("PHBOOK_PROFILE", "quick")
     r = subprocess.run(cmd, cwd=cwd, env=env, capture_output=True, text=True)
     if r.returncode != 0:
-        raise RuntimeError(f"{' '.join(cmd)} failed ({r.returncode}):\n{r.stdout}\n{r.stderr}")
+        raise RuntimeError(
+            f"{' '.join(cmd)} failed ({r.returncode}):\n{r.stdout}\n{r.stderr}"
+        )
     return r
 
 
@@ -73,15 +80,26 @@ def autograder_zip(dest: Path) -> Path:
     return zips[-1]
 
 
-def grade(notebook: Path, zip_path: Path, workdir: Path) -> dict[str, dict[str, list[bool]]]:
+def grade(
+    notebook: Path, zip_path: Path, workdir: Path
+) -> dict[str, dict[str, list[bool]]]:
     """Grade ``notebook`` with ``otter run``: per question, the pass flags of its
     public and hidden test cases."""
     workdir.mkdir(parents=True, exist_ok=True)
     sub = workdir / notebook.name
     shutil.copy(notebook, sub)
     _run(  # -p writes results.pkl (per test case) into the working directory
-        [otter_bin(), "run", "--no-logo", "-p", "-a", str(zip_path.resolve()),
-         "-o", str(workdir.resolve()), str(sub.resolve())],
+        [
+            otter_bin(),
+            "run",
+            "--no-logo",
+            "-p",
+            "-a",
+            str(zip_path.resolve()),
+            "-o",
+            str(workdir.resolve()),
+            str(sub.resolve()),
+        ],
         cwd=workdir,
     )
     import dill  # otter's own pickler: results.pkl holds otter.test_files.GradingResults
@@ -106,7 +124,9 @@ def leaks(dest: Path, qs: list[generate.Question]) -> list[str]:
     found = []
     for q in qs:
         for t in q.hidden:
-            lines = [ln.strip() for ln in t.splitlines() if ln.strip() and "import" not in ln]
+            lines = [
+                ln.strip() for ln in t.splitlines() if ln.strip() and "import" not in ln
+            ]
             if lines and all(ln in text for ln in lines):
                 found.append(f"{q.name}: hidden test")
         for ln in generate.solution_lines(q.solution):
@@ -177,7 +197,8 @@ Each `<chapter>/` folder holds
 
 Collect the submitted notebooks in a folder and run, for each of them:
 
-    otter run -a {example}/autograder/{example}-autograder_*.zip -o results/ submission.ipynb
+    otter run -a {example}/autograder/{example}-autograder_*.zip -o results/ \\
+        submission.ipynb
 
 (`results/results.json` holds the score of every test case). With Docker installed,
 `otter grade -a <zip> -p submissions/ -o results/` grades a whole folder (zip or
@@ -217,8 +238,12 @@ def chapters(book: Path = ROOT / "book") -> list[Path]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m assignments", description=__doc__.split("\n")[0])
-    parser.add_argument("chapters", nargs="*", type=Path, help="chapter notebooks (default: all graded)")
+    parser = argparse.ArgumentParser(
+        prog="python -m assignments", description=__doc__.split("\n")[0]
+    )
+    parser.add_argument(
+        "chapters", nargs="*", type=Path, help="chapter notebooks (default: all graded)"
+    )
     parser.add_argument("--out", type=Path, default=ROOT / "_build" / "assignments")
     parser.add_argument("--jobs", type=int, default=2, help="chapters checked at once")
     args = parser.parse_args(argv)
@@ -230,11 +255,14 @@ def main(argv: list[str] | None = None) -> int:
     shutil.rmtree(args.out / "_checks", ignore_errors=True)
     write_readme(args.out, tallies)
     rows = [r for t in tallies for r in t["rows"]]
-    print(f"{'question':<28} {'public':>6} {'hidden':>6}  fails on blank  passes on solution")
+    print(
+        f"{'question':<28} {'public':>6} {'hidden':>6}  fails on blank  passes on solution"
+    )
     for r in rows:
         print(
             f"{r['question']:<28} {r['public']:>6} {r['hidden']:>6}  "
-            f"{'yes' if r['fail_on_blank'] else 'NO':<14}  {'yes' if r['pass_on_solution'] else 'NO'}"
+            f"{'yes' if r['fail_on_blank'] else 'NO':<14}  "
+            f"{'yes' if r['pass_on_solution'] else 'NO'}"
         )
     leaked = [f"{t['chapter']}: {x}" for t in tallies for x in t["leaks"]]
     for x in leaked:

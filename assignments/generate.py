@@ -103,9 +103,15 @@ def questions(path: str | Path) -> list[Question]:
     for i, cell in enumerate(cells):
         if cell.cell_type != "markdown":
             continue
-        graded = [m for m in _SOLUTION.finditer(cell.source) if "# BEGIN SOLUTION" in m.group("code")]
+        graded = [
+            m
+            for m in _SOLUTION.finditer(cell.source)
+            if "# BEGIN SOLUTION" in m.group("code")
+        ]
         if len(graded) > 1:
-            raise MarkupError(f"{path}: one graded solution per markdown cell, found {len(graded)}")
+            raise MarkupError(
+                f"{path}: one graded solution per markdown cell, found {len(graded)}"
+            )
         if not graded:
             continue
         label, code = graded[0].group("label"), graded[0].group("code")
@@ -125,7 +131,7 @@ def questions(path: str | Path) -> list[Question]:
 
 
 def plain_markdown(text: str) -> str:
-    """MyST roles to plain Markdown that Jupyter and Colab render (``{eq}`x``` -> ``(x)``)."""
+    """MyST roles as plain Markdown that Jupyter and Colab render."""
     return _ROLE.sub(lambda m: f"`{m.group(1)}` (in the chapter)", text)
 
 
@@ -140,7 +146,7 @@ def chapter_title(path: str | Path) -> str:
     return Path(path).stem
 
 
-SETUP = '''\
+SETUP = """\
 # Setup: install phbook and otter-grader if missing (Colab), then seed and device.
 try:
     import otter
@@ -152,14 +158,16 @@ except ImportError:
 session = phbook.setup(seed=0, quiet=True)
 import numpy as np
 import torch
-grader = otter.Notebook("{name}.ipynb")'''
+grader = otter.Notebook("{name}.ipynb")"""
 
 
 def _raw(text: str):
     return nbformat.v4.new_raw_cell(text)
 
 
-def master_notebook(name: str, title: str, qs: list[Question], source: str) -> nbformat.NotebookNode:
+def master_notebook(
+    name: str, title: str, qs: list[Question], source: str
+) -> nbformat.NotebookNode:
     """An otter-assign master notebook for one chapter's graded questions."""
     nb = nbformat.v4.new_notebook()
     nb.metadata["kernelspec"] = {
