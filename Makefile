@@ -99,7 +99,7 @@ book-check: $(STAMP)
 assignments: $(STAMP)
 	@start=$$SECONDS; mkdir -p _build; \
 	OMP_NUM_THREADS=1 PHBOOK_PROFILE=quick $(BIN)/python -m assignments \
-		--jobs $(WORKERS) --out _build/assignments > _build/assignments.log 2>&1 \
+		--out _build/assignments > _build/assignments.log 2>&1 \
 		|| { rc=$$?; tail -40 _build/assignments.log; exit $$rc; }; \
 	head -n -1 _build/assignments.log | grep -v "^WARNING" || true; \
 	echo "[phase] assignments (build + grading checks): $$((SECONDS - start)) s"; \

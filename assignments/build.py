@@ -1,22 +1,27 @@
 """Build every chapter's autograded assignment and check that its tests can fail.
 
-``python -m assignments [--out _build/assignments] [--jobs 2] [book/NN_name.ipynb ...]``
+``python -m assignments [--out _build/assignments] [--end-to-end 03_beta_vae]
+[book/NN_name.ipynb ...]``
 
-For each chapter with graded exercises it writes an otter master notebook, runs
-otter assign (student notebook without solutions and hidden tests, autograder bundle),
-then grades two notebooks with ``otter run`` and the autograder zip, as a learning
-platform would:
+For each chapter with graded exercises it writes an otter master notebook and runs
+otter assign (student notebook without solutions and hidden tests, autograder bundle).
+Then it executes two notebooks per chapter and runs otter's own test files on them:
 
-* the solution notebook, on which every test of every question must pass;
-* the unanswered student notebook, on which every hidden test must fail.
+* the solution notebook (``autograder/``): every test of every question must pass;
+* the unanswered student notebook (``student/``): every hidden test must fail.
 
-It also checks that no hidden test and no solution line is left in the student
-folder. The last line printed is a JSON object with the counts of these checks.
+It checks that no hidden test and no solution line reached the student folder, and
+grades one chapter end to end as an instructor would, with ``otter run`` and the
+autograder zip on the student's and the solution notebook (a kernel each), which must
+agree with the in-process results. The last line printed is a JSON object with the
+counts of these checks.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
+import io
 import json
 import os
 import shutil
@@ -53,7 +58,11 @@ def assign_chapter(chapter: Path, out: Path) -> tuple[Path, list[generate.Questi
         name, generate.chapter_title(chapter), qs, f"book/{chapter.name}"
     )
     nbformat.write(nb, master)
-    _run([otter_bin(), "assign", "--no-run-tests", "--no-pdfs", str(master), str(dest)])
+    from otter.assign import main as otter_assign  # changes directory: not thread-safe
+
+    log = io.StringIO()
+    with contextlib.redirect_stdout(log), contextlib.redirect_stderr(log):
+        otter_assign(str(master), str(dest), no_run_tests=True, no_pdfs=True)
     return dest, qs
 
 
@@ -135,40 +144,103 @@ def leaks(dest: Path, qs: list[generate.Question]) -> list[str]:
     return found
 
 
-def check_chapter(chapter: Path, out: Path) -> dict:
-    """Assign, grade the solution and the blank student notebook; return the tallies."""
-    t0 = time.perf_counter()
-    dest, qs = assign_chapter(chapter, out)
-    z = autograder_zip(dest)
-    name = chapter.stem
-    work = out / "_checks" / name
-    if work.exists():
-        shutil.rmtree(work)
-    sol = grade(dest / "autograder" / f"{name}.ipynb", z, work / "solution")
-    blank = grade(dest / "student" / f"{name}.ipynb", z, work / "blank")
+def execute(notebook: Path) -> dict:
+    """Run the code cells of ``notebook`` in a fresh namespace, as a kernel would (IPython
+    syntax translated; a failing cell does not stop the rest, as in otter's grading).
+    ``grader.check`` cells are skipped: the checks run otter's test files directly."""
+    from IPython.core.inputtransformer2 import TransformerManager
+
+    tm = TransformerManager()
+    nb = nbformat.read(notebook, as_version=4)
+    ns: dict = {"__name__": "__main__"}
+    cwd = os.getcwd()
+    for cell in nb.cells:
+        if cell.cell_type != "code" or cell.source.lstrip().startswith("grader."):
+            continue
+        try:
+            os.chdir(notebook.parent)
+            with contextlib.redirect_stdout(io.StringIO()):
+                exec(compile(tm.transform_cell(cell.source), str(notebook), "exec"), ns)
+        except Exception:  # noqa: BLE001 - an unanswered question may raise
+            pass
+        finally:
+            os.chdir(cwd)
+    return ns
+
+
+def run_tests(ns: dict, tests_dir: Path) -> dict[str, dict[str, list[bool]]]:
+    """Otter's test files of ``tests_dir`` run on the namespace ``ns``: per question,
+    the pass flags of its public and hidden test cases."""
+    from otter.test_files import OKTestFile
+
+    out = {}
+    for path in sorted(tests_dir.glob("*.py")):
+        tf = OKTestFile.from_file(str(path))
+        with contextlib.redirect_stdout(io.StringIO()):
+            tf.run(ns)
+        flags: dict[str, list[bool]] = {"public": [], "hidden": []}
+        for case in tf.test_case_results:
+            flags["hidden" if case.test_case.hidden else "public"].append(bool(case.passed))
+        out[path.stem] = flags
+    return out
+
+
+def tally(name: str, qs: list[generate.Question], sol: dict, blank: dict) -> list[dict]:
+    """One row per question: test counts and the two checks."""
     rows = []
     for q in qs:
-        s, b = sol.get(q.name, {}), blank.get(q.name, {})
+        s, b = sol.get(q.name), blank.get(q.name)
         rows.append(
             {
                 "chapter": name,
                 "question": q.name,
                 "public": len(q.public),
                 "hidden": len(q.hidden),
-                "pass_on_solution": bool(s)
+                "pass_on_solution": s is not None
                 and len(s["public"]) == len(q.public)
                 and len(s["hidden"]) == len(q.hidden)
                 and all(s["public"] + s["hidden"]),
                 # every hidden test fails on the unanswered notebook
-                "fail_on_blank": bool(b) and not any(b["hidden"]),
+                "fail_on_blank": b is not None
+                and len(b["hidden"]) == len(q.hidden)
+                and not any(b["hidden"]),
             }
         )
+    return rows
+
+
+def check_chapter(dest: Path, qs: list[generate.Question]) -> dict:
+    """Run the solution and the blank student notebook against every test."""
+    t0 = time.perf_counter()
+    name = dest.name
+    tests = dest / "autograder" / "tests"
+    sol = run_tests(execute(dest / "autograder" / f"{name}.ipynb"), tests)
+    blank = run_tests(execute(dest / "student" / f"{name}.ipynb"), tests)
     return {
         "chapter": name,
-        "rows": rows,
+        "rows": tally(name, qs, sol, blank),
+        "flags": {"solution": sol, "blank": blank},
         "leaks": leaks(dest, qs),
         "seconds": time.perf_counter() - t0,
     }
+
+
+def end_to_end(dest: Path, expected: dict) -> bool:
+    """Grade the student's and the solution notebook of one chapter with ``otter run``
+    and its autograder zip; True when otter agrees with the in-process checks."""
+    z = autograder_zip(dest)
+    work = dest.parent / "_checks" / dest.name
+    shutil.rmtree(work, ignore_errors=True)
+    jobs = {
+        "blank": dest / "student" / f"{dest.name}.ipynb",
+        "solution": dest / "autograder" / f"{dest.name}.ipynb",
+    }
+    with ThreadPoolExecutor(2) as pool:
+        got = dict(
+            zip(jobs, pool.map(lambda k: grade(jobs[k], z, work / k), jobs), strict=True)
+        )
+    shutil.rmtree(work.parent, ignore_errors=True)
+    return got == expected
 
 
 README = """# Autograded assignments
@@ -185,10 +257,11 @@ assignments cannot drift apart.
 
 Each `<chapter>/` folder holds
 
-- `student/<chapter>.ipynb`: the notebook to hand out. Solutions and hidden tests are
-  **removed** (not hidden); the public tests are stored in the notebook, so
-  `grader.check("question")` works anywhere, Colab included (its first cell installs
-  `phbook` and `otter-grader` when they are missing). It runs on a CPU in seconds.
+- `student/`: what to hand out, the notebook `<chapter>.ipynb` and its `tests/` folder
+  of public tests (`grader.check("question")` runs them). Solutions and hidden tests
+  are **removed**, not hidden. It runs on a CPU in seconds. Its first cell installs
+  `phbook` and `otter-grader` when they are missing, so it also runs in Colab: upload
+  the `tests/` folder beside the notebook (Colab's *Files* pane) first.
 - `autograder/<chapter>.ipynb`: the solution notebook;
   `autograder/<chapter>-autograder_*.zip`: the autograder bundle with every test,
   hidden ones included.
@@ -245,15 +318,26 @@ def main(argv: list[str] | None = None) -> int:
         "chapters", nargs="*", type=Path, help="chapter notebooks (default: all graded)"
     )
     parser.add_argument("--out", type=Path, default=ROOT / "_build" / "assignments")
-    parser.add_argument("--jobs", type=int, default=2, help="chapters checked at once")
+    parser.add_argument(
+        "--end-to-end",
+        default="03_beta_vae",
+        help="chapter graded with otter run and its autograder zip (default 03_beta_vae)",
+    )
     args = parser.parse_args(argv)
     t0 = time.perf_counter()
     todo = args.chapters or chapters()
     args.out.mkdir(parents=True, exist_ok=True)
-    with ThreadPoolExecutor(max(1, args.jobs)) as pool:
-        tallies = list(pool.map(lambda c: check_chapter(c, args.out), todo))
-    shutil.rmtree(args.out / "_checks", ignore_errors=True)
+    built = [assign_chapter(c, args.out) for c in todo]
+    tallies = [check_chapter(dest, qs) for dest, qs in built]
     write_readme(args.out, tallies)
+    e2e = args.end_to_end if args.end_to_end in [t["chapter"] for t in tallies] else None
+    e2e = e2e or tallies[0]["chapter"]
+    (t_e2e,) = [t for t in tallies if t["chapter"] == e2e]
+    e2e_ok = end_to_end(args.out / e2e, t_e2e["flags"])
+    print(
+        f"otter run on {e2e} (student and solution notebooks): "
+        f"{'agrees' if e2e_ok else 'DISAGREES'} with the checks"
+    )
     rows = [r for t in tallies for r in t["rows"]]
     print(
         f"{'question':<28} {'public':>6} {'hidden':>6}  fails on blank  passes on solution"
@@ -275,11 +359,13 @@ def main(argv: list[str] | None = None) -> int:
         "fail_on_blank": sum(r["fail_on_blank"] for r in rows),
         "pass_on_solution": sum(r["pass_on_solution"] for r in rows),
         "leaks": len(leaked),
+        "end_to_end": e2e if e2e_ok else None,
         "seconds": round(time.perf_counter() - t0, 1),
     }
     ok = (
         summary["fail_on_blank"] == summary["pass_on_solution"] == len(rows)
         and not leaked
+        and e2e_ok
         and all(len(t["rows"]) >= 2 for t in tallies)
     )
     print(f"wrote {args.out}/<chapter>/student, autograder and {args.out}/README.md")

@@ -184,6 +184,8 @@ def master_notebook(
             "export_cell: false\n"
             "run_tests: false\n"
             "solutions_pdf: false\n"
+            "tests:\n"
+            "  files: true\n"
             "generate:\n"
             "  pdf: false\n"
             "  show_stdout: true\n"
