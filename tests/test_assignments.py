@@ -109,3 +109,31 @@ def test_chapter_questions_pass_on_solution_and_fail_blank(chapter):
         exec(compile(_blank(q.solution), q.label, "exec"), blank)
         for test in q.hidden:
             assert not _passes(test, blank), f"{q.label}: a hidden test passes on the blank"
+
+
+def test_build_catches_a_test_that_cannot_fail(tmp_path):
+    """otter assign on a small chapter: the good question passes both checks; a hidden
+    test that also passes on the blank is caught; nothing hidden reaches student/."""
+    from assignments import build
+
+    bad = MD.replace("t-q-double", "t-q-weak").replace("Double it", "Weak")
+    nb = _notebook(
+        MD,
+        [
+            ("tests-public", "assert double(1) == 2"),
+            ("tests-hidden", "assert double(-3) == -6"),
+        ],
+    )
+    nb.cells += _notebook(bad, [("tests-hidden", "assert True")]).cells
+    chapter = tmp_path / "01_t.ipynb"
+    nbformat.write(nb, chapter)
+    dest, qs = build.assign_chapter(chapter, tmp_path / "out")
+    result = build.check_chapter(dest, qs)
+    rows = {r["question"]: r for r in result["rows"]}
+    assert rows["t_q_double"]["pass_on_solution"] and rows["t_q_double"]["fail_on_blank"]
+    assert rows["t_q_weak"]["pass_on_solution"] and not rows["t_q_weak"]["fail_on_blank"]
+    assert result["leaks"] == []
+    student = (dest / "student" / "01_t.ipynb").read_text()
+    assert "return 2 * x" not in student and "double(-3)" not in student
+    assert (dest / "student" / "tests" / "t_q_double.py").exists()
+    assert list((dest / "autograder").glob("01_t-autograder_*.zip"))
