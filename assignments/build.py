@@ -246,7 +246,7 @@ def end_to_end(dest: Path, expected: dict) -> bool:
 README = """# Autograded assignments
 
 Built by `make assignments` from the book's chapters: every chapter's graded exercises
-(the `{{exercise}}` blocks followed by a solution cell and tests) become one
+(an `{{exercise}}` with its `{{solution}}` code and tagged test cells) become one
 [otter-grader](https://otter-grader.readthedocs.io) assignment. The exercises, their
 solutions and their tests live in the chapter notebooks, so the book and the
 assignments cannot drift apart.
