@@ -41,7 +41,13 @@ from __future__ import annotations
 
 from ..arrays import as_images, batched
 from .autoencoders import AutoencoderDetector, DeepDetector, VAEDetector
-from .base import Detector, ScoreFusion, Transformed
+from .base import (
+    Detector,
+    ScoreFusion,
+    Transformed,
+    empirical_p_values,
+    fuse_scores,
+)
 from .classic import (
     DictionaryLearningDetector,
     HillasCut,
@@ -87,6 +93,8 @@ __all__ = [
     "RBMDetector",
     "KMeansDetector",
     "SmoothLensDetector",
+    "empirical_p_values",
+    "fuse_scores",
     "VQVAEDetector",
     "FFJORDVAEDetector",
     "FFJORDDensityDetector",
