@@ -231,38 +231,34 @@ _SIZES: dict[str, dict[str, dict[str, Any]]] = {
             "keep_archive": False,
         },
     },
-    # chapter 11: CHASE-like transient candidates (also bench/case_studies.py,
-    # chase_aucs): an unlabelled pool, a labelled set the classifier may draw
-    # n_labelled stamps from, a held-out labelled test set; label_curve: the subset
-    # sizes of the AUC-against-labels curve, each drawn curve_seeds times
+    # chapter 11: CHASE-like transient candidates (also bench/case_studies.py)
     "transients": {
+        # chapter 11 (phbook.studies.chase): n_candidates per set (train, validation
+        # and test are equal), the DNMSE's real transients, the MLP's labelled stamps;
+        # the networks train up to max_epochs (the paper: 500) with early stopping
         "quick": {
-            "n_pool": 4000,
-            "n_labelled_set": 1000,
-            "n_labelled": 300,
-            "n_test": 2000,
-            "epochs": 4,
-            "vae_epochs": 8,
-            "kl_warmup": 3,
+            "n_candidates": 800,
+            "n_reals": 100,
+            "n_mlp_train": 1500,
+            "n_mlp_test": 500,
+            "max_epochs": 12,
+            "patience": 3,
+            "kl_warmup": 4,
             "batch_size": 128,
             "dict_epochs": 2,
-            "k": 10,
-            "label_curve": (50, 100, 300),
-            "curve_seeds": 1,
+            "top": 100,
         },
         "full": {
-            "n_pool": 40000,
-            "n_labelled_set": 4000,
-            "n_labelled": 1000,
-            "n_test": 10000,
-            "epochs": 10,
-            "vae_epochs": 20,
-            "kl_warmup": 5,
-            "batch_size": 256,
+            "n_candidates": 10000,
+            "n_reals": 315,
+            "n_mlp_train": 15000,
+            "n_mlp_test": 5000,
+            "max_epochs": 100,
+            "patience": 10,
+            "kl_warmup": 10,
+            "batch_size": 128,
             "dict_epochs": 5,
-            "k": 10,
-            "label_curve": (50, 100, 300, 1000, 4000),
-            "curve_seeds": 3,
+            "top": 100,
         },
     },
     # chapter 9 and bench/benchmark.py: every detector on one simulated benchmark
