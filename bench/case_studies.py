@@ -28,6 +28,10 @@ Prints what it measures as it goes and, as its last line, one JSON object:
 ``chase_best_latent_auc``, ``chase_pca_auc``
     chapter 11's CHASE study (:func:`chase_aucs`).
 
+``mergers_inconsistent``
+    chapter 12: method -> sample (all, pre-merger, post-merger) -> percentage of
+    inconsistent images (:func:`mergers_inconsistent`).
+
 One function per measurement in ``MEASUREMENTS`` below.
 """
 
@@ -228,6 +232,25 @@ def lensing_aucs(profile: str) -> dict:
     return out
 
 
+def mergers_inconsistent(profile: str) -> dict:
+    """Chapter 12's table of the galaxy lecture: the percentage of inconsistent images
+    (score above the 95% quantile of the ordinary galaxies') per merger sample, for
+    f-AnoGAN's WGAN-GP score and k-means (:mod:`phbook.studies.mergers`), with the
+    chapter's sizes and checkpoints."""
+    from phbook.studies import mergers
+
+    t0 = time.perf_counter()
+    scores, classes = mergers.merger_scores(config.sizes("galaxies", profile))
+    table = mergers.inconsistent_percentages(scores, classes)
+    log(f"mergers: {time.perf_counter() - t0:.1f} s\n{table.round(1).to_string()}")
+    return {
+        "mergers_inconsistent": {
+            method: {sample: round(float(v), 2) for sample, v in col.items()}
+            for method, col in table.items()
+        }
+    }
+
+
 #: Every measurement, in order; each returns a dict of figures for the JSON line.
 MEASUREMENTS = [
     measure_lensing_generation,
@@ -245,6 +268,7 @@ def main() -> dict:
     for measure in MEASUREMENTS:
         results.update(measure(sizes))
     results.update(chase_aucs(profile))
+    results.update(mergers_inconsistent(profile))
     results["profile"] = profile
     return results
 
