@@ -354,6 +354,12 @@ _SIZES: dict[str, dict[str, dict[str, Any]]] = {
             "n_clusters": 8,
             "n_components": 32,
             "n_top": 8,
+            # simulation against observation (PixelCNN) and VAE generation
+            "sim_n_train": 1500,
+            "sim_n_eval": 500,
+            "vae_n_train": 1500,
+            "vae_epochs": 15,
+            "n_generate": 500,
         },
         "full": {
             "n_train": 8000,
@@ -370,6 +376,11 @@ _SIZES: dict[str, dict[str, dict[str, Any]]] = {
             "n_clusters": 16,
             "n_components": 32,
             "n_top": 10,
+            "sim_n_train": 8000,
+            "sim_n_eval": 2000,
+            "vae_n_train": 8000,
+            "vae_epochs": 40,
+            "n_generate": 2000,
         },
     },
     # bench/case_studies.py: simulator speed (images per timed run, repeats, and the
