@@ -7,10 +7,10 @@
    and star-forming clumps, against the smooth stellar light alone). The simulator
    whose likelihood distribution lies closer to that of held-out observed galaxies
    is the more realistic one.
-2. **Generation** (:func:`generate`): a VAE trained on galaxy images draws new ones,
-   shown without and with the survey's noise added, and judged by simple morphology
-   statistics (:func:`morphology`) against the training galaxies (the lecture's fake
-   COSMOS/Euclid galaxies).
+2. **Generation** (:func:`generate`): a VAE trained on noiseless galaxy images draws
+   new ones, shown without and with the survey's noise added, and judged by simple
+   morphology statistics (:func:`morphology`) against the training galaxies (the
+   lecture's fake COSMOS/Euclid galaxies).
 
 Images are in units of the sky noise (``image / noise_sigma``), the ordinary
 galaxies only.
@@ -227,7 +227,7 @@ class Generation:
 
     model: BetaVAE
     history: pd.DataFrame
-    x_train: np.ndarray  # training galaxies (sky-noise units)
+    x_train: np.ndarray  # the survey images of the training galaxies (sky-noise units)
     samples: np.ndarray  # decoded means of z ~ N(0, I) (sky-noise units)
     noisy: np.ndarray  # the same with the survey's noise added
     stats: dict  # "training", "generated", "generated + noise" -> morphology table
@@ -251,26 +251,30 @@ def generate(
     epochs: int = 10,
     latent_dim: int = 16,
     batch_size: int = 64,
+    n_components: int = 10,
     name: str | None = "ch12-vae-generate",
     seed: int = 0,
 ) -> Generation:
-    """Train a VAE on ``n_train`` ordinary (default-simulator) galaxies and draw
-    ``n_generate`` new ones, without and with noise.
+    """Train a VAE on ``n_train`` ordinary (default-simulator) galaxy models and draw
+    ``n_generate`` new ones, without and with the survey's noise.
 
-    The VAE (:class:`phbook.models.vae.BetaVAE`) sees the stamps in sky-noise units,
-    asinh-stretched as chapter 12's f-AnoGAN sees them; its KL weight ``beta = 2
-    sigma_y^2`` matches the stretched sky noise ``sigma_y`` (chapter 3), so its decoder
-    mean is a noiseless galaxy. The samples are decoded means of ``z ~ N(0, I)``,
-    un-stretched to sky-noise units; "with noise" adds the survey's sky noise (one
-    unit per pixel) to them.
+    As the lecture's fake survey galaxies were made, the VAE
+    (:class:`phbook.models.vae.BetaVAE`) learns the galaxies *without* noise (the
+    simulator's expected images, in sky-noise units, asinh-stretched as chapter 12's
+    f-AnoGAN sees them), and the survey's sky noise (one unit per pixel) is added to
+    its samples afterwards. The samples are decoded codes drawn from a Gaussian
+    mixture of ``n_components`` fitted to the training codes (chapter 4's recipe),
+    un-stretched to sky-noise units; both are compared with the *noisy* survey images
+    of the same training galaxies. The KL weight ``beta = 2 sigma_y^2`` is that of a
+    pixel noise ``sigma_y`` of the stretched sky noise (chapter 3).
     """
     import torch
 
     stretch = transforms.AsinhStretch(softening=3.0, x_max=3000.0)
-    data = galaxies.load_or_simulate(
-        n_train, seed=31, fractions={"normal": 1}, progress=False
-    )
-    x = in_sigma(data)
+    kw = dict(seed=31, fractions={"normal": 1}, progress=False)
+    clean = galaxies.load_or_simulate(n_train, noise=False, **kw)
+    survey = galaxies.load_or_simulate(n_train, **kw)  # the same galaxies, noisy
+    x_clean, x = in_sigma(clean), in_sigma(survey)
     sigma_y = 1.0 / (stretch.softening * stretch._scale)  # slope of the stretch at 0
     model = BetaVAE(
         x.shape[-1],
@@ -280,15 +284,26 @@ def generate(
         kl_warmup=max(1, epochs // 4),
     )
     fit_kwargs = dict(epochs=epochs, batch_size=batch_size, lr=2e-3, seed=seed)
-    y = stretch(x)
+    y = stretch(x_clean)
     if name is None:
         history = train.fit(model, y, progress=False, **fit_kwargs)
         model.eval()
     else:
         model, history = train.load_or_train(name, model, y, progress=False, **fit_kwargs)
-    gen = torch.Generator().manual_seed(seed)
+    # codes drawn from a Gaussian mixture fitted to the training galaxies' posterior
+    # means (the aggregate posterior), not from the prior N(0, I): a VAE whose KL
+    # term is small leaves regions of the prior that decode to no galaxy
+    from sklearn.mixture import GaussianMixture
+
+    from .. import latent
+
+    model = model.cpu().eval()
+    mu = latent.encode(model, y[:, None], device="cpu")
+    gmm = GaussianMixture(n_components, covariance_type="full", random_state=seed)
+    z = gmm.fit(mu).sample(n_generate)[0]
+    z = z[np.random.default_rng(seed).permutation(len(z))]  # sample() sorts by component
     with torch.no_grad():
-        y_gen = model.cpu().sample(n_generate, generator=gen)[:, 0].numpy()
+        y_gen = model.decode(torch.as_tensor(z, dtype=torch.float32))[:, 0].numpy()
     samples = stretch.inverse(y_gen)
     rng = np.random.default_rng(seed)
     noisy = samples + rng.standard_normal(samples.shape).astype(np.float32)
