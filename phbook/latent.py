@@ -28,6 +28,7 @@ __all__ = [
     "gmm_nll",
     "nearest_component_distance",
     "typical_members",
+    "neighbour_label_fraction",
 ]
 
 
@@ -216,3 +217,18 @@ def typical_members(gmm: GaussianMixture, z, n: int = 8) -> dict[int, np.ndarray
         idx = np.flatnonzero(labels == k)
         out[k] = idx[np.argsort(d2[idx, k])[:n]]
     return out
+
+
+def neighbour_label_fraction(z_query, z_pool, labels_pool, k: int = 10) -> np.ndarray:
+    """Per query, the fraction of its ``k`` latent nearest neighbours (Euclidean) in
+    the pool with label 1: how often a code's neighbours share a class."""
+    from sklearn.neighbors import NearestNeighbors
+
+    zq, zp = _codes(z_query, "z_query"), _codes(z_pool, "z_pool")
+    labels = np.asarray(labels_pool).astype(int).ravel()
+    if len(labels) != len(zp):
+        raise ValueError(f"{len(labels)} labels for {len(zp)} pool codes")
+    if not 1 <= k <= len(zp):
+        raise ValueError(f"k={k} must lie in [1, {len(zp)}]")
+    idx = NearestNeighbors(n_neighbors=k).fit(zp).kneighbors(zq, return_distance=False)
+    return labels[idx].mean(axis=1)
