@@ -21,10 +21,6 @@ LAZY_ALLOWED = {"phbook/cli.py"}
 #: TEMPORARY: function-level imports that other work in progress removes. Each entry
 #: must still exist (the test says when one can go), and is left out of the graph.
 PENDING = {
-    # the CHASE protocol moves from latent.py to phbook/studies/chase.py (issue 16,
-    # helper "cases"); until then it imports the detectors inside functions
-    ("phbook/latent.py", "phbook.detectors"): "CHASE protocol -> studies/chase.py",
-    ("phbook/latent.py", "phbook.sim.transients"): "CHASE protocol -> studies/chase.py",
     # phbook/sim is edited by the simulator work (helper "sim")
     ("phbook/sim/archive.py", "phbook.sim.panoseti"): "sim/archive.py: import at top",
 }
