@@ -51,7 +51,9 @@ from __future__ import annotations
 from .format import (
     CLOCKS_DISAGREE,
     DATA_PRODUCTS,
+    FIELD_RANGES,
     NO_PACKET,
+    NSEC_INVALID,
     NSEC_PLACEHOLDER,
     NSEC_PLACEHOLDER_VALUE,
     ClockWarning,
@@ -78,7 +80,9 @@ from .names import (
 from .read import (
     FileInfo,
     _Reader,  # noqa: F401 (tests patch it)
+    identify,
     iter_chunks,
+    list_damage,
     read_frames,
     read_frames_at,
     scan_file,
@@ -105,6 +109,8 @@ __all__ = [
     "NSEC_PLACEHOLDER",
     "NO_PACKET",
     "NSEC_PLACEHOLDER_VALUE",
+    "NSEC_INVALID",
+    "FIELD_RANGES",
     "parse_filename",
     "format_filename",
     "parse_run_name",
@@ -120,5 +126,7 @@ __all__ = [
     "read_frames_at",
     "iter_chunks",
     "scan_file",
+    "list_damage",
+    "identify",
     "FileInfo",
 ]

@@ -74,6 +74,21 @@ NSEC_PLACEHOLDER_VALUE = 999_999_999
 CLOCKS_DISAGREE = 1  #: the WR and host clocks differ by more than a second
 NSEC_PLACEHOLDER = 2  #: ``pkt_nsec`` is the 999999999 placeholder
 NO_PACKET = 4  #: four-quabo header in which no quabo has a packet (all zero)
+NSEC_INVALID = 8  #: ``pkt_nsec`` is 1e9 or more: not a nanosecond count
+
+#: Values a header field can take (inclusive); a header outside them is damaged. The
+#: quabo number is 0-3 (four quabos per module), ``pkt_tai`` holds the low 10 bits of
+#: the White Rabbit second and ``tv_usec`` the microseconds of ``gettimeofday``.
+#: ``pkt_nsec`` may reach 4294967295 (a printf ``%9u`` of a value of 1e9 or more prints
+#: 10 digits, and newer DAQ versions format it ``%10d``); values of 1e9 and above are
+#: read, and flagged :data:`NSEC_INVALID` by :func:`frame_times`.
+FIELD_RANGES: dict[str, tuple[int, int]] = {
+    "quabo_num": (0, 3),
+    "pkt_num": (0, 2**32 - 1),
+    "pkt_tai": (0, 1023),
+    "pkt_nsec": (0, 2**32 - 1),
+    "tv_usec": (0, 999_999),
+}
 
 _MAX_HEADER = 1 << 16  # a header longer than this is taken as corrupt
 
@@ -103,6 +118,11 @@ class Damage:
     kind: str  #: ``truncated``, ``header`` or ``frame_size``
     message: str
     skipped_bytes: int  #: bytes skipped before the next good frame (or the file end)
+
+    @property
+    def length(self) -> int:
+        """Bytes of the damaged stretch (those skipped)."""
+        return self.skipped_bytes
 
 
 class PFFError(ValueError):
@@ -173,13 +193,19 @@ _C_FORMAT = (
 )
 
 
-def _canonical_text(prod: DataProduct, values: dict | None = None) -> bytes:
-    """Header text exactly as the PANOSETI DAQ prints it (hashpipe output thread)."""
+def _canonical_text(prod: DataProduct, values: dict | None = None, wide: int = 0) -> bytes:
+    """Header text exactly as the PANOSETI DAQ prints it (hashpipe output thread).
+
+    Bit ``q`` of ``wide`` (bit 0 for a one-quabo header) widens quabo ``q``'s
+    ``pkt_nsec`` to 10 characters, as ``printf("%9u")`` prints a value of 1e9 or more.
+    """
     values = values or {}
 
     def body(q: int | None) -> str:
         parts = []
         for name, w in _C_FORMAT:
+            if name == "pkt_nsec" and wide >> (q or 0) & 1:
+                w += 1
             v = values.get((name, q), 0)
             parts.append(f'"{name}": {v:{w}d}')
         return ", ".join(parts) + "}"

@@ -12,6 +12,7 @@ import numpy as np
 from .format import (
     _QUABO_FIELDS,
     DATA_PRODUCTS,
+    FIELD_RANGES,
     DataProduct,
     _canonical_text,
 )
@@ -86,6 +87,9 @@ class _Layout:
             np.repeat(np.arange(len(self.spans)), [w for _, w, _, _ in self.spans]),
         )
         object.__setattr__(self, "_tmpl", tmpl)
+        lo, hi = _span_ranges(self.spans)
+        object.__setattr__(self, "_lo", lo)
+        object.__setattr__(self, "_hi", hi)
 
     @property
     def header_len(self) -> int:
@@ -118,6 +122,9 @@ class _Layout:
             bad |= ((c[:, p] == 48) & nxt & first).any(axis=1)
         bad |= ~isdig[:, self._last].all(axis=1)  # every number has a last digit
         values = (d.astype(np.float64) @ self._place).astype(np.int64)
+        # values outside their field's range (quabo 7, ...) go to the general path,
+        # which names the field, the file and the offset
+        bad |= ((values < self._lo) | (values > self._hi)).any(axis=1)
         return ~bad, values
 
     def store(self, values: np.ndarray, out: np.ndarray) -> None:
@@ -136,14 +143,15 @@ class _Layout:
         for j, (_, w, name, q) in enumerate(self.spans):
             v = headers[name] if q is None else headers[name][:, q]
             v = np.asarray(v, dtype=np.int64)
-            bad = (v < 0) | (v >= 10**w)
+            label = name if q is None else f"quabo_{q}.{name}"
+            lo, hi = int(self._lo[j]), int(min(self._hi[j], 10**w - 1))
+            bad = (v < lo) | (v > hi)
             if bad.any():
                 i = int(np.argmax(bad))
-                label = name if q is None else f"quabo_{q}.{name}"
                 raise ValueError(
-                    f"header field {label} of frame {i} is {int(v[i])}, which does not "
-                    f"fit the {w}-character field of the {self.dp.name} header "
-                    f"(0 to {10**w - 1})"
+                    f"header field {label} of frame {i} is {int(v[i])}, outside "
+                    f"{lo} to {hi} (its range and {w}-character field in the "
+                    f"{self.dp.name} header)"
                 )
             vals[:, j] = v
         cols = vals[:, self._colspan]
@@ -211,14 +219,25 @@ def _header_record(parsed: Any, prod: DataProduct) -> tuple[np.ndarray, list]:
     return rec, leaves
 
 
+def _span_ranges(spans) -> tuple[np.ndarray, np.ndarray]:
+    """Lowest and highest value of every span's field (``FIELD_RANGES``, else any)."""
+    lo = np.array([FIELD_RANGES.get(n, (-(2**62), 2**62))[0] for _, _, n, _ in spans])
+    hi = np.array([FIELD_RANGES.get(n, (-(2**62), 2**62))[1] for _, _, n, _ in spans])
+    return lo.astype(np.int64), hi.astype(np.int64)
+
+
 def _set_field(rec: np.ndarray, name: str, q: int | None, value: Any) -> None:
     label = name if q is None else f"quabo_{q}.{name}"
     if isinstance(value, bool) or not isinstance(value, int):
         raise ValueError(f"header field {label} is {value!r}, not an integer")
     dt = rec.dtype[name].base if q is not None else rec.dtype[name]
     info = np.iinfo(dt)
-    if not info.min <= value <= info.max:
-        raise ValueError(f"header field {label} = {value} is out of range for {dt}")
+    lo, hi = FIELD_RANGES.get(name, (info.min, info.max))
+    if not max(lo, info.min) <= value <= min(hi, info.max):
+        raise ValueError(
+            f"header field {label} = {value} is out of range "
+            f"({max(lo, info.min)} to {min(hi, info.max)})"
+        )
     if q is None:
         rec[name] = value
     else:
@@ -240,15 +259,18 @@ def _derive_layout(raw: bytes, leaves: list, prod: DataProduct) -> _Layout | Non
     return _Layout(prod, raw + b"\n\n*", tuple(spans))
 
 
-_CANONICAL: dict[str, _Layout] = {}
+_CANONICAL: dict[tuple[str, int], _Layout] = {}
 
 
-def _canonical_layout(dp: str) -> _Layout:
-    if dp not in _CANONICAL:
+def _canonical_layout(dp: str, wide: int = 0) -> _Layout:
+    """The DAQ's header template of product ``dp``; bit ``q`` of ``wide`` gives quabo
+    ``q`` a 10-character ``pkt_nsec`` (a value of 1e9 or more)."""
+    key = (dp, wide)
+    if key not in _CANONICAL:
         prod = DATA_PRODUCTS[dp]
-        raw = _canonical_text(prod)
+        raw = _canonical_text(prod, wide=wide)
         _, leaves = _header_record(json.loads(raw), prod)
         layout = _derive_layout(raw, leaves, prod)
         assert layout is not None
-        _CANONICAL[dp] = layout
-    return _CANONICAL[dp]
+        _CANONICAL[key] = layout
+    return _CANONICAL[key]

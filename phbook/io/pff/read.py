@@ -13,17 +13,20 @@ import numpy as np
 from .format import (
     _MAX_HEADER,
     CLOCKS_DISAGREE,
+    DATA_PRODUCTS,
     ClockWarning,
     Damage,
+    DataProduct,
     PFFError,
     PFFFrameSizeError,
     PFFHeaderError,
+    PFFNameError,
     PFFTruncatedError,
     data_product,
 )
 from .frames import Frames
 from .layout import _derive_layout, _header_record, _Layout
-from .names import parse_filename
+from .names import PFFName, parse_filename
 
 # ----------------------------------------------------------------------------------
 # Reading
@@ -57,7 +60,7 @@ class _Reader:
         block_frames: int = 4096,
     ):
         self.path = os.fspath(path)
-        self.prod = data_product(dp) if dp is not None else parse_filename(path).product
+        self.prod = identify(path, dp)[1]
         self.strict = strict
         self.f = open(self.path, "rb")
         self.size = os.fstat(self.f.fileno()).st_size
@@ -138,21 +141,27 @@ class _Reader:
         return rec, pix, frame_end, _derive_layout(raw, leaves, prod)
 
     def _parses(self, offset: int) -> bool:
-        """A whole frame starts at ``offset`` and is followed by a header or the end."""
+        """A whole frame starts at ``offset``: a valid header, ``*`` and the image.
+
+        What follows it is not required to be a header, so an intact frame just before
+        a damaged stretch is found too; a frame cut short is caught by
+        :meth:`check_next` when it is read.
+        """
         try:
-            _, _, end, _ = self.parse_one(offset)
+            self.parse_one(offset)
         except PFFError:
             return False
-        return end >= self.size or self._pread(end, 1) == b"{"
+        return True
 
-    def find_next_frame(self, start: int) -> int | None:
-        """Offset of the next good frame at or after ``start``, or None."""
+    def find_next_frame(self, start: int, stop: int | None = None) -> int | None:
+        """Offset of the next good frame at or after ``start`` (before ``stop``)."""
         window = 1 << 20
+        stop = self.size if stop is None else min(stop, self.size)
         pos = start
-        while pos < self.size:
-            chunk = self._pread(pos, window + 1)
+        while pos < stop:
+            chunk = self._pread(pos, min(window, stop - pos) + 1)
             i = chunk.find(b"{")
-            while 0 <= i < min(window, len(chunk)):
+            while 0 <= i < min(window, stop - pos, len(chunk)):
                 if chunk[i + 1 : i + 2] in (b" ", b"\n", b'"') and self._parses(pos + i):
                     return pos + i
                 i = chunk.find(b"{", i + 1)
@@ -160,31 +169,53 @@ class _Reader:
         return None
 
     def check_next(self, offset: int, end: int) -> None:
-        """Raise PFFFrameSizeError for the frame at ``offset`` if its size is wrong.
+        """Raise PFFFrameSizeError for the frame at ``offset`` if it is cut short.
 
         Its size is right when the byte at its ``end`` starts a header or is the end of
-        the file. Otherwise the next good frame is searched for: if it starts a whole
-        number of frame sizes after ``end`` (or there is none), the frame is taken as
-        whole and the damage as the next frame's; if not, this frame is too long or too
-        short.
+        the file. Otherwise, when a good frame starts inside it, its image runs into
+        that frame (bytes of it were lost) and it is damaged. If none does, the frame is
+        whole and what follows it is damage of its own (inserted bytes, or a damaged
+        next frame): the frame is kept, and the reader reports the stretch after it.
         """
         if end >= self.size:
             return
         nxt = self._pread(end, 1)
         if nxt == b"{":
             return
-        found = self.find_next_frame(offset + 1)
-        expected = end - offset
-        if found is None or (found > end and (found - end) % expected == 0):
+        found = self.find_next_frame(offset + 1, end)
+        if found is None:
             return
+        expected = end - offset
         raise PFFFrameSizeError(
-            f"expected the next header or the end of the file at byte {end}, found "
-            f"byte {nxt!r}: this frame is {found - offset} bytes (the next good header "
-            f"starts at byte {found}) but a {self.prod.name} frame with its header is "
+            f"a good header starts at byte {found}, inside this frame: it is "
+            f"{found - offset} bytes, but a {self.prod.name} frame with its header is "
             f"{expected} bytes ({self.prod.shape[0]}x{self.prod.shape[1]} pixels x "
-            f"{self.prod.bpp} byte(s))",
+            f"{self.prod.bpp} byte(s)); bytes of it are missing",
             self.path,
             offset,
+        )
+
+    def _after_frame(self, last: int, pos: int, stop: int, exc: PFFError) -> PFFError:
+        """The error for bytes that follow a whole frame where a header should be."""
+        if exc.offset != pos or self._pread(pos, 1) == b"{":
+            return exc  # a header that starts right but is damaged
+        fs = pos - last
+        n = stop - pos
+        if n % fs == 0:
+            return exc  # whole frames whose headers are damaged
+        upto = (
+            "the end of the file"
+            if stop >= self.size
+            else f"the next good header at byte {stop}"
+        )
+        return PFFFrameSizeError(
+            f"expected the next header or the end of the file, found {n} unexpected "
+            f"byte(s) up to {upto}: bytes inserted after the frame at byte {last}, "
+            "or that frame is "
+            f"{fs + n} bytes where a {self.prod.name} frame with its header is {fs} "
+            "(then its pixels are shifted)",
+            self.path,
+            pos,
         )
 
     # --- the loop -----------------------------------------------------------------
@@ -197,6 +228,7 @@ class _Reader:
         brace = ord("{")
         limit = max_frames if max_frames is not None else np.inf
         pending: PFFError | None = None
+        last: int | None = None  # offset of the good frame that ends at pos
         n = total = 0
         pos = offset
 
@@ -265,6 +297,7 @@ class _Reader:
                             .reshape(j, *prod.shape)
                         )
                         offsets[sl] = pos + fs * np.arange(j)
+                        last = pos + (j - 1) * fs
                         n += j
                         total += j
                         pos += j * fs
@@ -275,15 +308,19 @@ class _Reader:
                 rec, pix, end, layout = self.parse_one(pos)
                 self.check_next(pos, end)
             except PFFError as exc:
+                resume = self.find_next_frame(pos + 1)
+                stop = resume if resume is not None else self.size
+                if last is not None and isinstance(exc, PFFHeaderError):
+                    exc = self._after_frame(last, pos, stop, exc)
                 if self.strict:
                     pending = exc
                     break
-                resume = self.find_next_frame(pos + 1)
-                stop = resume if resume is not None else self.size
                 self.damage.append(Damage(self.path, pos, exc.kind, exc.detail, stop - pos))
                 pos = stop
+                last = None
                 self.layout = None
                 continue
+            last = pos
             headers[n] = rec[0]
             images[n] = pix
             offsets[n] = pos
@@ -364,7 +401,7 @@ def read_frames(
     disagree.
     """
     parts: list[Frames] = []
-    prod = data_product(dp) if dp is not None else parse_filename(path).product
+    prod = identify(path, dp)[1]
     try:
         for chunk in iter_chunks(
             path,
@@ -541,3 +578,72 @@ def _read_fixed(
     return Frames(
         images[keep], headers[keep], idx[keep] * fs, prod.name, reader.path, damage
     )
+
+
+def list_damage(path: str | os.PathLike, dp: str | None = None) -> list[Damage]:
+    """Every damaged stretch of a file: path, byte offset, length and kind.
+
+    What ``phbook inspect --damage`` prints; the same stretches a ``strict=False`` read
+    skips (the frames on both sides of each are read).
+    """
+    damage: list[Damage] = []
+    for chunk in iter_chunks(path, 1 << 16, dp=dp, strict=False):
+        damage.extend(chunk.damage)
+    return damage
+
+
+def identify(
+    path: str | os.PathLike, dp: str | None = None
+) -> tuple[PFFName | None, DataProduct]:
+    """The parts of a file's name and the product it is read as: one rule, used by
+    every reader and command.
+
+    The product is ``dp`` when given (``--dp``), else the one in the file name. A
+    ``.pff`` file whose name does not follow the PANOSETI scheme is read when its
+    product is given, or when its first frame tells it unambiguously (a one-quabo
+    header is ``ph256``; a four-quabo header with a 1,024-byte image is ``img8``);
+    otherwise :class:`PFFNameError` says what is wrong with the name and what to do.
+    """
+    try:
+        name = parse_filename(path)
+    except PFFNameError as exc:
+        if not os.fspath(path).endswith(".pff"):
+            raise
+        if dp is not None:
+            return None, data_product(dp)
+        sniffed = _sniff_product(path)
+        if sniffed is None:
+            raise PFFNameError(
+                f"{exc.detail}; its first frame does not tell its product either: "
+                "rename it start_<time>.dp_<product>.bpp_<n>.module_<id>.seqno_<k>.pff "
+                "or give the product (--dp)",
+                path=path,
+            ) from None
+        return None, sniffed
+    return name, data_product(dp) if dp is not None else name.product
+
+
+def _sniff_product(path: str | os.PathLike) -> DataProduct | None:
+    """The product of a file from its first frame, where that is unambiguous."""
+    try:
+        with open(path, "rb") as f:
+            head = f.read(_MAX_HEADER + 4096)
+    except OSError:
+        return None
+    end = head.find(b"\n\n*")
+    if not head.startswith(b"{") or end < 0:
+        return None
+    try:
+        parsed = json.loads(head[:end])
+    except (UnicodeDecodeError, json.JSONDecodeError):
+        return None
+    if not isinstance(parsed, dict):
+        return None
+    if "quabo_num" in parsed:
+        return DATA_PRODUCTS["ph256"]
+    if "quabo_0" in parsed:
+        image = end + 3
+        after = head[image + 1024 : image + 1025]
+        if after == b"{" or (not after and os.path.getsize(path) == image + 1024):
+            return DATA_PRODUCTS["img8"]
+    return None

@@ -4,7 +4,13 @@ from __future__ import annotations
 
 import numpy as np
 
-from .format import CLOCKS_DISAGREE, NO_PACKET, NSEC_PLACEHOLDER, NSEC_PLACEHOLDER_VALUE
+from .format import (
+    CLOCKS_DISAGREE,
+    NO_PACKET,
+    NSEC_INVALID,
+    NSEC_PLACEHOLDER,
+    NSEC_PLACEHOLDER_VALUE,
+)
 
 # ----------------------------------------------------------------------------------
 # Times
@@ -23,6 +29,7 @@ def wr_to_unix(pkt_tai, pkt_nsec, tv_sec):
     d = (tv_sec - pkt_tai + 37) % 1024
     sec = np.where(d == 1, tv_sec - 1, np.where(d == 1023, tv_sec + 1, tv_sec))
     ok = (d == 0) | (d == 1) | (d == 1023)
+    ok &= nsec < 1.0  # pkt_nsec of 1e9 or more is not a nanosecond count
     return np.where(ok, sec + nsec, np.nan)
 
 
@@ -34,8 +41,10 @@ def frame_times(headers: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     about a millisecond) and ``flags`` says why: :data:`CLOCKS_DISAGREE` (the WR and
     host seconds differ by more than one: reported, never guessed at) and/or
     :data:`NSEC_PLACEHOLDER` (``pkt_nsec`` is 999999999, which the DAQ writes when the
-    nanoseconds were invalid). For four-quabo headers the first quabo with a packet
-    (``tv_sec > 0``) is used; :data:`NO_PACKET` marks frames without any (time NaN).
+    nanoseconds were invalid) or :data:`NSEC_INVALID` (``pkt_nsec`` is 1e9 or more,
+    which a printf ``%9u`` prints as 10 digits). For four-quabo headers the first
+    quabo with a packet (``tv_sec > 0``) is used; :data:`NO_PACKET` marks frames
+    without any (time NaN).
     """
     headers = np.asarray(headers)
     names = headers.dtype.names or ()
@@ -54,12 +63,14 @@ def frame_times(headers: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     d = (sec - tai.astype(np.int64) + 37) % 1024
     ok = (d == 0) | (d == 1) | (d == 1023)
     placeholder = nsec == NSEC_PLACEHOLDER_VALUE
+    invalid = nsec >= 1_000_000_000
     wr_sec = sec - (d == 1) + (d == 1023)
     host = sec + usec * 1e-6
-    t = np.where(ok & ~placeholder, wr_sec + nsec * 1e-9, host)
+    t = np.where(ok & ~placeholder & ~invalid, wr_sec + nsec * 1e-9, host)
     flags = (
         np.where(ok, 0, CLOCKS_DISAGREE)
         | np.where(placeholder, NSEC_PLACEHOLDER, 0)
+        | np.where(invalid, NSEC_INVALID, 0)
         | np.where(missing, NO_PACKET, 0)
     ).astype(np.uint8)
     t = np.where(missing, np.nan, t)

@@ -49,7 +49,10 @@ def encode_frames(images: Any, headers: np.ndarray, dp: str) -> np.ndarray:
     """The bytes of frames in the DAQ's fixed-width format, as an (n, frame_size) array.
 
     ``headers`` is a structured array of :attr:`DataProduct.header_dtype` (see
-    :func:`empty_headers`); values that do not fit their printf field width raise.
+    :func:`empty_headers`); values outside their field's range (:data:`FIELD_RANGES`,
+    e.g. a quabo number above 3) raise. A ``pkt_nsec`` of 1e9 or more is written with
+    10 characters, as the DAQ's ``printf("%9u")`` does; when only some frames have
+    one, their sizes differ and the result is the 1-D array of all the bytes.
     """
     prod = data_product(dp)
     headers = np.asarray(headers)
@@ -61,11 +64,29 @@ def encode_frames(images: Any, headers: np.ndarray, dp: str) -> np.ndarray:
                 f"headers must be a structured array of dtype {prod.header_dtype}, "
                 f"got {headers.dtype}"
             ) from None
-    pixels = _as_pixels(images, prod, len(headers))
-    layout = _canonical_layout(prod.name)
-    out = np.empty((len(headers), layout.frame_size), dtype=np.uint8)
-    out[:, : len(layout.template)] = layout.encode(headers)
-    out[:, len(layout.template) :] = pixels.reshape(len(headers), -1).view(np.uint8)
+    pixels = _as_pixels(images, prod, len(headers)).reshape(len(headers), -1)
+    pixels = pixels.view(np.uint8)
+    # a pkt_nsec of 1e9 or more takes 10 characters, as printf("%9u") prints it
+    nsec = np.asarray(headers["pkt_nsec"], dtype=np.int64).reshape(len(headers), -1)
+    wide = ((nsec >= 1_000_000_000) << np.arange(nsec.shape[1])).sum(axis=1)
+    keys = np.unique(wide)
+    if len(keys) <= 1:
+        layout = _canonical_layout(prod.name, int(keys[0]) if len(keys) else 0)
+        out = np.empty((len(headers), layout.frame_size), dtype=np.uint8)
+        out[:, : len(layout.template)] = layout.encode(headers)
+        out[:, len(layout.template) :] = pixels
+        return out
+    layouts = {int(k): _canonical_layout(prod.name, int(k)) for k in keys}
+    sizes = np.array([layouts[int(k)].frame_size for k in wide], dtype=np.int64)
+    starts = np.concatenate([[0], np.cumsum(sizes)[:-1]])
+    out = np.empty(int(sizes.sum()), dtype=np.uint8)
+    for k, layout in layouts.items():
+        rows = np.flatnonzero(wide == k)
+        hl = len(layout.template)
+        frame = np.empty((len(rows), layout.frame_size), dtype=np.uint8)
+        frame[:, :hl] = layout.encode(headers[rows])
+        frame[:, hl:] = pixels[rows]
+        out[starts[rows, None] + np.arange(layout.frame_size)] = frame
     return out
 
 
