@@ -226,18 +226,26 @@ def _span_ranges(spans) -> tuple[np.ndarray, np.ndarray]:
     return lo.astype(np.int64), hi.astype(np.int64)
 
 
+_LIMITS: dict[tuple, tuple[int, int]] = {}
+
+
+def _limits(dtype: np.dtype, name: str) -> tuple[int, int]:
+    """Lowest and highest value a header field may hold: its range and its type's."""
+    key = (dtype, name)
+    if key not in _LIMITS:
+        info = np.iinfo(dtype[name].base)
+        lo, hi = FIELD_RANGES.get(name, (info.min, info.max))
+        _LIMITS[key] = (max(lo, int(info.min)), min(hi, int(info.max)))
+    return _LIMITS[key]
+
+
 def _set_field(rec: np.ndarray, name: str, q: int | None, value: Any) -> None:
     label = name if q is None else f"quabo_{q}.{name}"
     if isinstance(value, bool) or not isinstance(value, int):
         raise ValueError(f"header field {label} is {value!r}, not an integer")
-    dt = rec.dtype[name].base if q is not None else rec.dtype[name]
-    info = np.iinfo(dt)
-    lo, hi = FIELD_RANGES.get(name, (info.min, info.max))
-    if not max(lo, info.min) <= value <= min(hi, info.max):
-        raise ValueError(
-            f"header field {label} = {value} is out of range "
-            f"({max(lo, info.min)} to {min(hi, info.max)})"
-        )
+    lo, hi = _limits(rec.dtype, name)
+    if not lo <= value <= hi:
+        raise ValueError(f"header field {label} = {value} is out of range ({lo} to {hi})")
     if q is None:
         rec[name] = value
     else:
@@ -256,7 +264,21 @@ def _derive_layout(raw: bytes, leaves: list, prod: DataProduct) -> _Layout | Non
         spans.append((m.start(1), m.end(1) - m.start(1), name, q))
     if len(spans) != (6 if prod.quabos == 1 else 20):
         return None
-    return _Layout(prod, raw + b"\n\n*", tuple(spans))
+    # the layout depends on the bytes outside the numbers only: build it once per file
+    # shape (the reader meets the same header shape again after every damaged stretch)
+    fixed = bytearray(raw)
+    for start, width, _, _ in spans:
+        fixed[start : start + width] = b"0" * width
+    key = (prod.name, bytes(fixed), tuple(spans))
+    layout = _DERIVED.get(key)
+    if layout is None:
+        if len(_DERIVED) > 256:
+            _DERIVED.clear()
+        layout = _DERIVED[key] = _Layout(prod, raw + b"\n\n*", tuple(spans))
+    return layout
+
+
+_DERIVED: dict[tuple, _Layout] = {}
 
 
 _CANONICAL: dict[tuple[str, int], _Layout] = {}

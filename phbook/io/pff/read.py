@@ -7,6 +7,7 @@ import os
 import warnings
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 
@@ -60,15 +61,19 @@ class _Reader:
         block_frames: int = 4096,
     ):
         self.path = os.fspath(path)
-        self.prod = identify(path, dp)[1]
+        self.prod = data_product(dp) if dp is not None else identify(path)[1]
         self.strict = strict
         self.f = open(self.path, "rb")
         self.size = os.fstat(self.f.fileno()).st_size
         self.layout: _Layout | None = None
         self.block_frames = block_frames
+        # frames checked per block: small after a misfit, doubling while all fit, so
+        # a file with frequent damage is not re-read block after block
+        self._block = 16
         self._buf = np.empty(0, dtype=np.uint8)
         self.damage: list[Damage] = []
         self._reported = 0
+        self._memo: tuple[int, Any] | None = None
 
     def close(self) -> None:
         self.f.close()
@@ -77,11 +82,18 @@ class _Reader:
         return os.pread(self.f.fileno(), max(0, n), offset)
 
     # --- general path -----------------------------------------------------------
-    def parse_one(self, offset: int) -> tuple[np.ndarray, np.ndarray, int, _Layout | None]:
-        """Header record, image, end offset and layout of the frame at ``offset``.
+    def parse_one(
+        self, offset: int, derive: bool = True
+    ) -> tuple[np.ndarray, np.ndarray, int, _Layout | None]:
+        """Header record, image, end offset and layout of the frame at ``offset``
+        (the layout only with ``derive``: probing for frames needs none).
 
         Raises a PFFError subclass describing the damage at ``offset``.
         """
+        if self._memo is not None and self._memo[0] == offset:
+            rec, pix, end, raw, leaves = self._memo[1]  # probed already
+            layout = _derive_layout(raw, leaves, self.prod) if derive else None
+            return rec, pix, end, layout
         prod = self.prod
         head = self._pread(offset, 4096)
         end = head.find(b"\n\n")
@@ -138,7 +150,9 @@ class _Reader:
                 offset,
             )
         pix = np.frombuffer(block, dtype=prod.pixel_dtype, offset=1).reshape(prod.shape)
-        return rec, pix, frame_end, _derive_layout(raw, leaves, prod)
+        self._memo = (offset, (rec, pix, frame_end, raw, leaves))
+        layout = _derive_layout(raw, leaves, prod) if derive else None
+        return rec, pix, frame_end, layout
 
     def _parses(self, offset: int) -> bool:
         """A whole frame starts at ``offset``: a valid header, ``*`` and the image.
@@ -148,7 +162,7 @@ class _Reader:
         :meth:`check_next` when it is read.
         """
         try:
-            self.parse_one(offset)
+            self.parse_one(offset, derive=False)
         except PFFError:
             return False
         return True
@@ -180,8 +194,8 @@ class _Reader:
         if end >= self.size:
             return
         nxt = self._pread(end, 1)
-        if nxt == b"{":
-            return
+        if nxt == b"{" and self._parses(end):
+            return  # (a "{" inside the next header, where bytes were cut, is not one)
         found = self.find_next_frame(offset + 1, end)
         if found is None:
             return
@@ -224,8 +238,11 @@ class _Reader:
     ) -> Iterator[Frames]:
         """Yield chunks of good frames from ``offset``; raise or skip at damage."""
         prod = self.prod
-        cap = chunk_frames
-        brace = ord("{")
+        # no more frames than the bytes left can hold (a frame is at least its image,
+        # "*" and a 4-byte header), nor than asked for: small reads stay cheap
+        room = (self.size - offset) // (prod.image_bytes + 5) + 1
+        cap = int(min(chunk_frames, room, max_frames if max_frames is not None else room))
+        cap = max(cap, 1)
         limit = max_frames if max_frames is not None else np.inf
         pending: PFFError | None = None
         last: int | None = None  # offset of the good frame that ends at pos
@@ -263,7 +280,7 @@ class _Reader:
                 fs = lay.frame_size
                 k = int(
                     min(
-                        self.block_frames,
+                        self._block,
                         cap - n,
                         limit - total,
                         (self.size - pos) // fs,
@@ -271,23 +288,27 @@ class _Reader:
                 )
                 if k > 0:
                     trailing = pos + k * fs < self.size
-                    nbytes = k * fs + trailing
+                    nbytes = k * fs
                     if self._buf.size < nbytes:
                         self._buf = np.empty(nbytes, dtype=np.uint8)
                     buf = self._buf[:nbytes]
                     self.f.seek(pos)
                     if self.f.readinto(memoryview(buf)) != nbytes:
                         raise OSError(f"{self.path}: short read at byte {pos}")
-                    block = buf[: k * fs].reshape(k, fs)
+                    block = buf.reshape(k, fs)
                     good, values = lay.check(block)
-                    if good.all():
-                        j = k
-                        if trailing and buf[k * fs] != brace:
-                            j = k - 1  # the last frame may be too short or long
+                    # A frame is taken here only when the frame after it fits the
+                    # template too (or it ends the file): the one before a misfit goes
+                    # to the general path, which checks that nothing was cut from it;
+                    # the last of a block is checked again with the next block.
+                    all_good = bool(good.all())
+                    self._block = (
+                        min(2 * self._block, self.block_frames) if all_good else 16
+                    )
+                    if all_good:
+                        j = k - 1 if trailing else k
                     else:
-                        j = int(np.argmin(good))
-                        if j > 0 and block[j, 0] != brace:
-                            j -= 1
+                        j = max(int(np.argmin(good)) - 1, 0)
                     if j > 0:
                         sl = slice(n, n + j)
                         lay.store(values[:j], headers[sl])
@@ -301,7 +322,7 @@ class _Reader:
                         n += j
                         total += j
                         pos += j * fs
-                    if j == k:
+                    if j == k or (all_good and j > 0):
                         continue
             # general path: one frame at pos
             try:
@@ -529,22 +550,23 @@ def _read_fixed(
     damage: list[Damage] = []
     win = idx // window_frames
     bounds = np.flatnonzero(np.diff(win)) + 1
-    brace = ord("{")
     for part in np.split(np.arange(idx.size), bounds):
         sel = idx[part]
         lo, hi = int(sel[0]), int(sel[-1]) + 1
-        want = (hi - lo) * fs + 1
-        buf = np.frombuffer(reader._pread(lo * fs, want), dtype=np.uint8)
+        # a wanted frame is taken when the frame after it fits the template too (or
+        # it ends the file); others go through the general path
+        buf = np.frombuffer(reader._pread(lo * fs, (hi - lo + 1) * fs), dtype=np.uint8)
+        m = buf.size // fs
         rows = sel - lo
-        block = buf[: (hi - lo) * fs].reshape(hi - lo, fs)[rows]
-        good, values = layout.check(block)
-        nxt = (rows + 1) * fs
-        inside = nxt < buf.size
-        good &= np.where(
-            inside,
-            buf[np.minimum(nxt, buf.size - 1)] == brace,
-            lo * fs + nxt >= reader.size,
-        )
+        whole = buf[: m * fs].reshape(m, fs)
+        check = np.unique(np.concatenate([rows, rows + 1]))
+        check = check[check < m]
+        ok = np.zeros(m + 1, dtype=bool)
+        ok_check, values_check = layout.check(whole[check])
+        ok[check] = ok_check
+        block = whole[rows]
+        values = values_check[np.searchsorted(check, rows)]
+        good = ok[rows] & (ok[rows + 1] | ((lo + rows + 1) * fs == reader.size))
         got = np.zeros(int(good.sum()), prod.header_dtype)
         layout.store(values[good], got)
         headers[part[good]] = got
