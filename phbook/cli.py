@@ -516,7 +516,9 @@ def _cmd_top(args) -> int:
         matplotlib.use("Agg")
     from . import plotting
     from . import score as _score
+    from .io import writing
     from .io.archive import utc_iso
+    from .select import RERUN
 
     if args.distinct:
         table, images = _score.top_distinct(args.scores, args.k)
@@ -531,7 +533,8 @@ def _cmd_top(args) -> int:
     if args.csv:
         out = table.copy()
         out["time_utc"] = shown["time"]
-        out.to_csv(args.csv, index=False)
+        with writing.atomic_write(args.csv, RERUN) as f:
+            out.to_csv(f, index=False)
     if not args.quiet:
         import pandas as pd
 
@@ -551,10 +554,14 @@ def _cmd_top(args) -> int:
             size=1.6,
             suptitle=f"Top {len(table)} anomaly scores: {Path(args.scores).name}",
         )
-        fig.savefig(args.output, dpi=args.dpi, bbox_inches="tight")
         import matplotlib.pyplot as plt
 
-        plt.close(fig)
+        try:
+            fmt = Path(args.output).suffix.lstrip(".").lower() or "png"
+            with writing.atomic_write(args.output, RERUN) as f:
+                fig.savefig(f, format=fmt, dpi=args.dpi, bbox_inches="tight")
+        finally:
+            plt.close(fig)
         _say(args, f"gallery of the top {len(table)} frames -> {args.output}")
     return 0
 

@@ -50,7 +50,10 @@ import pandas as pd
 from . import __version__
 from . import config as _config
 from .io import archive as _archive
-from .io import pff
+from .io import pff, writing
+
+#: What to do once a failed write is fixed.
+RERUN = "then run the same command again"
 
 __all__ = ["Query", "FORMAT", "population", "draw", "select", "load", "read_attrs"]
 
@@ -214,8 +217,10 @@ class _Buffer:
         str_lens: dict[str, int],
         chunk: int,
         buffer_frames: int,
+        out: str | os.PathLike | None = None,
     ):
         self.h5, self.n, self.prod = h5, n, prod
+        self.out = out if out is not None else h5.filename
         self.written = 0
         self.parts: list[tuple[np.ndarray, dict[str, np.ndarray]]] = []
         self.pending = 0
@@ -260,6 +265,8 @@ class _Buffer:
             return
         images = np.concatenate([p[0] for p in self.parts])
         k = len(images)
+        # HDF5 must not meet a full disk (it may crash): check the room first
+        writing.reserve(self.out, images.nbytes + 64 * k, RERUN)
         sl = slice(self.written, self.written + k)
         self.h5["images"][sl] = images
         self.h5["labels"][sl] = np.concatenate([p[1]["label"] for p in self.parts])
@@ -302,7 +309,6 @@ def select(
     leaves no output; ``strict=False`` skips it and counts it in the ``n_damaged``
     attribute (the file then has fewer than ``n`` frames).
     """
-    import h5py
     from tqdm.auto import tqdm
 
     if not isinstance(archive, _archive.Archive):
@@ -331,60 +337,58 @@ def select(
         "dome": max([1, *pop["dome"].map(len)]),
         "file": max([1, *pop["file"].map(len)]),
     }
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_name(f".{out.name}.partial-{os.getpid()}")
+    try:
+        writing.before_write(out.parent)
+        out.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise writing.write_error(out.parent, exc, RERUN) from None
     show = _config.show_progress() if progress is None else progress
     damaged: list[pff.Damage] = []
-    try:
-        with h5py.File(tmp, "w") as h5:
-            buf = _Buffer(h5, n, prod, lens, chunk_frames, buffer_frames)
-            with tqdm(total=n, unit="frame", desc="selecting", disable=not show) as bar:
-                for row, idx in zip(pop.itertuples(index=False), picks, strict=True):
-                    if not len(idx):
-                        continue
-                    frames, kept = _read_chosen(row, idx, prod, strict, damaged)
-                    meta = _archive.frame_meta(
-                        frames, row._asdict(), kept if row.has_truth else None
-                    )
-                    cols = {
-                        "label": _enc(meta["label"], lens["label"]),
-                        "run": _enc(meta["run"], lens["run"]),
-                        "dome": _enc(meta["dome"], lens["dome"]),
-                        "file": _enc(meta["file"], lens["file"]),
-                    }
-                    for name in (
-                        "module",
-                        "quabo",
-                        "pe_threshold",
-                        "time",
-                        "time_flags",
-                        "offset",
-                        "strength",
-                    ):
-                        cols[name] = meta[name].to_numpy()
-                    buf.add(frames.images, cols)
-                    bar.update(len(idx))
-            buf.finish()
-            h5.attrs.update(
-                {
-                    "format": FORMAT,
-                    "query": q.to_json(),
-                    "seed": int(seed),
-                    "population": total,
-                    "n_requested": int(n),
-                    "n_selected": int(buf.written),
-                    "n_damaged": len(damaged),
-                    "population_files": len(pop),
-                    "archive": str(archive.root),
-                    "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-                    "phbook_version": __version__,
-                    "dp": prod.name,
+    with writing.h5_create(out, RERUN) as h5:
+        buf = _Buffer(h5, n, prod, lens, chunk_frames, buffer_frames, out)
+        with tqdm(total=n, unit="frame", desc="selecting", disable=not show) as bar:
+            for row, idx in zip(pop.itertuples(index=False), picks, strict=True):
+                if not len(idx):
+                    continue
+                frames, kept = _read_chosen(row, idx, prod, strict, damaged)
+                meta = _archive.frame_meta(
+                    frames, row._asdict(), kept if row.has_truth else None
+                )
+                cols = {
+                    "label": _enc(meta["label"], lens["label"]),
+                    "run": _enc(meta["run"], lens["run"]),
+                    "dome": _enc(meta["dome"], lens["dome"]),
+                    "file": _enc(meta["file"], lens["file"]),
                 }
-            )
-        os.replace(tmp, out)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
+                for name in (
+                    "module",
+                    "quabo",
+                    "pe_threshold",
+                    "time",
+                    "time_flags",
+                    "offset",
+                    "strength",
+                ):
+                    cols[name] = meta[name].to_numpy()
+                buf.add(frames.images, cols)
+                bar.update(len(idx))
+        buf.finish()
+        h5.attrs.update(
+            {
+                "format": FORMAT,
+                "query": q.to_json(),
+                "seed": int(seed),
+                "population": total,
+                "n_requested": int(n),
+                "n_selected": int(buf.written),
+                "n_damaged": len(damaged),
+                "population_files": len(pop),
+                "archive": str(archive.root),
+                "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+                "phbook_version": __version__,
+                "dp": prod.name,
+            }
+        )
     return out
 
 
