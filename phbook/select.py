@@ -137,6 +137,82 @@ class Query:
             keep &= (vals >= lo - 1e-9) & (vals <= hi + 1e-9)
         return keep
 
+    def explain(self, files: pd.DataFrame) -> str:
+        """Which condition of the query removed the last frames of ``files`` (an
+        :meth:`Archive.files` table), as the option that set it and what the data
+        holds instead, e.g. ``--min-domes 2: these runs have 1 dome``; "" when the
+        query keeps frames."""
+
+        def frames(df):
+            return int(df["n_frames"].sum())
+
+        def values(col, df, fmt=str):
+            vals = sorted({fmt(v) for v in df[col] if not _missing(v)})
+            return ", ".join(map(str, vals)) if vals else "none recorded"
+
+        df = files
+        steps = [
+            (
+                lambda d: d[d["dp"] == self.dp],
+                f"--dp {self.dp}",
+                lambda d: f"the files hold {values('dp', d)}",
+            ),
+            (
+                lambda d: d if self.run_type is None else d[d["run_type"] == self.run_type],
+                f"--run-type {self.run_type}",
+                lambda d: (
+                    (
+                        f"these runs are of type {values('run_type', d)}"
+                        if _known(d["run_type"])
+                        else "these files have no run type (no data_config.json)"
+                    )
+                    + "; --run-type any takes every run"
+                ),
+            ),
+            (
+                lambda d: d[self._threshold_mask(d["pe_threshold"])],
+                "--pe-threshold "
+                + " ".join(f"{t:g}" for t in np.atleast_1d(self.pe_threshold or []))
+                if self.pe_range is None
+                else f"--pe-range {self.pe_range[0]:g} {self.pe_range[1]:g}",
+                lambda d: (
+                    "these runs have thresholds "
+                    f"{values('pe_threshold', d, lambda v: f'{float(v):g}')} PE"
+                    if _known(d["pe_threshold"])
+                    else "these files have no threshold (no data_config.json)"
+                ),
+            ),
+            (
+                lambda d: d[d["n_domes"] >= self.min_domes],
+                f"--min-domes {self.min_domes}",
+                lambda d: (
+                    f"these runs have {values('n_domes', d, int)} dome(s) with frames"
+                ),
+            ),
+            (
+                lambda d: (
+                    d
+                    if self.domes is None
+                    else d[d["dome"].str.lower().isin({x.lower() for x in self.domes})]
+                ),
+                f"--domes {' '.join(self.domes or ())}",
+                lambda d: f"the modules are in domes {values('dome', d)}",
+            ),
+            (
+                lambda d: d if self.modules is None else d[d["module"].isin(self.modules)],
+                f"--modules {' '.join(map(str, self.modules or ()))}",
+                lambda d: f"the modules are {values('module', d, int)}",
+            ),
+        ]
+        if not len(df):
+            return "the archive holds no PFF files"
+        for keep, option, holds in steps:
+            after = keep(df)
+            if frames(after) == 0 and frames(df) > 0:
+                return f"{option}: {holds(df)}"
+            df = after
+        return "" if frames(df) else "the files hold no frames"
+
     def filter(self, files: pd.DataFrame) -> pd.DataFrame:
         """The rows of an :meth:`Archive.files` table that the query keeps."""
         df = files[files["dp"] == self.dp]
@@ -150,6 +226,14 @@ class Query:
         if self.modules is not None:
             df = df[df["module"].isin(self.modules)]
         return df.reset_index(drop=True)
+
+
+def _known(col: pd.Series) -> bool:
+    return bool(col.map(lambda v: not _missing(v)).any())
+
+
+def _missing(v: Any) -> bool:
+    return v is None or (isinstance(v, float) and np.isnan(v)) or v == ""
 
 
 def _as_query(query: Query | dict | None) -> Query:
@@ -291,7 +375,7 @@ def _enc(values, width: int) -> np.ndarray:
 def select(
     archive: _archive.Archive | str | os.PathLike,
     out: str | os.PathLike,
-    n: int,
+    n: int | None,
     query: Query | dict | None = None,
     *,
     seed: int = 0,
@@ -303,6 +387,8 @@ def select(
 ) -> Path:
     """Draw ``n`` frames uniformly at random from the query's population and write
     them to the HDF5 file ``out`` (layout in the module docstring); returns its path.
+    ``n=None`` takes the whole population. An empty population raises naming the
+    condition of the query that removed its last frames.
 
     Reproducible: the same archive, query, ``n`` and ``seed`` select the same frames.
     ``strict=True`` raises at a damaged chosen frame (naming file and offset) and
@@ -320,11 +406,15 @@ def select(
     prod = pff.data_product(q.dp)
     pop = population(archive, q, strict=strict)
     total = int(pop["n_frames"].sum())
+    if total == 0:
+        why = q.explain(archive.files()) or "no frames could be read"
+        raise ValueError(f"the query selects no frames of {archive.root}: {why}")
+    if n is None:
+        n = total  # the whole population
     if n > total:
         raise ValueError(
-            f"the query selects {total} frames in {len(pop)} file(s) of "
-            f"{archive.root}; "
-            f"cannot draw n={n}. Query: {q.to_json()}"
+            f"the query selects {total:,} frames in {len(pop)} file(s) of "
+            f"{archive.root}; cannot draw -n {n:,} (-n all takes them all)"
         )
     picks = draw(pop["n_frames"].to_numpy(), n, seed)
     labels = {_archive.UNKNOWN_LABEL}

@@ -40,6 +40,8 @@ __all__ = [
     "before_write",
     "reserve",
     "temp_path",
+    "exclusive",
+    "LockedError",
 ]
 
 _ADVICE = {
@@ -193,3 +195,70 @@ def h5_create(path: str | os.PathLike, then: str = "") -> Iterator[Any]:
     except (OSError, RuntimeError) as exc:
         discard_h5(h5, tmp)
         raise write_error(path, exc, then) from None
+
+
+class LockedError(OSError):
+    """Another process is writing the same output."""
+
+    def __str__(self) -> str:
+        return str(self.args[0]) if self.args else super().__str__()
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+@contextlib.contextmanager
+def exclusive(path: str | os.PathLike, what: str = "phbook") -> Iterator[Path]:
+    """Hold ``<path>.lock`` (holding this process's id and host) while the block runs,
+    so that a second writer of ``path`` refuses instead of interleaving.
+
+    A lock left by a process that no longer runs on this host is stale: it is taken
+    over. A lock of another host cannot be checked and is respected; the message says
+    how to remove it when that run is known to be dead.
+    """
+    path = Path(path)
+    lock = path.with_name(path.name + ".lock")
+    me = f"{os.getpid()} {os.uname().nodename}\n"
+    for _ in range(3):
+        try:
+            before_write(lock)
+            fd = os.open(lock, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+        except FileExistsError:
+            try:
+                pid_text, _, host = lock.read_text().partition(" ")
+                pid, host = int(pid_text), host.strip()
+            except (OSError, ValueError):
+                pid, host = -1, ""
+            here = host == os.uname().nodename
+            if pid > 0 and (not here or _alive(pid)):
+                where = f"process {pid}" + ("" if here else f" on {host}")
+                raise LockedError(
+                    f"{path} is being written by another {what} ({where}, lock "
+                    f"{lock}); wait for it to finish, or stop it; if it is dead, "
+                    f"delete {lock}"
+                ) from None
+            with contextlib.suppress(FileNotFoundError):
+                lock.unlink()  # stale: its process is gone
+            continue
+        except OSError as exc:
+            raise write_error(lock, exc) from None
+        try:
+            os.write(fd, me.encode())
+        finally:
+            os.close(fd)
+        break
+    else:
+        raise LockedError(f"{lock}: cannot take the lock of {path}; delete it if stale")
+    try:
+        yield lock
+    finally:
+        with contextlib.suppress(OSError):
+            if lock.read_text() == me:
+                lock.unlink()

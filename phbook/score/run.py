@@ -188,6 +188,40 @@ def score(
         out.parent.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
         raise writing.write_error(out.parent, exc) from None
+    with writing.exclusive(out, "phbook score"):
+        return _score_locked(
+            model,
+            plan,
+            source,
+            out,
+            overwrite,
+            chunk_frames,
+            strict,
+            progress,
+            client,
+            workers,
+            scheduler,
+            t0,
+        )
+
+
+def _score_locked(
+    model,
+    plan,
+    source,
+    out,
+    overwrite,
+    chunk_frames,
+    strict,
+    progress,
+    client,
+    workers,
+    scheduler,
+    t0,
+) -> ScoreReport:
+    """:func:`score` once the output is locked against a second writer."""
+    import h5py
+
     journal = _Journal(out, _manifest(plan, model), overwrite)
     state = journal.state(plan.parts)
     resumed = sum(s["frames"] for s in state.values())
