@@ -51,6 +51,7 @@ from . import __version__
 from . import config as _config
 from .io import archive as _archive
 from .io import pff, writing
+from .io.hdf5 import open_h5
 
 #: What to do once a failed write is fixed.
 RERUN = "then run the same command again"
@@ -505,9 +506,8 @@ def _read_chosen(
 
 def read_attrs(path: str | os.PathLike) -> dict[str, Any]:
     """The attributes of a selection file (``query`` parsed from JSON)."""
-    import h5py
 
-    with h5py.File(path, "r") as h5:
+    with open_h5(path, "a phbook selection file") as h5:
         attrs = {k: (v.item() if hasattr(v, "item") else v) for k, v in h5.attrs.items()}
     if "query" in attrs:
         attrs["query"] = json.loads(attrs["query"])
@@ -522,10 +522,9 @@ def load(
     ``images`` keeps the stored pixel type (int16 pulse heights); ``labels`` are str;
     ``meta`` is a DataFrame of the ``meta/`` columns.
     """
-    import h5py
 
     path = Path(path)
-    with h5py.File(path, "r") as h5:
+    with open_h5(path, "a phbook selection file") as h5:
         if h5.attrs.get("format") != FORMAT:
             raise ValueError(
                 f"{path} is not a phbook selection file (format "

@@ -8,7 +8,6 @@ import os
 from pathlib import Path
 from typing import Any
 
-import h5py
 import numpy as np
 
 from . import modelfile
@@ -16,6 +15,7 @@ from . import score as _score
 from . import select as _select
 from .io import archive as _archive
 from .io.archive import utc_iso
+from .io.hdf5 import open_h5
 
 __all__ = ["inspect_path"]
 
@@ -55,7 +55,7 @@ def _inspect_pff(path: Path, scan: bool, progress: bool | None) -> dict[str, Any
 
 
 def _inspect_h5(path: Path) -> dict[str, Any]:
-    with h5py.File(path, "r") as h5:
+    with open_h5(path, "a phbook selection or score file") as h5:
         fmt = h5.attrs.get("format")
         attrs = {k: (v.item() if hasattr(v, "item") else v) for k, v in h5.attrs.items()}
         if fmt == _select.FORMAT:

@@ -11,6 +11,7 @@ import pandas as pd
 
 from .. import select as _select
 from ..io import pff
+from ..io.hdf5 import open_h5
 from .layout import _ROW_COLUMNS, FORMAT, ScoreError
 
 __all__ = ["read_scores", "top_k", "top_distinct", "frames_of"]
@@ -66,9 +67,8 @@ def read_scores(
 ) -> tuple[pd.DataFrame, dict[str, Any]]:
     """``(table, attrs)`` of a score file: one row per frame (all, or ``rows``), with
     its file name, run, dome and module joined from the files table."""
-    import h5py
 
-    with h5py.File(path, "r") as h5:
+    with open_h5(path, "a phbook score file") as h5:
         _check_scores(h5, path)
         attrs = {k: (v.item() if hasattr(v, "item") else v) for k, v in h5.attrs.items()}
         files = _files_table(h5)
@@ -85,13 +85,12 @@ def read_scores(
 def top_k(path: str | os.PathLike, k: int = 50, chunk_rows: int = 1 << 20) -> pd.DataFrame:
     """The ``k`` highest-scoring frames of a score file, highest first, with their
     file, offset, row and time; read in chunks, so memory is bounded by ``chunk_rows``."""
-    import h5py
 
     if k < 1:
         raise ValueError(f"k must be at least 1, got {k}")
     best_s = np.empty(0, np.float32)
     best_i = np.empty(0, np.int64)
-    with h5py.File(path, "r") as h5:
+    with open_h5(path, "a phbook score file") as h5:
         _check_scores(h5, path)
         n = h5["score"].shape[0]
         for a in range(0, n, chunk_rows):
@@ -113,9 +112,8 @@ def top_k(path: str | os.PathLike, k: int = 50, chunk_rows: int = 1 << 20) -> pd
 def frames_of(path: str | os.PathLike, table: pd.DataFrame) -> np.ndarray:
     """The raw images of rows of a score table (e.g. from :func:`top_k`), read back
     from the source: the selection's rows, or the PFF files at their offsets."""
-    import h5py
 
-    with h5py.File(path, "r") as h5:
+    with open_h5(path, "a phbook score file") as h5:
         _check_scores(h5, path)
         attrs = dict(h5.attrs)
     kind, source, root = attrs["source_kind"], attrs["source"], attrs["root"]
@@ -175,9 +173,8 @@ def top_distinct(
     (:class:`phbook.sim.archive.PooledSource`), and in real data when a frame was
     written twice.
     """
-    import h5py
 
-    with h5py.File(path, "r") as h5:
+    with open_h5(path, "a phbook score file") as h5:
         _check_scores(h5, path)
         n = int(h5["score"].shape[0])
     m = min(n, 4 * k)
