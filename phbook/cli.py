@@ -307,6 +307,19 @@ def inspect_path(
 
 
 def _cmd_inspect(args) -> int:
+    if args.damage:
+        from .io import archive
+
+        stretches = archive.damage_list(args.path)
+        if args.json:
+            print(json.dumps([d.__dict__ for d in stretches], indent=1))
+            return 0
+        print(f"{len(stretches)} damaged stretch(es) in {args.path}")
+        for d in stretches:
+            print(
+                f"  {d.path}  byte {d.offset:,}  {d.length:,} bytes  {d.kind}: {d.message}"
+            )
+        return 0
     d = inspect_path(args.path, scan=not args.no_scan, progress=_show(args))
     if args.json:
         print(json.dumps(d, indent=1, default=str))
@@ -461,6 +474,13 @@ def _cmd_score(args) -> int:
             workers=args.workers,
             scheduler=args.scheduler,
         )
+    unusable = _score.unusable_files(out)
+    if report.n_scored == 0:
+        # no silent success: every file yielded nothing; say which and why
+        raise ValueError(
+            f"no usable frames in {args.source}:\n"
+            + "\n".join(f"  {file}: {why}" for file, why in unusable)
+        )
     if report.already_complete:
         _say(
             args,
@@ -496,8 +516,10 @@ def _cmd_score(args) -> int:
             _say(
                 args,
                 f"  skipped {report.n_damaged} damaged stretch(es), listed in the "
-                f"damage/ group of {out} (phbook inspect {out})",
+                f"damage/ group of {out} (where: phbook inspect --damage SOURCE)",
             )
+        for file, why in unusable:
+            _say(args, f"  no frames from {file}: {why}")
     for w in caught:
         if "damaged" not in str(w.message):
             warnings.warn_explicit(w.message, w.category, w.filename, w.lineno)
@@ -659,6 +681,11 @@ def build_parser(models: bool = True) -> argparse.ArgumentParser:
         "--no-scan",
         action="store_true",
         help="do not read the frames (names, sizes and first headers only)",
+    )
+    p.add_argument(
+        "--damage",
+        action="store_true",
+        help="list every damaged stretch of PFF data: file, byte offset, length, kind",
     )
     p.add_argument("--json", action="store_true", help="print the summary as JSON")
     common(p)

@@ -765,3 +765,14 @@ def scan_files(table: pd.DataFrame, progress: bool | None = None) -> dict[str, A
         "time_flags": flags,
         "seconds": round(time.perf_counter() - t0, 3),
     }
+
+
+def damage_list(source: str | os.PathLike, dp: str | None = None) -> list[pff.Damage]:
+    """Every damaged stretch of every PFF file of a source (a file, a run folder or an
+    archive), in file order: file, byte offset, length and kind
+    (``phbook inspect --damage``)."""
+    _, _, table = source_files(source, dp)
+    out: list[pff.Damage] = []
+    for row in table.itertuples(index=False):
+        out.extend(pff.list_damage(row.path, row.dp))
+    return out

@@ -63,10 +63,11 @@ from .journal import chunk_name, journal_path
 from .layout import FORMAT, JOURNAL_FORMAT, ScoreError
 from .parts import score_part
 from .plan import Part, Plan, plan_source
-from .results import frames_of, read_scores, top_distinct, top_k
+from .results import frames_of, read_scores, top_distinct, top_k, unusable_files
 from .run import ScoreReport, peak_rss_mb, score, score_dask
 
 __all__ = [
+    "unusable_files",
     "FORMAT",
     "JOURNAL_FORMAT",
     "Part",

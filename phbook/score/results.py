@@ -14,7 +14,7 @@ from ..io import pff
 from ..io.hdf5 import open_h5
 from .layout import _ROW_COLUMNS, FORMAT, ScoreError
 
-__all__ = ["read_scores", "top_k", "top_distinct", "frames_of"]
+__all__ = ["read_scores", "top_k", "top_distinct", "frames_of", "unusable_files"]
 
 # ----------------------------------------------------------------------------------
 # Reading scores back
@@ -196,3 +196,36 @@ def top_distinct(
     out["copies"] = [copies[keys[i]] for i in rows]
     out["rank"] = np.arange(1, len(out) + 1)
     return out, images[rows]
+
+
+def unusable_files(path: str | os.PathLike) -> list[tuple[str, str]]:
+    """``(file, why)`` of every file of a score file from which no frame was scored:
+    the first damage found in it (a header that is not the product's, bytes that are
+    no frame at all, ...), or that it is empty."""
+    with open_h5(path, "a phbook score file") as h5:
+        _check_scores(h5, path)
+        files = _files_table(h5)
+        root = str(h5.attrs.get("root", ""))
+        dmg = h5["damage"]
+        d_file = dmg["file_index"][:]
+        d_off = dmg["offset"][:]
+        d_msg = dmg["message"][:].astype(str)
+        d_len = dmg["skipped_bytes"][:]
+    out = []
+    for i, row in files.iterrows():
+        if row["n_scored"]:
+            continue
+        hit = np.flatnonzero(d_file == i)
+        file = os.path.join(root, row["name"]) if root else row["name"]
+        if hit.size:
+            j = hit[0]
+            more = f" ({hit.size} damaged stretches)" if hit.size > 1 else ""
+            why = f"at byte {d_off[j]}: {d_msg[j]}{more}"
+            if hit.size == 1 and d_off[j] == 0:
+                why += f"; all {d_len[j]:,} bytes are unreadable"
+        elif os.path.exists(file) and os.path.getsize(file) == 0:
+            why = "the file is empty (0 bytes)"
+        else:
+            why = "no frames"
+        out.append((file, why))
+    return out
