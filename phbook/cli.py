@@ -300,7 +300,13 @@ def format_summary(d: dict[str, Any]) -> str:
 def inspect_path(
     path: str | os.PathLike, *, scan: bool = True, progress: bool | None = None
 ) -> dict[str, Any]:
-    """:func:`phbook.summary.inspect_path` (what ``phbook inspect`` prints)."""
+    """:func:`phbook.summary.inspect_path`, or :func:`phbook.modelfile.describe` for
+    a model file (what ``phbook inspect`` prints); the model code (torch) is loaded
+    only for model files."""
+    if Path(path).suffix.lower() == ".pt" and Path(path).is_file():
+        from . import modelfile
+
+        return modelfile.describe(path)
     from . import summary
 
     return summary.inspect_path(path, scan=scan, progress=progress)

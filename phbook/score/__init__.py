@@ -56,15 +56,35 @@ tasks), :mod:`~phbook.score.run` (the driver, :func:`score`) and
 
 from __future__ import annotations
 
+import importlib
+
 from ..io.archive import source_files
-from . import distributed
 from .journal import _Journal as _Journal  # tests interrupt its write()
 from .journal import chunk_name, journal_path
 from .layout import FORMAT, JOURNAL_FORMAT, ScoreError
 from .parts import score_part
 from .plan import Part, Plan, plan_source
 from .results import frames_of, read_scores, top_distinct, top_k, unusable_files
-from .run import ScoreReport, peak_rss_mb, score, score_dask
+
+# The driver (and the Dask parts) need the model code, hence torch: they are loaded on
+# first use, so that reading score files (phbook top, phbook inspect) starts fast.
+_LAZY = {
+    "score": "run",
+    "score_dask": "run",
+    "ScoreReport": "run",
+    "peak_rss_mb": "run",
+    "distributed": None,
+}
+
+
+def __getattr__(name: str):
+    if name not in _LAZY:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    module = importlib.import_module(f".{_LAZY[name] or name}", __name__)
+    value = module if _LAZY[name] is None else getattr(module, name)
+    globals()[name] = value
+    return value
+
 
 __all__ = [
     "unusable_files",
