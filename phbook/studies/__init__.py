@@ -1,0 +1,7 @@
+"""A chapter's whole experiment, used by both the chapter and its bench script.
+
+* :mod:`phbook.studies.contamination`  chapter 6: GAN-based detectors trained on
+  contaminated data (``bench/gan.py``)
+* :mod:`phbook.studies.benchmark`      chapter 9: every detector on one simulated
+  benchmark (``bench/benchmark.py``)
+"""
