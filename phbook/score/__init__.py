@@ -68,20 +68,16 @@ from .results import frames_of, read_scores, top_distinct, top_k, unusable_files
 
 # The driver (and the Dask parts) need the model code, hence torch: they are loaded on
 # first use, so that reading score files (phbook top, phbook inspect) starts fast.
-_LAZY = {
-    "score": "run",
-    "score_dask": "run",
-    "ScoreReport": "run",
-    "peak_rss_mb": "run",
-    "distributed": None,
-}
+_RUN_NAMES = ("score", "score_dask", "ScoreReport", "peak_rss_mb")
 
 
 def __getattr__(name: str):
-    if name not in _LAZY:
+    if name == "distributed":
+        value = importlib.import_module("phbook.score.distributed")
+    elif name in _RUN_NAMES:
+        value = getattr(importlib.import_module("phbook.score.run"), name)
+    else:
         raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    module = importlib.import_module(f".{_LAZY[name] or name}", __name__)
-    value = module if _LAZY[name] is None else getattr(module, name)
     globals()[name] = value
     return value
 

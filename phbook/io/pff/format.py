@@ -4,12 +4,9 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import Any
 
 import numpy as np
-
-if TYPE_CHECKING:  # the error carries the frames read before the damage
-    from .frames import Frames
 
 # ----------------------------------------------------------------------------------
 # Data products
@@ -142,7 +139,7 @@ class PFFError(ValueError):
     ):
         self.path = None if path is None else str(path)
         self.offset = offset
-        self.frames: Frames | None = None
+        self.frames: Any = None  # the Frames read before the damage (set by readers)
         where = ""
         if path is not None:
             where = f"{path}"
