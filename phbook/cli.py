@@ -298,7 +298,11 @@ def format_summary(d: dict[str, Any]) -> str:
 
 
 def inspect_path(
-    path: str | os.PathLike, *, scan: bool = True, progress: bool | None = None
+    path: str | os.PathLike,
+    *,
+    scan: bool = True,
+    progress: bool | None = None,
+    dp: str | None = None,
 ) -> dict[str, Any]:
     """:func:`phbook.summary.inspect_path`, or :func:`phbook.modelfile.describe` for
     a model file (what ``phbook inspect`` prints); the model code (torch) is loaded
@@ -309,14 +313,14 @@ def inspect_path(
         return modelfile.describe(path)
     from . import summary
 
-    return summary.inspect_path(path, scan=scan, progress=progress)
+    return summary.inspect_path(path, scan=scan, progress=progress, dp=dp)
 
 
 def _cmd_inspect(args) -> int:
     if args.damage:
         from .io import archive
 
-        stretches = archive.damage_list(args.path)
+        stretches = archive.damage_list(args.path, args.dp)
         if args.json:
             print(json.dumps([d.__dict__ for d in stretches], indent=1))
             return 0
@@ -326,7 +330,7 @@ def _cmd_inspect(args) -> int:
                 f"  {d.path}  byte {d.offset:,}  {d.length:,} bytes  {d.kind}: {d.message}"
             )
         return 0
-    d = inspect_path(args.path, scan=not args.no_scan, progress=_show(args))
+    d = inspect_path(args.path, scan=not args.no_scan, progress=_show(args), dp=args.dp)
     if args.json:
         print(json.dumps(d, indent=1, default=str))
     else:
@@ -687,6 +691,12 @@ def build_parser(models: bool = True) -> argparse.ArgumentParser:
         "--no-scan",
         action="store_true",
         help="do not read the frames (names, sizes and first headers only)",
+    )
+    p.add_argument(
+        "--dp",
+        default=None,
+        help="data product of a .pff file whose name does not say it (ph256, ph1024, "
+        "img16, img8)",
     )
     p.add_argument(
         "--damage",

@@ -19,8 +19,10 @@ from .score.layout import FORMAT as SCORE_FORMAT
 __all__ = ["inspect_path"]
 
 
-def _inspect_pff(path: Path, scan: bool, progress: bool | None) -> dict[str, Any]:
-    kind, root, table = _archive.source_files(path)
+def _inspect_pff(
+    path: Path, scan: bool, progress: bool | None, dp: str | None = None
+) -> dict[str, Any]:
+    kind, root, table = _archive.source_files(path, dp)
     out: dict[str, Any] = {
         "kind": "file" if kind == "pff" else "archive",
         "path": str(path),
@@ -97,12 +99,17 @@ def _inspect_h5(path: Path) -> dict[str, Any]:
 
 
 def inspect_path(
-    path: str | os.PathLike, *, scan: bool = True, progress: bool | None = None
+    path: str | os.PathLike,
+    *,
+    scan: bool = True,
+    progress: bool | None = None,
+    dp: str | None = None,
 ) -> dict[str, Any]:
     """A summary (plain values) of a PFF file, run folder or archive, a selection or
     score file (model files: :func:`phbook.modelfile.describe`). ``scan`` reads every
     frame of PFF data for the quabos, time span and damaged frames; without it only
-    names, sizes and first headers."""
+    names, sizes and first headers. ``dp`` is the product of a file whose name does
+    not say it."""
     p = Path(path)
     if not p.exists():
         raise FileNotFoundError(f"{p} does not exist")
@@ -110,4 +117,4 @@ def inspect_path(
         return _inspect_h5(p)
     if p.is_file() and p.suffix.lower() == ".pt":
         raise ValueError(f"{p}: a model file; phbook.modelfile.describe summarises it")
-    return _inspect_pff(p, scan, progress)
+    return _inspect_pff(p, scan, progress, dp)

@@ -129,6 +129,8 @@ def test_one_file_name_rule_for_inspect_and_score(
     pff.write_frames(quad, np.zeros((2, 32, 32), np.int16), h, "ph1024")
     rc, _, err = run(capsys, "inspect", quad)
     assert rc == 1 and "quad.pff" in err and "--dp" in err
+    rc, out, _ = run(capsys, "inspect", quad, "--dp", "ph1024")
+    assert rc == 0 and "product ph1024: 1 file(s), 2 frames" in out
     # score reads it as the model's product (the product given): not ph256 frames
     rc, _, err = run(capsys, "score", model, quad, "-o", tmp_path / "q.h5")
     assert rc == 1 and "quad.pff" in err and "not ph256 frames" in err
