@@ -22,8 +22,6 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-
 PROFILES = ("quick", "full")
 DEVICE_CHOICES = ("cpu", "cuda", "cuda:N", "mps")
 
@@ -153,6 +151,7 @@ def device(name: str | None = None):
 
 def seed_everything(seed: int = 0) -> None:
     """Seed Python, NumPy and torch (CPU and CUDA) so that a run can be repeated."""
+    import numpy as np  # here, not at the top: 'import phbook' (the command) stays light
     import torch
 
     random.seed(seed)
