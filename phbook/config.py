@@ -22,8 +22,6 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-
 PROFILES = ("quick", "full")
 DEVICE_CHOICES = ("cpu", "cuda", "cuda:N", "mps")
 
@@ -153,6 +151,7 @@ def device(name: str | None = None):
 
 def seed_everything(seed: int = 0) -> None:
     """Seed Python, NumPy and torch (CPU and CUDA) so that a run can be repeated."""
+    import numpy as np  # here, not at the top: 'import phbook' (the command) stays light
     import torch
 
     random.seed(seed)
@@ -186,24 +185,53 @@ def checkpoint_dir() -> Path:
     return path
 
 
-def real_data_dir() -> Path | None:
-    """The folder of real PANOSETI sample files, or None when it is absent.
+#: The real ph256 sample shipped in ``data/panoseti`` (panoseti/pypff, MIT).
+REAL_PH256_NAME = "start_2025-08-02T05:31:36Z.dp_ph256.bpp_2.module_254.seqno_0.pff"
 
-    ``PHBOOK_REAL_DATA`` names it; otherwise the ``shared/data/panoseti`` folder beside
-    or inside the source checkout is used when present.
-    """
+
+def _real_data_candidates() -> list[Path]:
+    """Folders that may hold real PANOSETI files, most preferred first."""
     env = os.environ.get("PHBOOK_REAL_DATA", "").strip()
     candidates = [Path(env).expanduser()] if env else []
     root = _source_root()
     if root is not None:
         candidates += [
+            root / "data" / "panoseti",  # shipped with the book (MIT sample)
             root.parent / "shared" / "data" / "panoseti",
             root / "shared" / "data" / "panoseti",
         ]
-    for path in candidates:
+    return candidates
+
+
+def real_data_dir() -> Path | None:
+    """The folder of real PANOSETI sample files, or None when it is absent.
+
+    ``PHBOOK_REAL_DATA`` names it; otherwise the ``data/panoseti`` folder the book ships
+    (the 88-frame ph256 sample of panoseti/pypff), then ``../shared/data/panoseti``.
+    """
+    for path in _real_data_candidates():
         if path.is_dir() and any(path.glob("*.pff")):
             return path
     return None
+
+
+def real_data_file(name: str) -> Path:
+    """One real sample file by name, looked up in every real-data folder in turn.
+
+    The shipped sample lives in ``data/panoseti``; files whose licence does not allow
+    shipping (the Lick run configuration and baselines of panoseti/panoseti_grpc) are
+    read from ``../shared/data/panoseti`` where present. Raises FileNotFoundError naming
+    every folder searched when the file is nowhere.
+    """
+    candidates = _real_data_candidates()
+    for folder in candidates:
+        if (folder / name).is_file():
+            return folder / name
+    where = ", ".join(str(c) for c in candidates) or "(no source checkout)"
+    raise FileNotFoundError(
+        f"real data file {name} not found in {where}; it is not shipped with phbook "
+        "(set PHBOOK_REAL_DATA to a folder holding it)"
+    )
 
 
 def show_progress() -> bool:

@@ -38,6 +38,7 @@ import numpy as np
 
 from . import __version__, detectors, transforms
 from .detectors import Detector, HillasCut, PCAReconstruction
+from .errors import ModelFileError  # raised by phbook.score too
 from .io import pff
 
 __all__ = [
@@ -59,10 +60,6 @@ __all__ = [
 ]
 
 FORMAT = "phbook-model-1"
-
-
-class ModelFileError(ValueError):
-    """A model file that cannot be used; the message names the file and the reason."""
 
 
 # ----------------------------------------------------------------------------------
@@ -710,3 +707,23 @@ def loads(data: bytes, name: str = "<bytes>", device=None) -> ModelFile:
         path=None,
         sha256=hashlib.sha256(data).hexdigest(),
     )
+
+
+def describe(path: str | os.PathLike) -> dict[str, Any]:
+    """What a model file holds, as plain values (``phbook inspect MODEL``)."""
+    m = load(path, device="cpu")
+    return {
+        "kind": "model",
+        "path": str(path),
+        "family": m.family,
+        "params": m.params,
+        "dp": m.dp,
+        "image_shape": list(m.image_shape),
+        "normalisation": m.normalisation,
+        "threshold": -float(m.detector.offset_),
+        "contamination": float(m.detector.contamination),
+        "training": m.training,
+        "created": m.created,
+        "phbook_version": m.phbook_version,
+        "sha256": m.sha256,
+    }

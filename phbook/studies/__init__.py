@@ -4,4 +4,8 @@
   contaminated data (``bench/gan.py``)
 * :mod:`phbook.studies.benchmark`      chapter 9: every detector on one simulated
   benchmark (``bench/benchmark.py``)
+* :mod:`phbook.studies.chase`          chapter 11: the CHASE study of Huijse et al.
+  (``bench/case_studies.py``)
+* :mod:`phbook.studies.mergers`, :mod:`phbook.studies.galaxy_sims`  chapter 12:
+  mergers, simulation against observation, generation
 """
