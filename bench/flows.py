@@ -12,10 +12,19 @@ Prints, as it goes:
 * the PixelCNN: exact bits per pixel of the integer ADC value on held-out normal frames,
   ROC-AUC of the raw likelihood and of the corrected (combined) score.
 
+* the VQ-VAE of chapter 3b: codebook perplexity of the training codes, ROC-AUC of its
+  best score (reconstruction or code-map prior) beside the beta-VAE of chapter 3;
+* FFJORD (the flow VAE with a continuous normalizing flow, chapter 7): the largest
+  difference between its integrated log-determinant and a brute-force Jacobian's on
+  held-out codes, its negative bounds, ROC-AUC, and function evaluations per solve;
+  and FFJORD as a density of whole frames (nats per pixel, ROC-AUC, NFE).
+
 The models use the checkpoint names of the chapters, so after the chapters have run the
 benchmark loads them (their stored training speed is reported). The last line is one
 JSON object with ``pixelcnn_bits_per_pixel``, ``pixelcnn_auc``,
-``pixelcnn_auc_corrected``, ``best_flow_auc`` and ``profile``.
+``pixelcnn_auc_corrected``, ``best_flow_auc``, ``vqvae_perplexity``,
+``vqvae_codebook_size``, ``vqvae_auc``, ``beta_vae_auc``, ``ffjord_logdet_abs_error``,
+``ffjord_auc``, ``ffjord_nfe`` and ``profile``.
 
     PHBOOK_PROFILE=quick .venv/bin/python bench/flows.py
 """
@@ -27,9 +36,11 @@ import time
 
 import numpy as np
 import pandas as pd
+import torch
 
-from phbook import config, datasets, detectors, metrics, transforms
-from phbook.models import flows
+from phbook import config, datasets, detectors, metrics, train, transforms
+from phbook.models import ffjord, flows
+from phbook.models import vae as V
 
 
 def _log(msg: str) -> None:
@@ -136,6 +147,148 @@ def pixelcnn(size, ds) -> dict:
     return out
 
 
+def ffjord_frames(size, ds) -> dict:
+    """FFJORD as a density of whole frames (256 dimensions): AUC, NFE, speed."""
+    stretch = transforms.AsinhStretch()
+    x_train = stretch(ds.x_train)[:, None]
+    x_test = stretch(ds.x_test)[:, None]
+    normal = ds.classes_test == "normal"
+    det = detectors.FFJORDDensityDetector(
+        hidden=size.ffjord_hidden,
+        tol=size.ffjord_tol,
+        fit_kwargs={"epochs": size.flow_epochs, "batch_size": 128, "lr": 1e-3},
+        name="bench-ffjord-frames",
+    ).fit(x_train)
+    t0 = time.perf_counter()
+    nats = det.anomaly_score(x_test)
+    score_s = time.perf_counter() - t0
+    out = {
+        "ffjord_frame_auc": metrics.roc_auc(ds.labels_test, nats),
+        "ffjord_frame_nats_per_pixel": float(nats[normal].mean()),
+        "ffjord_frame_nfe": det.nfe_,
+        "ffjord_frame_images_per_s": _speed(det.history_),
+        "ffjord_frame_score_images_per_s": len(x_test) / score_s,
+    }
+    _log(
+        f"[ffjord frames] {out['ffjord_frame_nats_per_pixel']:.3f} nats/pixel "
+        f"(stretched frames), AUC {out['ffjord_frame_auc']:.3f}, NFE "
+        f"{out['ffjord_frame_nfe']}, scoring {out['ffjord_frame_score_images_per_s']:.0f}"
+        " frames/s"
+    )
+    return out
+
+
+def vqvae(size) -> dict:
+    """Train (or load) the VQ-VAE of chapter 3b and chapter 3's medium beta-VAE."""
+    ds = datasets.ph_benchmark(
+        size.n_train, size.n_test_normal, size.n_test_per_class, seed=0
+    )
+    stretch = transforms.AsinhStretch()
+    x_train = stretch(ds.x_train)[:, None]
+    x_test = stretch(ds.x_test)[:, None]
+    det = detectors.VQVAEDetector(
+        model_kwargs={
+            "n_codes": size.n_codes,
+            "code_dim": size.code_dim,
+            "channels": size.channels,
+        },
+        prior_kwargs={"channels": size.prior_channels, "n_layers": size.prior_layers},
+        fit_kwargs={"epochs": size.epochs, "batch_size": size.batch_size, "lr": 2e-3},
+        prior_fit_kwargs={
+            "epochs": size.prior_epochs,
+            "batch_size": size.batch_size,
+            "lr": 3e-3,
+        },
+        name="ch03b-vqvae",
+    ).fit(x_train)
+    parts = det.score_parts(x_test)
+    auc = {k: metrics.roc_auc(ds.labels_test, v) for k, v in parts.items()}
+    _log("[vqvae] ROC-AUC per score: " + ", ".join(f"{k} {v:.3f}" for k, v in auc.items()))
+    # chapter 3's medium beta-VAE, same data, same checkpoint
+    size3 = config.sizes("beta_vae")
+    n_val = len(x_train) // 10
+    vae = V.BetaVAE(
+        image_size=16, latent_dim=32, beta=V.BETAS["medium"], l1_weight=V.L1_WEIGHT
+    )
+    vae, _ = train.load_or_train(
+        "vae-beta-medium",
+        vae,
+        x_train[n_val:],
+        x_val=x_train[:n_val],
+        epochs=size3.epochs,
+        batch_size=size3.batch_size,
+        lr=2e-3,
+    )
+    vae_auc = {}
+    for score in ("recon", "recon_max", "elbo", "kl"):
+        vdet = detectors.VAEDetector(vae, train=False, score=score, n_samples=4)
+        vdet.fit(x_train[n_val:])
+        vae_auc[score] = metrics.roc_auc(ds.labels_test, vdet.anomaly_score(x_test))
+    best, best_vae = max(auc, key=auc.get), max(vae_auc, key=vae_auc.get)
+    out = {
+        "vqvae_perplexity": float(det.perplexity_),
+        "vqvae_codebook_size": int(size.n_codes),
+        "vqvae_auc": float(auc[best]),
+        "vqvae_best_score": best,
+        "vqvae_auc_recon": float(auc["recon"]),
+        "vqvae_auc_prior": float(auc["prior"]),
+        "vqvae_images_per_s": _speed(det.history_),
+        "beta_vae_auc": float(vae_auc[best_vae]),
+        "beta_vae_best_score": best_vae,
+    }
+    _log(
+        f"[vqvae] perplexity {out['vqvae_perplexity']:.1f} of {size.n_codes} codes; "
+        f"best AUC {out['vqvae_auc']:.3f} ({best}) vs beta-VAE "
+        f"{out['beta_vae_auc']:.3f} ({best_vae})"
+    )
+    return out
+
+
+def ffjord_vae(size, ds) -> dict:
+    """Train (or load) the FFJORD flow VAE of chapter 7; log-det check, AUC, NFE."""
+    stretch = transforms.AsinhStretch()
+    x_train = stretch(ds.x_train)[:, None]
+    x_test = stretch(ds.x_test)[:, None]
+    normal = ds.classes_test == "normal"
+    tol = size.ffjord_tol
+    det = detectors.FFJORDVAEDetector(
+        n_samples=size.iwae_samples,
+        model_kwargs={
+            "latent_dim": size.latent_dim,
+            "beta": size.beta,
+            "kl_warmup": size.kl_warmup,
+            "cnf_kwargs": {"hidden": size.ffjord_hidden, "rtol": tol, "atol": tol},
+        },
+        fit_kwargs={"epochs": size.epochs, "batch_size": size.batch_size, "lr": 1e-3},
+        name="ch07-flowvae-ffjord",
+    ).fit(x_train)
+    t0 = time.perf_counter()
+    bounds = det.log_likelihood_bounds(x_test)
+    score_s = time.perf_counter() - t0
+    nfe = det.nfe_
+    model = det.model_
+    with torch.no_grad():
+        xb = torch.as_tensor(x_test[normal][:8]).to(next(model.parameters()).device)
+        mu, _, ctx = model.encode_with_context(xb)
+    check = ffjord.logdet_check(model.flows, mu, ctx)
+    out = {
+        "ffjord_logdet_abs_error": float(check["abs_error"]),
+        "ffjord_auc": metrics.roc_auc(ds.labels_test, -bounds["iwae"]),
+        "ffjord_neg_iwae": float(-bounds["iwae"][normal].mean()),
+        "ffjord_nats_per_pixel": float(-bounds["iwae"][normal].mean()) / x_test[0].size,
+        "ffjord_nfe": int(nfe),
+        "ffjord_train_nfe": float(det.history_["train_nfe"].median()),
+        "ffjord_images_per_s": _speed(det.history_),
+        "ffjord_score_images_per_s": len(x_test) / score_s,
+    }
+    _log(
+        f"[ffjord] log-det error {out['ffjord_logdet_abs_error']:.2e} nats, AUC "
+        f"{out['ffjord_auc']:.3f}, NFE {nfe} per solve (training median "
+        f"{out['ffjord_train_nfe']:.0f}), {out['ffjord_images_per_s']:.0f} img/s"
+    )
+    return out
+
+
 def main() -> None:
     config.seed_everything(0)
     prof = config.profile()
@@ -157,6 +310,9 @@ def main() -> None:
     result["best_flow"] = str(best.idxmax())
     result["best_flow_auc"] = float(best.max())
     result["no_flow_auc"] = float(table.loc["none", "auc_all"])
+    result.update(ffjord_vae(size7, ds7))
+    result.update(ffjord_frames(size7, ds7))
+    result.update(vqvae(config.sizes("vqvae")))
     print(json.dumps(result))
 
 

@@ -30,6 +30,10 @@ One module per family, like :mod:`phbook.models` and the tests:
 * :mod:`~phbook.detectors.autoencoders`  autoencoder and beta-VAE (chapters 2-4)
 * :mod:`~phbook.detectors.gans`          f-AnoGAN, AnoGAN, encoder GAN, AAE (chapters 5-6)
 * :mod:`~phbook.detectors.likelihood`    PixelCNN, RealNVP, flow VAE (chapters 7-8)
+* :mod:`~phbook.detectors.vqvae`         VQ-VAE: reconstruction and code-map prior
+  (chapter 3b)
+* :mod:`~phbook.detectors.ffjord`        flow VAE with an FFJORD flow, FFJORD frame
+  density (chapter 7)
 * :mod:`~phbook.detectors.lensing`       RBM and the smooth-lens fit (chapter 10)
 """
 
@@ -53,6 +57,7 @@ from .classic import (
     LOFDetector,
     PCAReconstruction,
 )
+from .ffjord import FFJORDDensityDetector, FFJORDVAEDetector
 from .gans import (
     AAEDetector,
     AnoGANDetector,
@@ -61,6 +66,7 @@ from .gans import (
 )
 from .lensing import RBMDetector, SmoothLensDetector
 from .likelihood import FlowVAEDetector, ImageFlowDetector, PixelCNNDetector
+from .vqvae import VQVAEDetector
 
 __all__ = [
     "as_images",
@@ -89,4 +95,7 @@ __all__ = [
     "SmoothLensDetector",
     "empirical_p_values",
     "fuse_scores",
+    "VQVAEDetector",
+    "FFJORDVAEDetector",
+    "FFJORDDensityDetector",
 ]
