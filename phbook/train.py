@@ -35,6 +35,9 @@ epochs whose weights equal the last epoch's. Where no epoch qualifies (training 
 inside the schedule) the final weights are kept. The chosen epoch is
 ``history.attrs["best_epoch"]`` (``None``: the final weights).
 
+Training runs on :func:`phbook.config.threads` CPU threads (1 unless ``PHBOOK_THREADS``
+or ``phbook.setup(threads=...)`` says otherwise) when nothing chose them before.
+
 Data stay on the device as tensors and are sliced by a random permutation each epoch,
 which is faster than a ``DataLoader`` for images that fit in memory. Every epoch ends
 with a checkpoint written atomically (a temporary file renamed), from which an
@@ -445,6 +448,8 @@ def fit(
     else:
         dev = config.device()
     show = (config.show_progress() if progress is None else progress) and rank == 0
+    if not config.threads_chosen():  # e.g. the ``phbook train`` command, a script
+        config.use_threads()
     restore_best = (x_val is not None) if restore_best is None else restore_best
     if schedule_epochs is None:
         schedule_epochs = int(getattr(model, "schedule_epochs", 0) or 0)

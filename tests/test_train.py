@@ -312,3 +312,52 @@ def test_logged_loss_weights_restart_the_best_epoch_search():
         schedule_epochs=5,
     )
     assert hist.attrs["best_epoch"] is None
+
+
+# ------------------------------------------------------------------------ threads
+
+
+@pytest.fixture
+def restore_threads():
+    from phbook import config
+
+    before, chosen = torch.get_num_threads(), config._threads_in_use
+    yield config
+    torch.set_num_threads(before)
+    config._threads_in_use = chosen
+
+
+def test_threads_default_override_and_errors(restore_threads, monkeypatch):
+    import phbook
+
+    config = restore_threads
+    monkeypatch.delenv("PHBOOK_THREADS", raising=False)
+    assert config.threads() == 1
+    monkeypatch.setenv("PHBOOK_THREADS", "3")
+    assert config.threads() == 3 and config.threads(2) == 2
+    session = phbook.setup(seed=0, quiet=True)
+    assert session.threads == 3 and torch.get_num_threads() == 3
+    session = phbook.setup(seed=0, threads=2, quiet=True)
+    assert (
+        session.threads == 2
+        and torch.get_num_threads() == 2
+        and "2 CPU threads" in str(session)
+    )
+    monkeypatch.setenv("PHBOOK_THREADS", "many")
+    with pytest.raises(config.ConfigError, match="PHBOOK_THREADS"):
+        config.threads()
+    with pytest.raises(config.ConfigError, match="at least 1"):
+        config.threads(0)
+
+
+def test_fit_chooses_one_thread_when_nothing_chose(restore_threads, monkeypatch):
+    config = restore_threads
+    monkeypatch.delenv("PHBOOK_THREADS", raising=False)
+    torch.set_num_threads(2)
+    config._threads_in_use = None
+    train.fit(make_model(), data(64), epochs=1, batch_size=32, device="cpu")
+    assert torch.get_num_threads() == 1 and config.threads_chosen()
+    # a choice made before is kept
+    config.use_threads(2)
+    train.fit(make_model(), data(64), epochs=1, batch_size=32, device="cpu")
+    assert torch.get_num_threads() == 2
