@@ -361,3 +361,4 @@ def test_fit_chooses_one_thread_when_nothing_chose(restore_threads, monkeypatch)
     config.use_threads(2)
     train.fit(make_model(), data(64), epochs=1, batch_size=32, device="cpu")
     assert torch.get_num_threads() == 2
+
