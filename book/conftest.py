@@ -86,6 +86,10 @@ def pytest_runtest_makereport(item, call):
     tags = set(cell.get("metadata", {}).get("tags", []))
     if tags & HIDDEN_TAGS:
         return
+    if cell.get("source", "").rstrip().endswith(";"):
+        # IPython hides a result whose line ends with ';'. nbval runs cells without
+        # storing history, which defeats that check, so the build would not show it.
+        outputs = [o for o in outputs if o.get("output_type") != "execute_result"]
     found = problems(outputs)
     if found:
         report.outcome = "failed"

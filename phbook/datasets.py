@@ -270,9 +270,7 @@ def ph_benchmark_data(
     x_train = np.asarray(stretch(raw.x_train), dtype=np.float32)[:, None]
     x_test = np.asarray(stretch(raw.x_test), dtype=np.float32)[:, None]
     n_val = int(len(x_train) * val_fraction)
-    return BenchmarkData(
-        raw, stretch, x_train, x_test, x_train[n_val:], x_train[:n_val]
-    )
+    return BenchmarkData(raw, stretch, x_train, x_test, x_train[n_val:], x_train[:n_val])
 
 
 @dataclass

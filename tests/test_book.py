@@ -96,3 +96,43 @@ if __name__ == "__main__":  # rewrite every chapter's setup cell from _config.ym
             first.source = setup_cell()
             nbformat.write(book, path)
             print("rewrote", path.name)
+
+
+def test_book_times_reads_the_execution_records(tmp_path, capsys):
+    import importlib.util
+    import pickle
+    import types
+
+    spec = importlib.util.spec_from_file_location(
+        "book_times", ROOT / "tools" / "book_times.py"
+    )
+    book_times = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(book_times)
+    env = types.SimpleNamespace(
+        nb_metadata={
+            "book/00_quickstart": {
+                "exec_data": {
+                    "mtime": 0.0,
+                    "runtime": 12.5,
+                    "method": "cache",
+                    "succeeded": True,
+                }
+            },
+            "book/03_beta_vae": {
+                "exec_data": {
+                    "mtime": 0.0,
+                    "runtime": 80.0,
+                    "method": "cache",
+                    "succeeded": True,
+                }
+            },
+            "intro": {},
+        }
+    )
+    (tmp_path / ".doctrees").mkdir()
+    with (tmp_path / ".doctrees" / "environment.pickle").open("wb") as f:
+        pickle.dump(env, f)
+    assert book_times.main([str(tmp_path)]) == 0
+    out = capsys.readouterr().out
+    assert "book/00_quickstart" in out and "12.5" in out and "92.5" in out
+    assert "intro" not in out
