@@ -32,8 +32,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 import torch  # noqa: E402
 
-from phbook import config, datasets, detectors, metrics, train, transforms  # noqa: E402
-from phbook.models import vae as V  # noqa: E402
+from phbook import config, datasets, detectors, metrics, seed_study, train  # noqa: E402
 
 
 def say(msg: str) -> None:
@@ -43,7 +42,7 @@ def say(msg: str) -> None:
 def throughput(x: np.ndarray, batch_size: int, epochs: int, dev) -> float:
     """Median training images/s over ``epochs`` timed epochs after one warm-up epoch."""
     torch.manual_seed(0)
-    model = V.BetaVAE(16, latent_dim=32, beta=V.BETAS["medium"], l1_weight=V.L1_WEIGHT)
+    model = seed_study.make_vae(beta=0.01, kl_warmup=2)  # beta does not change the cost
     hist = train.fit(
         model,
         x,
@@ -90,16 +89,8 @@ def main() -> None:
     )
 
     size = config.sizes("beta_vae")
-    ds = datasets.ph_benchmark(
-        n_train=size.n_train,
-        n_test_normal=size.n_test_normal,
-        n_test_per_class=size.n_test_per_class,
-        seed=0,
-    )
-    stretch = transforms.AsinhStretch()
-    x_train = stretch(ds.x_train)[:, None]
-    x_test = stretch(ds.x_test)[:, None]
-    classes = ds.classes_test
+    data = datasets.ph_benchmark_data(size)  # chapters 3 and 4's data
+    x_train, x_test, classes = data.x_train, data.x_test, data.classes
     say(f"data: {len(x_train)} training frames, {len(x_test)} test frames (simulated)")
 
     # -- 1. throughput
@@ -114,8 +105,7 @@ def main() -> None:
     say(f"  loaded / idle: {rate_loaded / rate_big:.0%}")
 
     # -- 2. every detector of chapters 2-4
-    n_val = len(x_train) // 10
-    x_fit, x_val = x_train[n_val:], x_train[:n_val]
+    x_fit, x_val = data.x_fit, data.x_val
     asize = config.sizes("autoencoders")
     scores: dict[str, np.ndarray] = {}
 
@@ -155,11 +145,10 @@ def main() -> None:
     )
 
     say("beta-VAEs (chapters 3 and 4):")
-    fit_kwargs = dict(x_val=x_val, epochs=size.epochs, batch_size=size.batch_size, lr=2e-3)
+    study = seed_study.beta_vaes(data, size)  # loaded when chapter 3 has run
+    say(f"  {study}")
     n_gmm = min(config.sizes("latent_space").gmm_samples, len(x_fit))
-    for name, beta in V.BETAS.items():
-        model = V.BetaVAE(16, latent_dim=32, beta=beta, l1_weight=V.L1_WEIGHT)
-        model, _ = train.load_or_train(f"vae-beta-{name}", model, x_fit, **fit_kwargs)
+    for name, model in study.models.items():
         dets = {}
         for score in ("recon", "recon_max", "elbo", "kl", "latent_nll", "latent_dist"):
             det = detectors.VAEDetector(

@@ -56,12 +56,14 @@ class PHBenchmark:
         return (self.classes_test != panoseti.NORMAL).astype(np.int8)
 
     def __repr__(self) -> str:
+        """A sentence a reader can read (the chapters show it), not a constructor."""
         counts = dict(zip(*np.unique(self.classes_test, return_counts=True), strict=False))
+        test = ", ".join(f"{k} {int(v)}" for k, v in counts.items())
+        contamination = self.info.get("contamination") or 0.0
         return (
-            f"PHBenchmark(train={len(self.x_train)}, test={len(self.x_test)} "
-            f"{ {str(k): int(v) for k, v in counts.items()} }, "
-            f"pe_threshold={self.info.get('pe_threshold')}, "
-            f"contamination={self.info.get('contamination')})"
+            f"simulated PANOSETI benchmark: {len(self.x_train)} training frames "
+            f"({contamination:.0%} contamination), {len(self.x_test)} test frames "
+            f"({test}); trigger threshold {self.info.get('pe_threshold')} PE"
         )
 
 
@@ -300,10 +302,11 @@ class GalaxyBenchmark:
 
     def __repr__(self) -> str:
         counts = dict(zip(*np.unique(self.classes_test, return_counts=True), strict=False))
+        test = ", ".join(f"{k} {int(v)}" for k, v in counts.items())
+        h, w = self.x_test.shape[1:3]
         return (
-            f"GalaxyBenchmark(train={len(self.x_train)}, test={len(self.x_test)} "
-            f"{ {str(k): int(v) for k, v in counts.items()} }, "
-            f"stamp={self.x_test.shape[1:]})"
+            f"simulated galaxy survey: {len(self.x_train)} training stamps, "
+            f"{len(self.x_test)} test stamps ({test}) of {h}x{w} pixels"
         )
 
 
