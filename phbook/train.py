@@ -499,7 +499,7 @@ def fit(
             _set_rng_state(ckpt["rng"])
             perm_gen.set_state(ckpt["rng"]["perm"])
             if finished:
-                return _finish(model, history, best, restore_best)
+                return _finish(model, history, best, restore_best, schedule_epochs)
 
     if data_on_device:
         tensors = tuple(t.to(dev) for t in tensors)
@@ -665,7 +665,7 @@ def fit(
     finally:
         if bar is not None:
             bar.close()
-    return _finish(model, history, best, restore_best)
+    return _finish(model, history, best, restore_best, schedule_epochs)
 
 
 def _no_best() -> dict:
@@ -682,11 +682,16 @@ def _loss_weights(row: dict) -> list:
     )
 
 
-def _finish(model, history: dict, best: dict, restore_best: bool) -> pd.DataFrame:
-    """Restore the best epoch (when one qualified) and return the history."""
+def _finish(
+    model, history: dict, best: dict, restore_best: bool, schedule_epochs: int = 0
+) -> pd.DataFrame:
+    """Restore the best epoch (when one qualified) and return the history.
+
+    An epoch inside the schedule never qualifies, also in a checkpoint written before
+    this rule existed."""
     out = pd.DataFrame(history)
     out.attrs["best_epoch"] = None
-    if restore_best and best["state"] is not None:
+    if restore_best and best["state"] is not None and best["epoch"] > schedule_epochs:
         model.load_state_dict(best["state"])
         out.attrs["best_epoch"] = int(best["epoch"])
     return out

@@ -362,3 +362,26 @@ def test_fit_chooses_one_thread_when_nothing_chose(restore_threads, monkeypatch)
     train.fit(make_model(), data(64), epochs=1, batch_size=32, device="cpu")
     assert torch.get_num_threads() == 2
 
+
+def test_an_old_checkpoint_with_a_best_epoch_inside_the_warmup_is_not_restored(tmp_path):
+    """Checkpoints written before the rule stored the warm-up's epoch 1 as the best."""
+    from phbook.models.vae import BetaVAE
+
+    x, x_val = blobs(200, 0), blobs(100, 1)
+    path = tmp_path / "old.pt"
+
+    def vae():
+        torch.manual_seed(0)
+        return BetaVAE(8, latent_dim=4, beta=4.0, channels=(8, 8), kl_warmup=2)
+
+    kw = dict(x_val=x_val, epochs=3, batch_size=32, lr=3e-3, checkpoint=path)
+    model = vae()
+    train.fit(model, x, **kw)
+    ckpt = torch.load(path, weights_only=True)
+    stale = {k: torch.zeros_like(v) for k, v in ckpt["model"].items()}
+    ckpt["best"] = {"value": -1.0, "epoch": 1, "state": stale, "bad_epochs": 0}
+    torch.save(ckpt, path)
+    again = vae()
+    hist = train.fit(again, x, **kw)
+    assert hist.attrs["best_epoch"] is None
+    assert same_weights(model, again)  # the final weights, not the stale "best"
