@@ -32,7 +32,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 import torch  # noqa: E402
 
-from phbook import config, datasets, detectors, metrics, seed_study, train  # noqa: E402
+from phbook import config, datasets, detectors, metrics, train  # noqa: E402
+from phbook.studies import beta_vaes  # noqa: E402
 
 
 def say(msg: str) -> None:
@@ -42,7 +43,7 @@ def say(msg: str) -> None:
 def throughput(x: np.ndarray, batch_size: int, epochs: int, dev) -> float:
     """Median training images/s over ``epochs`` timed epochs after one warm-up epoch."""
     torch.manual_seed(0)
-    model = seed_study.make_vae(beta=0.01, kl_warmup=2)  # beta does not change the cost
+    model = beta_vaes.make_vae(beta=0.01, kl_warmup=2)  # beta does not change the cost
     hist = train.fit(
         model,
         x,
@@ -145,7 +146,7 @@ def main() -> None:
     )
 
     say("beta-VAEs (chapters 3 and 4):")
-    study = seed_study.beta_vaes(data, size)  # loaded when chapter 3 has run
+    study = beta_vaes.load_or_train(data, size)  # loaded when chapter 3 has run
     say(f"  {study}")
     n_gmm = min(config.sizes("latent_space").gmm_samples, len(x_fit))
     for name, model in study.models.items():

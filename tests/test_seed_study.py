@@ -4,7 +4,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from phbook import datasets, metrics, seed_study, transforms
+from phbook import datasets, metrics, transforms
+from phbook.studies import beta_vaes
 
 SIZE = {"n_train": 300, "n_test_normal": 100, "n_test_per_class": 10}
 
@@ -32,9 +33,9 @@ def test_noise_variance_recovers_added_noise():
     basis = rng.normal(size=(8, 256))
     clean = rng.normal(size=(3000, 8)) @ basis
     noisy = clean + rng.normal(scale=0.1, size=clean.shape)
-    var = seed_study.noise_variance(noisy[:2500], noisy[2500:], n_components=16)
+    var = beta_vaes.noise_variance(noisy[:2500], noisy[2500:], n_components=16)
     assert var == pytest.approx(0.01, rel=0.1)
-    betas = seed_study.book_betas(var)
+    betas = beta_vaes.book_betas(var)
     assert betas["small"] < betas["medium"] < betas["large"]
     assert betas["medium"] == pytest.approx(2 * var, rel=0.05)
 

@@ -1,7 +1,7 @@
 """The book's three beta-VAEs, as the PANOSETI pulse-height seed study trained them.
 
 Chapter 3 trains them, chapter 4 studies their latent spaces and ``bench/vae.py``
-scores with them: all three get them from :func:`beta_vaes`, under the same checkpoint
+scores with them: all three get them from :func:`load_or_train`, under the same checkpoint
 names, so a model trained once is loaded everywhere else.
 
 The three betas sit around the *noise-matched* value. With the squared-error
@@ -20,9 +20,9 @@ import numpy as np
 import pandas as pd
 from sklearn.decomposition import PCA
 
-from . import train
-from .datasets import BenchmarkData
-from .models import vae as V
+from .. import train
+from ..datasets import BenchmarkData
+from ..models import vae as V
 
 __all__ = [
     "BETA_FACTOR",
@@ -31,7 +31,7 @@ __all__ = [
     "noise_matched_beta",
     "book_betas",
     "make_vae",
-    "beta_vaes",
+    "load_or_train",
 ]
 
 #: the small and large betas are this factor below and above the noise-matched one
@@ -96,7 +96,7 @@ class BetaVAEs:
         return "beta-VAEs " + ", ".join(f"{n} (beta {b:g})" for n, b in self.betas.items())
 
 
-def beta_vaes(data: BenchmarkData, size, *, lr: float = 2e-3) -> BetaVAEs:
+def load_or_train(data: BenchmarkData, size, *, lr: float = 2e-3) -> BetaVAEs:
     """Train (or load) the book's three beta-VAEs on ``data.x_fit``.
 
     ``size`` gives ``epochs``, ``batch_size`` and ``kl_warmup`` (chapter 3's
