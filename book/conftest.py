@@ -1,12 +1,13 @@
 """Output hygiene of the executed chapters, checked while nbval runs them.
 
-nbval executes every code cell of a chapter (``make notebooks``). After each cell, the
-hook below reads the outputs nbval collected and fails the cell when a reader would see
-something broken: anything written to stderr (warnings, progress bars left on), a
-traceback, raw ``$...$`` maths or ``{cite}`` roles in text output, or the bare ``repr``
-of an object (``<Figure size ...>``, ``PHBenchmark(...)``, ``<... object at 0x...>``).
-Cells tagged ``remove-cell`` or ``remove-output`` are not shown to readers and are not
-checked. No second execution is needed.
+nbval executes every code cell of a chapter (``make notebooks``). After each
+cell, the hook below reads the outputs nbval collected and fails the cell when
+a reader would see something broken: anything written to stderr (warnings,
+progress bars left on), a traceback, raw ``$...$`` maths or ``{cite}`` roles
+in text output, or the bare ``repr`` of an object (``<Figure size ...>``,
+``PHBenchmark(...)``, ``<... object at 0x...>``). Cells tagged ``remove-cell``
+or ``remove-output`` are not shown to readers and are not checked. No second
+execution is needed.
 """
 
 from __future__ import annotations
@@ -22,7 +23,8 @@ REPR_PATTERNS = [
     re.compile(r"<Axes[\w:]*[:(]"),
     re.compile(r"\bobject at 0x[0-9a-f]+"),
     re.compile(r"^\s*\[?<[A-Za-z_][\w.]*\b[^>]*>\]?\s*$", re.S),
-    re.compile(r"^\s*[A-Z]\w*\((\w+=)", re.S),  # a dataclass repr: PHBenchmark(x_train=
+    # a dataclass repr: PHBenchmark(x_train=...
+    re.compile(r"^\s*[A-Z]\w*\((\w+=)", re.S),
 ]
 MATH = re.compile(r"(?<![\\\w])\$[^$\n]+\$")
 CITE = re.compile(r"\{cite[:a-z]*\}")
@@ -30,12 +32,14 @@ WARNING = re.compile(r"\b\w*Warning\b:")
 
 
 def problems(outputs) -> list[str]:
-    """What a reader would see wrong in one cell's outputs (an empty list: nothing)."""
+    """What a reader would see wrong in one cell's outputs (none: [])."""
     found = []
     for out in outputs or []:
         kind = out.get("output_type")
         if kind == "error":
-            found.append(f"a traceback ({out.get('ename')}: {out.get('evalue')})")
+            found.append(
+                f"a traceback ({out.get('ename')}: {out.get('evalue')})"
+            )
         elif kind == "stream":
             text = out.get("text", "")
             if out.get("name") == "stderr" and text.strip():
@@ -52,11 +56,15 @@ def problems(outputs) -> list[str]:
                 md = data["text/markdown"]
                 md = "".join(md) if isinstance(md, list) else md
                 if CITE.search(md):
-                    found.append(f"a raw {{cite}} role in Markdown output: {md[:120]!r}")
+                    found.append(
+                        f"a raw {{cite}} role in Markdown output: {md[:120]!r}"
+                    )
             if not rich:
                 for pattern in REPR_PATTERNS:
                     if pattern.search(plain):
-                        found.append(f"an object repr instead of content: {plain[:120]!r}")
+                        found.append(
+                            f"an object repr, not content: {plain[:120]!r}"
+                        )
                         break
                 found += _text_problems(plain, "text output")
     return found
@@ -67,7 +75,9 @@ def _text_problems(text: str, where: str) -> list[str]:
     if WARNING.search(text):
         found.append(f"a warning in {where}: {text.strip()[:200]!r}")
     if MATH.search(text):
-        found.append(f"raw $...$ maths in {where}: {MATH.search(text).group(0)!r}")
+        found.append(
+            f"raw $...$ maths in {where}: {MATH.search(text).group(0)!r}"
+        )
     if CITE.search(text):
         found.append(f"a raw {{cite}} role in {where}")
     return found
@@ -87,9 +97,12 @@ def pytest_runtest_makereport(item, call):
     if tags & HIDDEN_TAGS:
         return
     if cell.get("source", "").rstrip().endswith(";"):
-        # IPython hides a result whose line ends with ';'. nbval runs cells without
-        # storing history, which defeats that check, so the build would not show it.
-        outputs = [o for o in outputs if o.get("output_type") != "execute_result"]
+        # IPython hides a result whose line ends with ";". nbval runs
+        # cells without storing history, which defeats that check; the build
+        # hides it.
+        outputs = [
+            o for o in outputs if o.get("output_type") != "execute_result"
+        ]
     found = problems(outputs)
     if found:
         report.outcome = "failed"
