@@ -54,6 +54,8 @@ book: $(STAMP)
 	PHBOOK_PROFILE=$(PROFILE) $(BIN)/jupyter-book build . -W --keep-going \
 		--path-output $(BOOK_OUT); rc=$$?; \
 	echo "[phase] book ($(PROFILE) profile): $$((SECONDS - start)) s"; \
+	echo "Execution time of each chapter ($(PROFILE) profile):"; \
+	$(BIN)/python tools/book_times.py $(BOOK_OUT)/_build || true; \
 	echo "Open $(BOOK_OUT)/_build/html/index.html"; exit $$rc
 
 student: $(STAMP)

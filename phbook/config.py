@@ -10,6 +10,7 @@ Chapters never read environment variables: they ask this module.
   ``.phbook_cache`` folder of the source checkout (git ignores it), or
   ``~/.cache/phbook`` when the package is installed elsewhere.
 * ``PHBOOK_PROGRESS``: ``1`` or ``0`` forces progress bars on or off.
+* ``PHBOOK_THREADS``: CPU threads for torch (see :func:`threads`). Default 1.
 """
 
 from __future__ import annotations
@@ -147,6 +148,53 @@ def device(name: str | None = None):
             )
         return torch.device(value)
     raise ConfigError(f"device {value!r} is not a device; {valid}")
+
+
+#: the thread count chosen by :func:`use_threads` in this process (None: not yet)
+_threads_in_use: int | None = None
+
+
+def threads(n: int | None = None) -> int:
+    """How many CPU threads torch should use: ``n``, else ``PHBOOK_THREADS``, else 1.
+
+    The book's models are small (16x16 frames, a few hundred thousand weights): one
+    thread does a training step almost as fast as two on an idle machine, and on a
+    machine with anything else running, two OpenMP threads spin and wait on each other
+    and training slows down about tenfold (measured in the README's "Threads" table).
+    So one thread is the default; set ``PHBOOK_THREADS`` (or ``setup(threads=...)``)
+    to use more cores for bigger models on an idle machine.
+    """
+    if n is None:
+        env = os.environ.get("PHBOOK_THREADS", "").strip()
+        if not env:
+            return 1
+        try:
+            n = int(env)
+        except ValueError:
+            raise ConfigError(f"PHBOOK_THREADS={env!r} is not a whole number") from None
+        source = "PHBOOK_THREADS"
+    else:
+        source = "threads"
+    if int(n) < 1:
+        raise ConfigError(f"{source} must be at least 1, got {n}")
+    return int(n)
+
+
+def use_threads(n: int | None = None) -> int:
+    """Set torch's CPU thread count to :func:`threads` ``(n)`` and return it."""
+    import torch
+
+    global _threads_in_use
+    k = threads(n)
+    if torch.get_num_threads() != k:
+        torch.set_num_threads(k)
+    _threads_in_use = k
+    return k
+
+
+def threads_chosen() -> bool:
+    """Whether :func:`use_threads` has run in this process (``setup`` calls it)."""
+    return _threads_in_use is not None
 
 
 def seed_everything(seed: int = 0) -> None:

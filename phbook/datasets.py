@@ -17,10 +17,17 @@ from pathlib import Path
 import h5py
 import numpy as np
 
-from . import config
+from . import config, transforms
 from .sim import galaxies, panoseti
 
-__all__ = ["PHBenchmark", "ph_benchmark", "GalaxyBenchmark", "galaxy_benchmark"]
+__all__ = [
+    "PHBenchmark",
+    "ph_benchmark",
+    "BenchmarkData",
+    "ph_benchmark_data",
+    "GalaxyBenchmark",
+    "galaxy_benchmark",
+]
 
 
 @dataclass
@@ -49,12 +56,14 @@ class PHBenchmark:
         return (self.classes_test != panoseti.NORMAL).astype(np.int8)
 
     def __repr__(self) -> str:
+        """A sentence a reader can read (the chapters show it), not a constructor."""
         counts = dict(zip(*np.unique(self.classes_test, return_counts=True), strict=False))
+        test = ", ".join(f"{k} {int(v)}" for k, v in counts.items())
+        contamination = self.info.get("contamination") or 0.0
         return (
-            f"PHBenchmark(train={len(self.x_train)}, test={len(self.x_test)} "
-            f"{ {str(k): int(v) for k, v in counts.items()} }, "
-            f"pe_threshold={self.info.get('pe_threshold')}, "
-            f"contamination={self.info.get('contamination')})"
+            f"simulated PANOSETI benchmark: {len(self.x_train)} training frames "
+            f"({contamination:.0%} contamination), {len(self.x_test)} test frames "
+            f"({test}); trigger threshold {self.info.get('pe_threshold')} PE"
         )
 
 
@@ -188,6 +197,84 @@ def ph_benchmark(
     return data
 
 
+@dataclass(frozen=True, repr=False)
+class BenchmarkData:
+    """The benchmark as chapters 0 and 2-4 train on it: stretched, shaped, split.
+
+    ``x_train`` and ``x_test`` are the stretched frames as ``(N, 1, H, W)`` float32
+    (what the networks take); ``x_val`` is the first ``val_fraction`` of the training
+    frames, kept for validation, and ``x_fit`` the rest. ``raw`` is the
+    :class:`PHBenchmark` in ADC counts (``raw.x_train``, ``raw.strength_test``, ...).
+    """
+
+    raw: PHBenchmark
+    stretch: object
+    x_train: np.ndarray
+    x_test: np.ndarray
+    x_fit: np.ndarray
+    x_val: np.ndarray
+
+    @property
+    def classes(self) -> np.ndarray:
+        """The class name of every test frame (``"normal"`` or an anomaly class)."""
+        return self.raw.classes_test
+
+    @property
+    def labels(self) -> np.ndarray:
+        """0 for normal test frames, 1 for anomalies."""
+        return self.raw.labels_test
+
+    def __repr__(self) -> str:
+        return (
+            f"simulated PANOSETI benchmark, {type(self.stretch).__name__}: "
+            f"{len(self.x_fit)} training + {len(self.x_val)} validation frames, "
+            f"{len(self.x_test)} test frames of {self.x_test.shape[-2]}x"
+            f"{self.x_test.shape[-1]} pixels"
+        )
+
+
+def ph_benchmark_data(
+    size,
+    *,
+    stretch=None,
+    val_fraction: float = 0.1,
+    seed: int = 0,
+    contamination: float = 0.0,
+) -> BenchmarkData:
+    """:func:`ph_benchmark` with the sizes of a chapter, stretched and split.
+
+    ``size`` is a chapter's :func:`phbook.config.sizes` (or a mapping) with
+    ``n_train``, ``n_test_normal`` and ``n_test_per_class``, or with ``n_train`` and
+    ``n_test`` (then a tenth of ``n_test`` per anomaly class). ``stretch`` maps ADC
+    counts to network inputs (default :class:`phbook.transforms.AsinhStretch`).
+    The validation frames are the first ``val_fraction`` of the training set.
+    """
+    if not 0 <= val_fraction < 1:
+        raise ValueError(f"val_fraction must be in [0, 1), got {val_fraction}")
+    keys = set(size)
+    if {"n_test_normal", "n_test_per_class"} <= keys:
+        n_normal, n_per_class = size["n_test_normal"], size["n_test_per_class"]
+    elif "n_test" in keys:
+        n_normal, n_per_class = size["n_test"], size["n_test"] // 10
+    else:
+        raise ValueError(
+            "size must name n_train and n_test_normal + n_test_per_class (or n_test); "
+            f"got {sorted(keys)}"
+        )
+    raw = ph_benchmark(
+        n_train=size["n_train"],
+        n_test_normal=n_normal,
+        n_test_per_class=n_per_class,
+        seed=seed,
+        contamination=contamination,
+    )
+    stretch = transforms.AsinhStretch() if stretch is None else stretch
+    x_train = np.asarray(stretch(raw.x_train), dtype=np.float32)[:, None]
+    x_test = np.asarray(stretch(raw.x_test), dtype=np.float32)[:, None]
+    n_val = int(len(x_train) * val_fraction)
+    return BenchmarkData(raw, stretch, x_train, x_test, x_train[n_val:], x_train[:n_val])
+
+
 @dataclass
 class GalaxyBenchmark:
     """Simulated galaxy stamps (:mod:`phbook.sim.galaxies`): training and test sets.
@@ -215,10 +302,11 @@ class GalaxyBenchmark:
 
     def __repr__(self) -> str:
         counts = dict(zip(*np.unique(self.classes_test, return_counts=True), strict=False))
+        test = ", ".join(f"{k} {int(v)}" for k, v in counts.items())
+        h, w = self.x_test.shape[1:3]
         return (
-            f"GalaxyBenchmark(train={len(self.x_train)}, test={len(self.x_test)} "
-            f"{ {str(k): int(v) for k, v in counts.items()} }, "
-            f"stamp={self.x_test.shape[1:]})"
+            f"simulated galaxy survey: {len(self.x_train)} training stamps, "
+            f"{len(self.x_test)} test stamps ({test}) of {h}x{w} pixels"
         )
 
 

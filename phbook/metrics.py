@@ -23,6 +23,7 @@ __all__ = [
     "summary",
     "per_class_report",
     "compare",
+    "below_chance",
     "auc_by_strength",
     "top_k_recall",
     "top_k_composition",
@@ -143,6 +144,19 @@ def compare(
     table = pd.DataFrame(columns)
     table.insert(0, "n", report["n"])
     return table
+
+
+def below_chance(table: pd.DataFrame, threshold: float = 0.5) -> pd.DataFrame:
+    """The entries of a :func:`compare` table of ROC-AUCs below ``threshold``.
+
+    An AUC below 0.5 means the detector ranks that class as *more normal* than the
+    normal frames: worth explaining wherever such a table is shown. Returns one row per
+    entry (``class``, ``detector``, ``auc``), lowest first; the ``all`` row is left out.
+    """
+    values = table.drop(columns="n", errors="ignore").drop(index="all", errors="ignore")
+    long = values.stack().rename("auc").reset_index()
+    long.columns = ["class", "detector", "auc"]
+    return long[long["auc"] < threshold].sort_values("auc").reset_index(drop=True)
 
 
 def auc_by_strength(

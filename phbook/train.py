@@ -19,6 +19,24 @@ A model plugs in through a small protocol (all but the first are optional):
     checkpoint of the same architecture with another ``beta`` is not reused.
 ``model.validation_loss(batch) -> dict[str, Tensor]``
     Loss terms on held-out data; defaults to ``model.loss``.
+``model.schedule_epochs``
+    How many epochs at the start of training change the loss's own weights (a VAE's KL
+    warm-up: ``kl_warmup``). See "Best epoch" below.
+
+Best epoch. With validation data, :func:`fit` restores the weights of the epoch with
+the lowest validation loss (``restore_best``) and stops early on it (``patience``).
+Losses whose weights change during training cannot be compared across epochs: during a
+KL warm-up the epoch with the KL weight 0 has the lowest loss, and it is the
+unpenalised network, not the model asked for. So the best epoch is chosen only among
+epochs trained on the full objective: never inside the model's declared schedule
+(``schedule_epochs``, or ``fit(schedule_epochs=...)``), and, for any model that logs
+its loss weights as terms named ``*_weight`` (the VAE's ``kl_weight``), only among
+epochs whose weights equal the last epoch's. Where no epoch qualifies (training ends
+inside the schedule) the final weights are kept. The chosen epoch is
+``history.attrs["best_epoch"]`` (``None``: the final weights).
+
+Training runs on :func:`phbook.config.threads` CPU threads (1 unless ``PHBOOK_THREADS``
+or ``phbook.setup(threads=...)`` says otherwise) when nothing chose them before.
 
 Data stay on the device as tensors and are sliced by a random permutation each epoch,
 which is faster than a ``DataLoader`` for images that fit in memory. Every epoch ends
@@ -372,6 +390,7 @@ def fit(
     callbacks: Sequence[Callable] = (),
     meta: dict | None = None,
     distributed: bool | None = None,
+    schedule_epochs: int | None = None,
 ) -> pd.DataFrame:
     """Train ``model`` on ``x`` and return the loss history, one row per epoch.
 
@@ -405,6 +424,10 @@ def fit(
         are averaged by DDP, logged losses are averaged over the processes, and only
         rank 0 writes the checkpoint and shows progress. The default device is the
         process's own GPU (``cuda:LOCAL_RANK``) when there are GPUs.
+    schedule_epochs
+        Epochs at the start whose loss weights differ from the final objective (default:
+        ``model.schedule_epochs``, else 0). They are never restored as the best epoch
+        and do not count towards ``patience`` (see the module's "Best epoch").
     """
     if epochs < 1:
         raise ValueError(f"epochs must be at least 1, got {epochs}")
@@ -424,7 +447,13 @@ def fit(
     else:
         dev = config.device()
     show = (config.show_progress() if progress is None else progress) and rank == 0
+    if not config.threads_chosen():  # e.g. the ``phbook train`` command, a script
+        config.use_threads()
     restore_best = (x_val is not None) if restore_best is None else restore_best
+    if schedule_epochs is None:
+        schedule_epochs = int(getattr(model, "schedule_epochs", 0) or 0)
+    if schedule_epochs < 0:
+        raise ValueError(f"schedule_epochs must be >= 0, got {schedule_epochs}")
 
     tensors = _as_tensors(x)
     val_tensors = _as_tensors(x_val) if x_val is not None else None
@@ -440,7 +469,7 @@ def fit(
     model.to(dev)
     optimizers = _default_optimizers(model, lr, weight_decay)
     history: dict[str, list] = {}
-    best = {"value": math.inf, "epoch": -1, "state": None, "bad_epochs": 0}
+    best = _no_best()
     start_epoch = 0
     finished = False
 
@@ -463,15 +492,13 @@ def fit(
             for name, opt in optimizers.items():
                 opt.load_state_dict(ckpt["optimizers"][name])
             history = {k: list(v) for k, v in ckpt["history"].items()}
-            best = dict(ckpt["best"])
+            best = {**_no_best(), **ckpt["best"]}
             start_epoch = int(ckpt["epoch"])
             finished = bool(ckpt["finished"]) and start_epoch >= epochs
             _set_rng_state(ckpt["rng"])
             perm_gen.set_state(ckpt["rng"]["perm"])
             if finished:
-                if restore_best and best["state"] is not None:
-                    model.load_state_dict(best["state"])
-                return pd.DataFrame(history)
+                return _finish(model, history, best, restore_best, schedule_epochs)
 
     if data_on_device:
         tensors = tuple(t.to(dev) for t in tensors)
@@ -581,18 +608,24 @@ def fit(
                 history.setdefault(k, [math.nan] * epoch).append(v)
 
             if val_tensors is not None:
-                value = row["val_loss"]
-                if value < best["value"] - min_delta:
-                    best = {
-                        "value": value,
-                        "epoch": epoch + 1,
-                        "bad_epochs": 0,
-                        "state": {
-                            k: v.detach().clone() for k, v in model.state_dict().items()
-                        },
-                    }
-                else:
-                    best["bad_epochs"] += 1
+                weights = _loss_weights(row)
+                if epoch < schedule_epochs or weights != best["weights"]:
+                    # a new objective: epochs trained on another one do not compete
+                    best = {**_no_best(), "weights": weights}
+                if epoch >= schedule_epochs:
+                    value = row["val_loss"]
+                    if value < best["value"] - min_delta:
+                        best = {
+                            "value": value,
+                            "epoch": epoch + 1,
+                            "bad_epochs": 0,
+                            "weights": weights,
+                            "state": {
+                                k: v.detach().clone() for k, v in model.state_dict().items()
+                            },
+                        }
+                    else:
+                        best["bad_epochs"] += 1
                 stopped_early = patience is not None and best["bad_epochs"] >= patience
             done = stopped_early or epoch + 1 == epochs
             if path is not None and rank == 0:
@@ -631,9 +664,36 @@ def fit(
     finally:
         if bar is not None:
             bar.close()
-    if restore_best and best["state"] is not None:
+    return _finish(model, history, best, restore_best, schedule_epochs)
+
+
+def _no_best() -> dict:
+    return {"value": math.inf, "epoch": -1, "state": None, "bad_epochs": 0, "weights": []}
+
+
+def _loss_weights(row: dict) -> list:
+    """The loss weights an epoch trained with, as the model logged them
+    (``train_*_weight``), rounded so that the mean over an epoch compares equal."""
+    return sorted(
+        (k, round(float(v), 9))
+        for k, v in row.items()
+        if k.startswith("train_") and k.endswith("_weight")
+    )
+
+
+def _finish(
+    model, history: dict, best: dict, restore_best: bool, schedule_epochs: int = 0
+) -> pd.DataFrame:
+    """Restore the best epoch (when one qualified) and return the history.
+
+    An epoch inside the schedule never qualifies, also in a checkpoint written before
+    this rule existed."""
+    out = pd.DataFrame(history)
+    out.attrs["best_epoch"] = None
+    if restore_best and best["state"] is not None and best["epoch"] > schedule_epochs:
         model.load_state_dict(best["state"])
-    return pd.DataFrame(history)
+        out.attrs["best_epoch"] = int(best["epoch"])
+    return out
 
 
 def load_or_train(

@@ -816,6 +816,11 @@ class FlowVAE(nn.Module):
         return self.decode(post["zK"][0]), post["mu"], post["logvar"]
 
     # -- training
+    @property
+    def schedule_epochs(self) -> int:
+        """The base VAE's KL warm-up (epochs never restored as the best)."""
+        return int(getattr(self.base, "schedule_epochs", 0))
+
     def on_epoch_start(self, state) -> None:
         """KL warm-up, exactly as the base VAE does it."""
         if hasattr(self.base, "on_epoch_start"):

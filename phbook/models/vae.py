@@ -203,6 +203,12 @@ class BetaVAE(nn.Module):
         return self.decode(z)
 
     # -- training
+    @property
+    def schedule_epochs(self) -> int:
+        """Epochs trained with a KL weight below ``beta`` (the warm-up): never
+        restored as the best epoch by :func:`phbook.train.fit`."""
+        return self.kl_warmup
+
     def on_epoch_start(self, state) -> None:
         """KL annealing: weight ``beta * min(1, epoch / kl_warmup)`` this epoch."""
         if self.kl_warmup:

@@ -1,5 +1,7 @@
 """A chapter's whole experiment, used by both the chapter and its bench script.
 
+* :mod:`phbook.studies.beta_vaes`      chapters 3 and 4: the book's three beta-VAEs
+  (``bench/vae.py``)
 * :mod:`phbook.studies.contamination`  chapter 6: GAN-based detectors trained on
   contaminated data (``bench/gan.py``)
 * :mod:`phbook.studies.benchmark`      chapter 9: every detector on one simulated

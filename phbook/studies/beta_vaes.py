@@ -1,0 +1,119 @@
+"""The book's three beta-VAEs, as the PANOSETI pulse-height seed study trained them.
+
+Chapter 3 trains them, chapter 4 studies their latent spaces and ``bench/vae.py``
+scores with them: all three get them from :func:`load_or_train`, under the same checkpoint
+names, so a model trained once is loaded everywhere else.
+
+The three betas sit around the *noise-matched* value. With the squared-error
+reconstruction, ``recon + beta * KL`` is the negative ELBO of a decoder whose pixels
+carry Gaussian noise of variance ``sigma_x^2 = beta / 2``; the beta that matches the
+noise of the data is ``2 sigma_x^2`` (:func:`noise_matched_beta`). The small and large
+betas are :data:`BETA_FACTOR` below and above it. All three train with the KL warm-up
+(chapter 3 shows why), so all three keep an informative latent space.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+from sklearn.decomposition import PCA
+
+from .. import train
+from ..datasets import BenchmarkData
+from ..models import vae as V
+
+__all__ = [
+    "BETA_FACTOR",
+    "BetaVAEs",
+    "noise_variance",
+    "noise_matched_beta",
+    "book_betas",
+    "make_vae",
+    "load_or_train",
+]
+
+#: the small and large betas are this factor below and above the noise-matched one
+BETA_FACTOR = 4.0
+
+
+def noise_variance(x_fit: np.ndarray, x_val: np.ndarray, n_components: int = 64) -> float:
+    """The pixel noise variance of the frames: PCA's residual on held-out frames.
+
+    ``n_components`` principal components of ``x_fit`` hold the showers' structure; what
+    they leave of a validation frame is mostly noise. The mean squared residual per
+    pixel, divided by the fraction ``(P - k) / P`` of dimensions it lives in, estimates
+    the per-pixel noise variance.
+    """
+    a = np.asarray(x_fit, dtype=np.float64).reshape(len(x_fit), -1)
+    b = np.asarray(x_val, dtype=np.float64).reshape(len(x_val), -1)
+    n_pixels = a.shape[1]
+    if not 0 < n_components < n_pixels:
+        raise ValueError(f"n_components must be in (0, {n_pixels}), got {n_components}")
+    pca = PCA(n_components=n_components, random_state=0).fit(a)
+    residual = b - pca.inverse_transform(pca.transform(b))
+    return float((residual**2).mean() * n_pixels / (n_pixels - n_components))
+
+
+def noise_matched_beta(noise_var: float) -> float:
+    """``beta = 2 sigma_x^2``: the KL weight of a decoder that assumes the data's noise."""
+    return 2.0 * float(noise_var)
+
+
+def book_betas(noise_var: float) -> dict[str, float]:
+    """The small, medium and large beta: matched, and :data:`BETA_FACTOR` either side
+    (two significant digits, so that a tiny change in the noise estimate keeps them)."""
+    matched = noise_matched_beta(noise_var)
+
+    def round2(v: float) -> float:
+        return float(f"{v:.2g}")
+
+    return {
+        "small": round2(matched / BETA_FACTOR),
+        "medium": round2(matched),
+        "large": round2(matched * BETA_FACTOR),
+    }
+
+
+def make_vae(beta: float, kl_warmup: int = 0) -> V.BetaVAE:
+    """The book's beta-VAE for 16x16 frames: 32 latent dimensions, a small L1 penalty."""
+    return V.BetaVAE(
+        image_size=16, latent_dim=32, beta=beta, l1_weight=V.L1_WEIGHT, kl_warmup=kl_warmup
+    )
+
+
+@dataclass
+class BetaVAEs:
+    """The three trained models with their betas, loss histories and noise estimate."""
+
+    noise_var: float
+    betas: dict[str, float]
+    models: dict[str, V.BetaVAE]
+    histories: dict[str, pd.DataFrame]
+
+    def __repr__(self) -> str:
+        return "beta-VAEs " + ", ".join(f"{n} (beta {b:g})" for n, b in self.betas.items())
+
+
+def load_or_train(data: BenchmarkData, size, *, lr: float = 2e-3) -> BetaVAEs:
+    """Train (or load) the book's three beta-VAEs on ``data.x_fit``.
+
+    ``size`` gives ``epochs``, ``batch_size`` and ``kl_warmup`` (chapter 3's
+    :func:`phbook.config.sizes`). The checkpoints are ``book-vae-small``, ``-medium``
+    and ``-large``; the best epoch is chosen after the warm-up (see :mod:`phbook.train`).
+    """
+    noise_var = noise_variance(data.x_fit, data.x_val)
+    betas = book_betas(noise_var)
+    models, histories = {}, {}
+    for name, beta in betas.items():
+        models[name], histories[name] = train.load_or_train(
+            f"book-vae-{name}",
+            make_vae(beta, kl_warmup=size["kl_warmup"]),
+            data.x_fit,
+            x_val=data.x_val,
+            epochs=size["epochs"],
+            batch_size=size["batch_size"],
+            lr=lr,
+        )
+    return BetaVAEs(noise_var, betas, models, histories)
