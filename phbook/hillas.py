@@ -78,7 +78,9 @@ def parameters(
     if mask is None:
         mask = tailcuts(x, picture, boundary)
     elif np.shape(mask) != x.shape:
-        raise ValueError(f"mask must have the images' shape {x.shape}, got {np.shape(mask)}")
+        raise ValueError(
+            f"mask must have the images' shape {x.shape}, got {np.shape(mask)}"
+        )
     w = np.where(mask, x, 0.0)
     n, h, wd = x.shape
     rows = np.arange(h) + 0.5

@@ -182,7 +182,9 @@ def bootstrap_sd(stats: pd.DataFrame, n_boot: int = 300, seed: int = 0) -> pd.Se
     rng = np.random.default_rng(seed)
     n = len(stats)
     draws = np.array([_summary_arrays(stats, rng.integers(0, n, n)) for _ in range(n_boot)])
-    return pd.Series(np.nanstd(draws, axis=0, ddof=1), index=summary_index(), name="boot_sd")
+    return pd.Series(
+        np.nanstd(draws, axis=0, ddof=1), index=summary_index(), name="boot_sd"
+    )
 
 
 def tolerance(real: pd.Series, boot: pd.Series) -> pd.Series:

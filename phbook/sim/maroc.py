@@ -31,17 +31,25 @@ N_CHANNELS = 64  #: channels per chip
 #: every channel, chip by chip, as two-digit hexadecimal numbers in channel order.
 _SENSOR_HEX = (
     # chip 0
-    "81 80 90 91 a1 a0 b0 b1 c1 c0 d0 d1 e1 e0 f0 f1 82 83 93 92 a2 a3 b3 b2 c2 c3 d3 d2 e2 e3 f3 f2 "
-    "85 84 94 95 a5 a4 b4 b5 c5 c4 d4 d5 e5 e4 f4 f5 86 87 97 96 a6 a7 b7 b6 c6 c7 d7 d6 e6 e7 f7 f6",
+    "81 80 90 91 a1 a0 b0 b1 c1 c0 d0 d1 e1 e0 f0 f1 "
+    "82 83 93 92 a2 a3 b3 b2 c2 c3 d3 d2 e2 e3 f3 f2 "
+    "85 84 94 95 a5 a4 b4 b5 c5 c4 d4 d5 e5 e4 f4 f5 "
+    "86 87 97 96 a6 a7 b7 b6 c6 c7 d7 d6 e6 e7 f7 f6",
     # chip 1
-    "71 70 51 50 40 41 31 30 21 20 11 01 10 00 73 72 63 52 62 53 34 43 42 32 33 23 13 22 12 03 02 75 "
-    "61 60 64 65 55 74 35 45 54 44 15 24 25 05 14 04 67 76 77 66 57 56 47 46 36 37 27 16 06 07 26 17",
+    "71 70 51 50 40 41 31 30 21 20 11 01 10 00 73 72 "
+    "63 52 62 53 34 43 42 32 33 23 13 22 12 03 02 75 "
+    "61 60 64 65 55 74 35 45 54 44 15 24 25 05 14 04 "
+    "67 76 77 66 57 56 47 46 36 37 27 16 06 07 26 17",
     # chip 2
-    "0f 1f 1e 0e 0d 1d 1c 0c 0b 1b 1a 0a 09 19 18 08 3f 2f 2e 3e 3d 2d 2c 3c 3b 2b 2a 3a 39 29 28 38 "
-    "4f 5f 5e 4e 4d 5d 5c 4c 4b 5b 5a 4a 49 59 58 48 7f 6f 6e 7e 7d 6d 6c 7c 7b 6b 6a 7a 79 69 68 78",
+    "0f 1f 1e 0e 0d 1d 1c 0c 0b 1b 1a 0a 09 19 18 08 "
+    "3f 2f 2e 3e 3d 2d 2c 3c 3b 2b 2a 3a 39 29 28 38 "
+    "4f 5f 5e 4e 4d 5d 5c 4c 4b 5b 5a 4a 49 59 58 48 "
+    "7f 6f 6e 7e 7d 6d 6c 7c 7b 6b 6a 7a 79 69 68 78",
     # chip 3
-    "88 98 8a 9a 9b 8b 8c 9c 8d 9d 8e 8f 9e 9f a8 b8 a9 ba b9 aa dc ab bb bc ac ad ae bd be af bf c8 "
-    "89 99 d9 c9 ca d8 cc cb da db ce dd cd cf de df e9 f8 e8 ea f9 fa eb fb fc ec ed fe ff ef fd ee",
+    "88 98 8a 9a 9b 8b 8c 9c 8d 9d 8e 8f 9e 9f a8 b8 "
+    "a9 ba b9 aa dc ab bb bc ac ad ae bd be af bf c8 "
+    "89 99 d9 c9 ca d8 cc cb da db ce dd cd cf de df "
+    "e9 f8 e8 ea f9 fa eb fb fc ec ed fe ff ef fd ee",
 )
 
 

@@ -154,7 +154,9 @@ class Instrument:
     """
 
     adc_per_pe: float = _cal("instrument", "adc_per_pe", 16.0)  #: ADC per photoelectron
-    pe_threshold: float = _cal("instrument", "pe_threshold", 11.5)  #: trigger threshold (PE)
+    pe_threshold: float = _cal(
+        "instrument", "pe_threshold", 11.5
+    )  #: trigger threshold (PE)
     trigger_pixels: int = 1  #: 1, 2 or 3 neighbouring pixels above threshold
     nsb_pe: float = _cal("instrument", "nsb_pe", 0.28)  #: night-sky PE per pixel per frame
     #: mean bias of peak detection above the baseline (ADC)
@@ -195,13 +197,16 @@ class Instrument:
                 raise ValueError(f"{name} must be non-negative, got {getattr(self, name)}")
         if not BASELINE_RANGE[0] < self.baseline_adc < BASELINE_RANGE[1]:
             raise ValueError(
-                f"baseline_adc {self.baseline_adc} is outside the ADC range {BASELINE_RANGE}"
+                f"baseline_adc {self.baseline_adc} is outside the ADC range "
+                f"{BASELINE_RANGE}"
             )
         if len(self.quabo_pedestal_adc) != 4 or len(self.quabo_gain) != 4:
             raise ValueError("quabo_pedestal_adc and quabo_gain need 4 values (quabos 0-3)")
         if any(g <= 0 for g in self.quabo_gain):
             raise ValueError(f"quabo_gain must be positive, got {self.quabo_gain}")
-        object.__setattr__(self, "quabo_pedestal_adc", tuple(map(float, self.quabo_pedestal_adc)))
+        object.__setattr__(
+            self, "quabo_pedestal_adc", tuple(map(float, self.quabo_pedestal_adc))
+        )
         object.__setattr__(self, "quabo_gain", tuple(map(float, self.quabo_gain)))
         object.__setattr__(self, "baseline_quabos", tuple(map(int, self.baseline_quabos)))
         if self.baseline_file is not None:
@@ -282,7 +287,9 @@ class ShowerPopulation:
             raise ValueError(f"size_index must exceed 1, got {self.size_index}")
         lo, hi = self.width_ratio
         if not 0 < lo <= hi:
-            raise ValueError(f"width_ratio must satisfy 0 < lo <= hi, got {self.width_ratio}")
+            raise ValueError(
+                f"width_ratio must satisfy 0 < lo <= hi, got {self.width_ratio}"
+            )
         if self.length_deg <= 0 or self.length_log_sigma < 0:
             raise ValueError("length_deg must be positive and length_log_sigma >= 0")
         object.__setattr__(self, "width_ratio", (float(lo), float(hi)))
