@@ -45,8 +45,20 @@ _BENCHMARK_DETECTORS = (
 # give the rendered book results worth reading.
 _SIZES: dict[str, dict[str, dict[str, Any]]] = {
     "data": {
-        "quick": {"n_sim": 4000, "frames_per_run": 4000, "n_select": 10000},
-        "full": {"n_sim": 50000, "frames_per_run": 300000, "n_select": 250000},
+        "quick": {
+            "n_sim": 4000,
+            "frames_per_run": 4000,
+            "n_select": 10000,
+            "calib_n_sim": 1000,
+            "calib_evaluations": 40,
+        },
+        "full": {
+            "n_sim": 50000,
+            "frames_per_run": 300000,
+            "n_select": 250000,
+            "calib_n_sim": 2500,
+            "calib_evaluations": 300,
+        },
     },
     "quickstart": {
         "quick": {"n_train": 3000, "n_test": 1000, "epochs": 4, "batch_size": 128},

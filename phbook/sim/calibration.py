@@ -51,6 +51,8 @@ __all__ = [
     "calibrate",
     "held_out_check",
     "fit_default",
+    "stored",
+    "first_version_settings",
     "load_parameters",
     "save_parameters",
 ]
@@ -421,21 +423,31 @@ def held_out_check(
     }
 
 
-def fit_default(out: str | Path | None = None, *, seed: int = 0, **kwargs) -> Calibration:
-    """Refit the simulator's defaults to the real sample and write the package's data
-    file (:data:`phbook.sim.panoseti.CALIBRATED_FILE`, or ``out``).
+def _held_out_summary(check: dict[str, Any]) -> dict[str, Any]:
+    h, rr = check["held_out"], check["real_vs_real"]
+    return {
+        "failures": h.failures,
+        "distance": round(h.distance, 4),
+        "n_fit": check["calibration"].n_real,
+        "n_held_out": h.n_real,
+        "real_vs_real_failures": rr.failures,
+        "real_vs_real_distance": round(rr.distance, 4),
+        "judged": int(h.table["pass"].notna().sum()),
+        "table": {
+            f"{s} {q}": {
+                "held_out_real": float(r.real),
+                "simulated": float(r.simulated),
+                "tolerance": float(r.tolerance),
+                "pass": None if r["pass"] is None else bool(r["pass"]),
+            }
+            for (s, q), r in h.table.iterrows()
+        },
+    }
 
-    The fit starts from the literal defaults of the first simulator version, so it does
-    not depend on the file it replaces. Takes a few minutes on one core.
-    """
-    folder = _config.real_data_dir()
-    if folder is None:
-        raise FileNotFoundError(
-            "the real PANOSETI sample was not found (set PHBOOK_REAL_DATA to its folder)"
-        )
-    files = sorted(folder.glob("*ph256*.pff"))
-    images, quabo = read_real_frames(files[0])
-    start = (
+
+def first_version_settings() -> tuple[P.Instrument, P.ShowerPopulation]:
+    """The literal defaults of simulator version 1: where the stored fit starts."""
+    return (
         P.Instrument(
             adc_per_pe=16.0,
             pe_threshold=11.5,
@@ -452,11 +464,38 @@ def fit_default(out: str | Path | None = None, *, seed: int = 0, **kwargs) -> Ca
             width_size_slope=0.12,
         ),
     )
-    cal = calibrate(images, quabo, seed=seed, start=start, **kwargs)
+
+
+def fit_default(
+    out: str | Path | None = None, *, seed: int = 0, held_out: bool = True, **kwargs
+) -> Calibration:
+    """Refit the simulator's defaults to the real sample and write the package's data
+    file (:data:`phbook.sim.panoseti.CALIBRATED_FILE`, or ``out``).
+
+    The fit starts from the literal defaults of the first simulator version, so it does
+    not depend on the file it replaces; with ``held_out`` it also runs
+    :func:`held_out_check` and stores its summary. Takes minutes on one core.
+    """
+    folder = _config.real_data_dir()
+    if folder is None:
+        raise FileNotFoundError(
+            "the real PANOSETI sample was not found (set PHBOOK_REAL_DATA to its folder)"
+        )
+    files = sorted(folder.glob("*ph256*.pff"))
+    images, quabo = read_real_frames(files[0])
+    cal = calibrate(images, quabo, seed=seed, start=first_version_settings(), **kwargs)
     path = Path(out) if out is not None else P.CALIBRATED_FILE
     cal.save(path)
     data = json.loads(path.read_text())
     data["fit"]["data"] = files[0].name
     data["fit"]["call"] = "phbook.sim.calibration.fit_default()"
+    if held_out:
+        check = held_out_check(images, quabo, seed=seed, start=first_version_settings(), **kwargs)
+        data["held_out"] = _held_out_summary(check)
     path.write_text(json.dumps(data, indent=1) + "\n")
     return cal
+
+
+def stored() -> dict[str, Any]:
+    """The stored fit of the defaults: its values, report and held-out check."""
+    return json.loads(P.CALIBRATED_FILE.read_text())
