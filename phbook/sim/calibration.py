@@ -14,9 +14,13 @@ and real values, each in units of its pass/fail tolerance (the larger of the rel
 tolerance and two bootstrap standard deviations of the real value), so the optimiser
 spends its effort where the judgement is strict and ignores what the real sample cannot
 pin down. Every evaluation uses the same random seed (*common random numbers*), which
-makes the objective a nearly smooth function of the parameters, so a derivative-free
-simplex search (Nelder-Mead, with the parameters scaled to [0, 1] inside physical
-bounds) converges in a few hundred evaluations. ABC would give a posterior, but needs
+makes the objective a nearly smooth function of the parameters. A quarter of the budget
+explores the whole box of physical bounds (a scrambled Sobol sample, parameters scaled
+to [0, 1]), then a derivative-free simplex search (Nelder-Mead, restarted with a smaller
+simplex while budget remains) refines the best point: the simplex alone, started from
+the old defaults, stalls in the objective's noise far from the optimum, because a low
+threshold must go with longer, fainter showers to match both the low frame maxima and
+the large sizes of the real sample. ABC would give a posterior, but needs
 far more simulations for 11 parameters than the 5-minute budget of ``phbook
 calibrate`` allows; moment matching by hand (the previous defaults) matched medians of
 intrinsic parameters, not what cleaning measures. The per-quabo pedestal offsets are
@@ -37,6 +41,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 from scipy.optimize import minimize
+from scipy.stats import qmc
 
 from .. import config as _config
 from .. import yardstick
@@ -362,25 +367,44 @@ def calibrate(
         return value
 
     u0 = _to_unit(_free_values(inst0, pop0))
-    simplex = [u0] + [
-        np.clip(u0 + 0.15 * e, 0, 1) if u0 @ e < 0.8 else u0 - 0.15 * e
-        for e in np.eye(len(u0))
-    ]
-    res = minimize(
-        objective,
-        u0,
-        method="Nelder-Mead",
-        bounds=[(0.0, 1.0)] * len(u0),
-        options={
-            "maxfev": max_evaluations,
-            "initial_simplex": np.asarray(simplex),
-            "xatol": 1e-3,
-            "fatol": 1e-2,
-        },
-    )
+    best_u, best_f = u0, objective(u0)
+    # 1. explore: a scrambled Sobol sample of the whole box (a quarter of the budget),
+    #    so that the simplex starts near the best region, not wherever ``start`` was
+    n_explore = 2 ** int(np.log2(max_evaluations / 4)) if max_evaluations >= 8 else 0
+    if n_explore:
+        sobol = qmc.Sobol(len(u0), scramble=True, seed=seed).random(n_explore)
+        for u in sobol:
+            f = objective(u)
+            if f < best_f:
+                best_u, best_f = u, f
+    # 2. refine: Nelder-Mead from the best point, restarted with a smaller simplex while
+    #    budget remains (a restart undoes a simplex collapsed by the objective's noise)
+    step = 0.12
+    while len(history) < max_evaluations:
+        simplex = [best_u] + [
+            np.clip(best_u + step * e, 0, 1) if best_u @ e < 1 - step else best_u - step * e
+            for e in np.eye(len(u0))
+        ]
+        res = minimize(
+            objective,
+            best_u,
+            method="Nelder-Mead",
+            bounds=[(0.0, 1.0)] * len(u0),
+            options={
+                "maxfev": max_evaluations - len(history),
+                "initial_simplex": np.asarray(simplex),
+                "xatol": 1e-3,
+                "fatol": 0.05,
+            },
+        )
+        if res.fun < best_f:
+            best_u, best_f = np.asarray(res.x), float(res.fun)
+        if res.nfev < len(u0) + 2:
+            break
+        step /= 2
     if bar is not None:
         bar.close()
-    values = _from_unit(res.x)
+    values = _from_unit(best_u)
     inst, pop = _apply(values, inst0, pop0)
     check = P.simulate(n_check, seed=seed + 1, instrument=inst, population=pop)
     comparison = yardstick.compare(stats, check.adc, n_boot=n_boot, seed=seed)
@@ -490,7 +514,9 @@ def fit_default(
     data["fit"]["data"] = files[0].name
     data["fit"]["call"] = "phbook.sim.calibration.fit_default()"
     if held_out:
-        check = held_out_check(images, quabo, seed=seed, start=first_version_settings(), **kwargs)
+        check = held_out_check(
+            images, quabo, seed=seed, start=first_version_settings(), **kwargs
+        )
         data["held_out"] = _held_out_summary(check)
     path.write_text(json.dumps(data, indent=1) + "\n")
     return cal

@@ -8,9 +8,7 @@ showers. This module simulates them step by step, in PE first and then in ADC:
 
 1. **Air showers** as Hillas ellipses: a 2-D Gaussian light distribution of total *size*
    (PE, power-law spectrum), *length* and *width* (deg), orientation and centroid anywhere
-   on or near the module, so that many showers are cut by the quabo edge. The defaults
-   reproduce the medians of cleaned Lick images (length 0.356 deg, width 0.209 deg, size
-   about 1600 ADC, distance 3.84 deg from the module centre).
+   on or near the module, so that many showers are cut by the quabo edge.
 2. **Night-sky background** (NSB): Poisson photoelectrons in every pixel.
 3. **Photo-detection and electronics**: Poisson statistics of the signal, single-PE gain
    spread, ADC gain (ADC per PE), the positive *pedestal* of peak detection (the maximum of
@@ -21,8 +19,12 @@ showers. This module simulates them step by step, in PE first and then in ADC:
 5. **The trigger**: a frame exists only if a pixel exceeds the PE threshold (optionally 2
    or 3 neighbouring pixels, the next-neighbour logic of Cherenkov telescopes).
 
-The electronics defaults were fitted to the pixel-value quantiles of the real 88-frame
-sample (see the data chapter). Rare **anomaly classes**, each with a *strength* in
+The defaults of :class:`Instrument` and :class:`ShowerPopulation` are a fit to the real
+88-frame sample (:mod:`phbook.sim.calibration`, judged by :mod:`phbook.yardstick`),
+stored beside this module in ``panoseti_calibrated.json``. Real-run settings are
+available too: thresholds from 1.5 to 15 PE, per-pixel baselines from a
+``quabo_ph_baseline`` JSON file, per-quabo pedestal offsets and gains, and a slow
+pedestal drift. Rare **anomaly classes**, each with a *strength* in
 [0, 1] from faint (hard to see) to bright, are simulated for evaluation:
 
 ``speckled``       whole-quabo granular frames (an instrumental artifact seen in real data)
