@@ -1291,7 +1291,7 @@ def _add_sim_commands(sub, common) -> None:
     p.add_argument(
         "--max-evaluations",
         type=int,
-        default=300,
+        default=400,
         help="most simulations the optimiser may run",
     )
     p.add_argument(

@@ -306,7 +306,7 @@ def calibrate(
     quabo: np.ndarray | None = None,
     *,
     n_sim: int = 2500,
-    max_evaluations: int = 300,
+    max_evaluations: int = 400,
     seed: int = 0,
     start: tuple[P.Instrument, P.ShowerPopulation] | None = None,
     n_check: int = 20000,
