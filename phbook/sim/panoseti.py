@@ -177,6 +177,11 @@ class Instrument:
     quabo_gain: tuple[float, float, float, float] = _cal(
         "instrument", "quabo_gain", (1.0, 1.0, 1.0, 1.0)
     )
+    #: relative spread of the trigger threshold against the recorded pulse height (the
+    #: discriminator sees the fast-shaped pulse, the ADC the slow-shaped one): a frame
+    #: whose brightest pixel records x ADC triggers with probability
+    #: Phi((x - threshold) / (spread * threshold)); 0 is a sharp threshold
+    trigger_spread: float = _cal("instrument", "trigger_spread", 0.0)
     #: slow pedestal drift over a run: ADC added to the last frame (linear in time)
     pedestal_drift_adc: float = 0.0
     #: a ``quabo_ph_baseline`` JSON file of per-pixel baselines (ADC), or None
@@ -194,6 +199,10 @@ class Instrument:
             )
         if self.adc_per_pe <= 0:
             raise ValueError(f"adc_per_pe must be positive, got {self.adc_per_pe}")
+        if not 0 <= self.trigger_spread <= 0.3:
+            raise ValueError(
+                f"trigger_spread must lie in [0, 0.3], got {self.trigger_spread}"
+            )
         for name in ("nsb_pe", "noise_adc", "spe_resolution", "pixel_offset_adc"):
             if getattr(self, name) < 0:
                 raise ValueError(f"{name} must be non-negative, got {getattr(self, name)}")
@@ -681,6 +690,13 @@ def simulate_normal(
     frames, each cut at the edge, as in real data.
     """
     out_adc, out_q, have = [], [], 0
+    soft = inst.trigger_spread > 0
+    if soft:  # digitise down to 3 spreads below threshold, then accept softly
+        from scipy.special import ndtr
+
+        target = inst
+        low = max(PE_THRESHOLD_RANGE[0], inst.pe_threshold * (1 - 3 * inst.trigger_spread))
+        inst = replace(inst, pe_threshold=low, trigger_spread=0.0)
     # PE a pixel needs to have any real chance to trigger: well below threshold
     # (frames whose brightest pixel expects less trigger in ~0.1 % of cases or fewer).
     reach = 0.3 * inst.pe_threshold
@@ -706,6 +722,10 @@ def simulate_normal(
         pe = shower_pe({k: v[idx] for k, v in p.items()}, qs, inst)
         adc, kept = _digitize(pe, qs, inst, rng, skip_untriggered=True)
         trig = triggered(adc, inst)
+        if soft:
+            thr = target.threshold_adc
+            p_trig = ndtr((adc.max(axis=(1, 2)) - thr) / (target.trigger_spread * thr))
+            trig &= rng.random(len(adc)) < p_trig
         out_adc.append(_to_int16(adc[trig]))
         out_q.append(qs[kept][trig])
         have += int(trig.sum())
