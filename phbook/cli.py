@@ -816,6 +816,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _cmd_simulate(args) -> int:
+    import time
+
     from .sim import run as sim_run
 
     t0 = time.perf_counter()
