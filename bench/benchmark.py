@@ -2,11 +2,11 @@
 
 Run ``python bench/benchmark.py`` (``PHBOOK_PROFILE=quick`` for the small, fast subset
 of detectors and epochs; the default is ``full``). Sizes, seeds and the detector list
-are ``phbook.config.sizes("benchmark")``; the work is done by :mod:`phbook.benchmark`,
-the same code chapter 9 runs. It prints progress, the summary table (mean ± spread over
-seeds), the fusions, the alert thresholds and the real-frame ranking, writes the tidy
-table as CSV and Markdown to ``<phbook data dir>/benchmark/`` and, as its last line,
-one JSON object:
+are ``phbook.config.sizes("benchmark")``; the work is done by
+:mod:`phbook.studies.benchmark`, the same code chapter 9 runs. It prints progress, the
+summary table (mean ± spread over seeds), the fusions, the alert thresholds and the
+real-frame ranking, writes the tidy table as CSV and Markdown to
+``<phbook data dir>/benchmark/`` and, as its last line, one JSON object:
 
 ``best_overall_auc``
     the highest ROC-AUC (all anomaly classes against normal frames, simulated
@@ -40,7 +40,8 @@ sys.path.insert(0, str(ROOT))
 
 import pandas as pd  # noqa: E402
 
-from phbook import benchmark, config, metrics  # noqa: E402
+from phbook import config, metrics  # noqa: E402
+from phbook.studies import benchmark  # noqa: E402
 
 
 def log(msg: str) -> None:

@@ -22,7 +22,7 @@ what it measures as it goes and, as its last line, one JSON object:
     calibrated default fail the pass/fail rule against the 88 real frames (the table is
     printed). ``sim_vs_real_distance``: the RMS difference in tolerance units.
 ``real_false_alarm_max``
-    chapter 9's detectors (:func:`phbook.benchmark.detector_specs`, this profile's
+    chapter 9's detectors (:func:`phbook.studies.benchmark.detector_specs`, this profile's
     sizes) trained on the calibrated simulation, each thresholded at 1 % false alarms
     on simulated normal frames: the largest fraction of the 84 ordinary (not speckled)
     real frames flagged; every detector's fraction is printed.
@@ -306,7 +306,8 @@ def bench_real_false_alarm(sizes: dict, results: dict, ctx: dict) -> None:
     """real_false_alarm_max: chapter 9's detectors on the ordinary real frames."""
     import torch
 
-    from phbook import benchmark, yardstick
+    from phbook import yardstick
+    from phbook.studies import benchmark
 
     torch.set_num_threads(1)
     real = _real_images()

@@ -19,15 +19,15 @@ argument), 2 a usage error, 130 interrupted (run the same command again to resum
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
+import math
 import os
 import sys
 import warnings
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
-
-import numpy as np
 
 from . import __version__
 
@@ -130,6 +130,21 @@ def _query_args(p: argparse.ArgumentParser, run_type_default: str) -> None:
     )
     g.add_argument("--domes", nargs="+", help="keep modules of these domes")
     g.add_argument("--modules", type=int, nargs="+", help="keep these module IDs")
+
+
+def _count(text: str) -> int | None:
+    """``-n``: a number of frames (1,000 and 1e6 spellings too), or 'all' (None)."""
+    if text.strip().lower() == "all":
+        return None
+    try:
+        value = float(text.replace(",", "").replace("_", ""))
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"{text!r} is not a number of frames or 'all'"
+        ) from None
+    if value < 0 or value != int(value):
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number of frames")
+    return int(value)
 
 
 def _query(args, dp: str, run_type_default: str | None, always: bool):
@@ -283,16 +298,39 @@ def format_summary(d: dict[str, Any]) -> str:
 
 
 def inspect_path(
-    path: str | os.PathLike, *, scan: bool = True, progress: bool | None = None
+    path: str | os.PathLike,
+    *,
+    scan: bool = True,
+    progress: bool | None = None,
+    dp: str | None = None,
 ) -> dict[str, Any]:
-    """:func:`phbook.summary.inspect_path` (what ``phbook inspect`` prints)."""
+    """:func:`phbook.summary.inspect_path`, or :func:`phbook.modelfile.describe` for
+    a model file (what ``phbook inspect`` prints); the model code (torch) is loaded
+    only for model files."""
+    if Path(path).suffix.lower() == ".pt" and Path(path).is_file():
+        from . import modelfile
+
+        return modelfile.describe(path)
     from . import summary
 
-    return summary.inspect_path(path, scan=scan, progress=progress)
+    return summary.inspect_path(path, scan=scan, progress=progress, dp=dp)
 
 
 def _cmd_inspect(args) -> int:
-    d = inspect_path(args.path, scan=not args.no_scan, progress=_show(args))
+    if args.damage:
+        from .io import archive
+
+        stretches = archive.damage_list(args.path, args.dp)
+        if args.json:
+            print(json.dumps([d.__dict__ for d in stretches], indent=1))
+            return 0
+        print(f"{len(stretches)} damaged stretch(es) in {args.path}")
+        for d in stretches:
+            print(
+                f"  {d.path}  byte {d.offset:,}  {d.length:,} bytes  {d.kind}: {d.message}"
+            )
+        return 0
+    d = inspect_path(args.path, scan=not args.no_scan, progress=_show(args), dp=args.dp)
     if args.json:
         print(json.dumps(d, indent=1, default=str))
     else:
@@ -311,30 +349,16 @@ def _cmd_select(args) -> int:
     query = _query(args, args.dp, "sci-data", always=True)
     out = Path(args.output)
     archive = Archive(args.archive, dp=args.dp)
-    try:
-        path = _select.select(
-            archive,
-            out,
-            args.n,
-            query,
-            seed=args.seed,
-            strict=args.strict,
-            overwrite=args.overwrite,
-            progress=_show(args),
-        )
-    except ValueError as exc:
-        files = archive.files()
-        if (
-            query.run_type is not None
-            and len(files)
-            and (files["run_type"] != query.run_type).any()
-        ):
-            types = sorted({str(t) for t in files["run_type"]})
-            raise ValueError(
-                f"{exc}. The archive's run types are {', '.join(types)}; "
-                "--run-type any selects from every run"
-            ) from None
-        raise
+    path = _select.select(
+        archive,
+        out,
+        args.n,
+        query,
+        seed=args.seed,
+        strict=args.strict,
+        overwrite=args.overwrite,
+        progress=_show(args),
+    )
     attrs = _select.read_attrs(path)
     _say(
         args,
@@ -460,6 +484,13 @@ def _cmd_score(args) -> int:
             workers=args.workers,
             scheduler=args.scheduler,
         )
+    unusable = _score.unusable_files(out)
+    if report.n_scored == 0:
+        # no silent success: every file yielded nothing; say which and why
+        raise ValueError(
+            f"no usable frames in {args.source}:\n"
+            + "\n".join(f"  {file}: {why}" for file, why in unusable)
+        )
     if report.already_complete:
         _say(
             args,
@@ -481,7 +512,7 @@ def _cmd_score(args) -> int:
                 "interrupted run and were not scored again",
             )
         with h5py.File(out, "r") as h5:
-            here = {float(t) for t in h5["files/pe_threshold"][:] if np.isfinite(t)}
+            here = {float(t) for t in h5["files/pe_threshold"][:] if math.isfinite(t)}
         if trained_at and here - trained_at:
             _say(
                 args,
@@ -495,8 +526,10 @@ def _cmd_score(args) -> int:
             _say(
                 args,
                 f"  skipped {report.n_damaged} damaged stretch(es), listed in the "
-                f"damage/ group of {out} (phbook inspect {out})",
+                f"damage/ group of {out} (where: phbook inspect --damage SOURCE)",
             )
+        for file, why in unusable:
+            _say(args, f"  no frames from {file}: {why}")
     for w in caught:
         if "damaged" not in str(w.message):
             warnings.warn_explicit(w.message, w.category, w.filename, w.lineno)
@@ -510,62 +543,114 @@ def _cmd_score(args) -> int:
 
 
 def _cmd_top(args) -> int:
-    import matplotlib
-
-    if "matplotlib.pyplot" not in sys.modules:
-        matplotlib.use("Agg")
-    from . import plotting
     from . import score as _score
+    from .io import writing
     from .io.archive import utc_iso
+    from .select import RERUN
 
     if args.distinct:
         table, images = _score.top_distinct(args.scores, args.k)
     else:
         table = _score.top_k(args.scores, args.k)
+        images = None
+    if not len(table):
+        raise ValueError(
+            f"{args.scores} holds no scored frames: nothing to rank (did phbook score "
+            "find usable frames in its source? phbook inspect on the source says)"
+        )
+    if images is None:
         images = _score.frames_of(args.scores, table)
     cols = ["rank", "score", "file", "offset", "time", "module", "quabo", "label"]
     if args.distinct:
         cols.append("copies")
     shown = table[cols].copy()
     shown["time"] = [utc_iso(t) for t in table["time"]]
+    # the files first: a reader that stops reading the table (| head) loses nothing
     if args.csv:
         out = table.copy()
         out["time_utc"] = shown["time"]
-        out.to_csv(args.csv, index=False)
+        with writing.atomic_write(args.csv, RERUN) as f:
+            out.to_csv(f, index=False)
+    if args.output:
+        _gallery(args, table, images, utc_iso)
     if not args.quiet:
         import pandas as pd
 
         with pd.option_context("display.max_colwidth", 80, "display.width", 200):
-            print(shown.to_string(index=False))
+            print(shown.to_string(index=False), flush=True)
     if args.output:
-        titles = [
-            f"#{r.rank} {r.score:.3g}"
-            + (f" x{r.copies}" if args.distinct and r.copies > 1 else "")
-            + f"\nm{r.module} q{r.quabo} @{r.offset}\n{utc_iso(r.time)[11:23]}"
-            for r in table.itertuples(index=False)
-        ]
-        fig = plotting.show_images(
-            images,
-            titles=titles,
-            ncols=args.ncols,
-            size=1.6,
-            suptitle=f"Top {len(table)} anomaly scores: {Path(args.scores).name}",
-        )
-        fig.savefig(args.output, dpi=args.dpi, bbox_inches="tight")
-        import matplotlib.pyplot as plt
-
-        plt.close(fig)
         _say(args, f"gallery of the top {len(table)} frames -> {args.output}")
     return 0
+
+
+def _gallery(args, table, images, utc_iso) -> None:
+    """The gallery of ``phbook top``: each panel titled with its rank, score, file
+    name and byte offset, so that two frames of different files never read alike."""
+    import matplotlib
+
+    if "matplotlib.pyplot" not in sys.modules:
+        matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from . import plotting
+    from .io import writing
+    from .select import RERUN
+
+    titles = [
+        f"#{r.rank} {r.score:.3g}"
+        + (f" x{r.copies}" if args.distinct and r.copies > 1 else "")
+        + f"\n{_file_label(str(r.file))}\n@{r.offset} m{r.module} q{r.quabo}"
+        + f"\n{utc_iso(r.time)[11:23]}"
+        for r in table.itertuples(index=False)
+    ]
+    fig = plotting.show_images(
+        images,
+        titles=titles,
+        ncols=args.ncols,
+        size=1.9,
+        suptitle=f"Top {len(table)} anomaly scores: {Path(args.scores).name}",
+        title_fontsize=6,
+        layout="constrained",
+    )
+    try:
+        fmt = Path(args.output).suffix.lstrip(".").lower() or "png"
+        with writing.atomic_write(args.output, RERUN) as f:
+            fig.savefig(f, format=fmt, dpi=args.dpi, bbox_inches="tight")
+    finally:
+        plt.close(fig)
+
+
+def _file_label(file: str, width: int = 26) -> str:
+    """A short label of a frame's file for a gallery panel: its start time and
+    sequence number for a PANOSETI name (module and quabo are shown beside it), else
+    the name cut around its middle."""
+    from .io import pff
+
+    name = Path(file).name
+    try:
+        parts = pff.parse_filename(name)
+        return f"{parts.start:%Y-%m-%dT%H:%M:%S} s{parts.seqno}"
+    except pff.PFFError:
+        pass
+    if len(name) <= width:
+        return name
+    keep = (width - 1) // 2
+    return name[:keep] + "~" + name[-(width - 1 - keep) :]
 
 
 # ----------------------------------------------------------------------------------
 # The parser
 
 
-def build_parser() -> argparse.ArgumentParser:
-    """The argument parser of the ``phbook`` command."""
-    from . import modelfile
+def build_parser(models: bool = True) -> argparse.ArgumentParser:
+    """The argument parser of the ``phbook`` command.
+
+    ``models=False`` leaves out the model families of ``train`` (their options and
+    choices), which need the model code (torch) imported: :func:`main` builds the full
+    parser only for ``phbook train``, so that every other command starts fast.
+    """
+    if models:
+        from . import modelfile
 
     parser = argparse.ArgumentParser(
         prog="phbook",
@@ -607,6 +692,17 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="do not read the frames (names, sizes and first headers only)",
     )
+    p.add_argument(
+        "--dp",
+        default=None,
+        help="data product of a .pff file whose name does not say it (ph256, ph1024, "
+        "img16, img8)",
+    )
+    p.add_argument(
+        "--damage",
+        action="store_true",
+        help="list every damaged stretch of PFF data: file, byte offset, length, kind",
+    )
     p.add_argument("--json", action="store_true", help="print the summary as JSON")
     common(p)
     p.set_defaults(func=_cmd_inspect)
@@ -626,7 +722,12 @@ def build_parser() -> argparse.ArgumentParser:
         ),
     )
     p.add_argument("archive", help="a .pff file, a run folder or an archive of run folders")
-    p.add_argument("-n", type=int, required=True, help="frames to draw")
+    p.add_argument(
+        "-n",
+        type=_count,
+        required=True,
+        help="frames to draw, or 'all' for every frame the query keeps",
+    )
     p.add_argument(
         "-o", "--output", required=True, help="the selection file to write (.h5)"
     )
@@ -642,8 +743,13 @@ def build_parser() -> argparse.ArgumentParser:
     common(p)
     p.set_defaults(func=_cmd_select)
 
-    models = "\n".join(
-        f"    {f.name:10s} {f.summary}" for f in dict.fromkeys(modelfile.FAMILIES.values())
+    models_text = (
+        "\n".join(
+            f"    {f.name:10s} {f.summary}"
+            for f in dict.fromkeys(modelfile.FAMILIES.values())
+        )
+        if models
+        else "    (run 'phbook train --help' to list them)"
     )
     p = sub.add_parser(
         "train",
@@ -656,14 +762,14 @@ def build_parser() -> argparse.ArgumentParser:
             "networks train on the GPU when there is one, resume from OUTPUT.ckpt when "
             "interrupted, and train on several GPUs when launched with torchrun, e.g. "
             "'torchrun --nproc_per_node 4 -m phbook train ...'.",
-            "models:\n" + models,
+            "models:\n" + models_text,
         ),
     )
     p.add_argument("selection", help="a selection file made by phbook select")
     p.add_argument(
         "--model",
         required=True,
-        choices=sorted(set(modelfile.FAMILIES)),
+        choices=sorted(set(modelfile.FAMILIES)) if models else None,
         help="the detector family",
     )
     p.add_argument("-o", "--output", required=True, help="the model file to write (.pt)")
@@ -710,7 +816,8 @@ def build_parser() -> argparse.ArgumentParser:
         help="cpu, cuda, cuda:N or mps (default: a GPU when present)",
     )
     p.add_argument("--overwrite", action="store_true", help="replace an existing output")
-    _add_family_args(p)
+    if models:
+        _add_family_args(p)
     common(p)
     p.set_defaults(func=_cmd_train)
 
@@ -1000,9 +1107,9 @@ def _add_sim_commands(sub, common) -> None:
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the ``phbook`` command with ``argv`` (default: ``sys.argv[1:]``); returns the
     exit code."""
-    from .io.pff import PFFError
-
-    parser = build_parser()
+    argv = list(sys.argv[1:] if argv is None else argv)
+    command = next((a for a in argv if not a.startswith("-")), None)
+    parser = build_parser(models=command == "train")
     try:
         args = parser.parse_args(argv)
     except SystemExit as exc:  # --help, --version, usage errors
@@ -1012,6 +1119,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     try:
         return int(args.func(args) or 0)
+    except BrokenPipeError:
+        # the reader of our output went away (phbook top x.h5 | head): stop quietly
+        with contextlib.suppress(OSError, ValueError):
+            null = os.open(os.devnull, os.O_WRONLY)
+            os.dup2(null, sys.stdout.fileno())
+        return 0
     except KeyboardInterrupt:
         print(
             f"phbook {args.command}: interrupted; run the same command again to resume "
@@ -1019,7 +1132,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             file=sys.stderr,
         )
         return 130
-    except (PFFError, ValueError, OSError, KeyError) as exc:
+    except (ValueError, OSError, KeyError) as exc:  # PFFError is a ValueError
+        from .io.pff import PFFError
+
         text = str(exc) if not isinstance(exc, KeyError) else f"missing {exc}"
         if (
             isinstance(exc, FileNotFoundError)

@@ -14,6 +14,7 @@ Chapters never read environment variables: they ask this module.
 
 from __future__ import annotations
 
+import json
 import os
 import random
 import sys
@@ -21,379 +22,30 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-
 PROFILES = ("quick", "full")
 DEVICE_CHOICES = ("cpu", "cuda", "cuda:N", "mps")
 
-#: chapter 9's detectors; the full profile adds the PixelCNN (slow on a CPU)
-_BENCHMARK_DETECTORS = (
-    "PCA",
-    "IsolationForest",
-    "LOF",
-    "HillasCut",
-    "AE",
-    "VAE",
-    "AAE",
-    "f-AnoGAN",
-    "FlowVAE",
-)
+#: Every chapter's sizes, by chapter name and profile, are data: ``sizes.json`` beside
+#: this module (package data). A chapter asks ``sizes("autoencoders")`` and gets an
+#: object whose attributes are these numbers. Quick sizes keep each chapter well under
+#: two minutes on 2 CPU cores; full sizes give the rendered book results worth reading.
+SIZES_FILE = Path(__file__).with_name("sizes.json")
 
-# Every chapter's sizes, by chapter name and profile. A chapter asks
-# ``sizes("autoencoders")`` and gets an object whose attributes are these numbers.
-# Quick sizes keep each chapter well under two minutes on 2 CPU cores; full sizes
-# give the rendered book results worth reading.
+
+def read_sizes_file(path: str | os.PathLike = SIZES_FILE) -> dict[str, Any]:
+    """The sizes file as it is: ``about``, ``shared`` (chapters that share one
+    simulated benchmark and the sizes they must agree on) and ``chapters``."""
+    with open(path, encoding="utf-8") as f:
+        return json.load(f)
+
+
+def _tuples(values: dict[str, Any]) -> dict[str, Any]:
+    return {k: tuple(v) if isinstance(v, list) else v for k, v in values.items()}
+
+
 _SIZES: dict[str, dict[str, dict[str, Any]]] = {
-    "data": {
-        "quick": {
-            "n_sim": 4000,
-            "frames_per_run": 4000,
-            "n_select": 10000,
-            "calib_n_sim": 1000,
-            "calib_evaluations": 40,
-        },
-        "full": {
-            "n_sim": 50000,
-            "frames_per_run": 300000,
-            "n_select": 250000,
-            "calib_n_sim": 2500,
-            "calib_evaluations": 300,
-        },
-    },
-    "quickstart": {
-        "quick": {"n_train": 3000, "n_test": 1000, "epochs": 4, "batch_size": 128},
-        "full": {"n_train": 20000, "n_test": 4000, "epochs": 25, "batch_size": 256},
-    },
-    # Chapters 2-4 share one simulated benchmark (same sizes, so it is simulated once).
-    "autoencoders": {
-        "quick": {
-            "n_train": 4000,
-            "n_test_normal": 1000,
-            "n_test_per_class": 100,
-            "epochs": 6,
-            "batch_size": 128,
-            "n_nonzero": 8,
-            "dict_epochs": 2,
-            "n_lof": 2000,
-        },
-        "full": {
-            "n_train": 40000,
-            "n_test_normal": 10000,
-            "n_test_per_class": 1000,
-            "epochs": 10,
-            "batch_size": 256,
-            "n_nonzero": 8,
-            "dict_epochs": 3,
-            "n_lof": 20000,
-        },
-    },
-    "beta_vae": {
-        "quick": {
-            "n_train": 4000,
-            "n_test_normal": 1000,
-            "n_test_per_class": 100,
-            "epochs": 8,
-            "batch_size": 128,
-            "kl_warmup": 3,
-            "n_generate": 2000,
-        },
-        "full": {
-            "n_train": 40000,
-            "n_test_normal": 10000,
-            "n_test_per_class": 1000,
-            "epochs": 15,
-            "batch_size": 256,
-            "kl_warmup": 5,
-            "n_generate": 20000,
-        },
-    },
-    "latent_space": {
-        "quick": {"max_components": 8, "gmm_samples": 4000},
-        "full": {"max_components": 15, "gmm_samples": 10000},
-    },
-    # chapter 5: WGAN-GP and DCGAN on PH frames, f-AnoGAN, AnoGAN, toy experiments
-    "gans": {
-        "quick": {
-            "n_train": 3000,
-            "n_test_normal": 1000,
-            "n_test_per_class": 100,
-            "epochs": 3,
-            "dcgan_epochs": 2,
-            "encoder_epochs": 2,
-            "batch_size": 64,
-            "anogan_frames": 70,
-            "anogan_steps": 20,
-            "toy_steps": 300,
-        },
-        "full": {
-            "n_train": 20000,
-            "n_test_normal": 4000,
-            "n_test_per_class": 400,
-            "epochs": 30,
-            "dcgan_epochs": 10,
-            "encoder_epochs": 15,
-            "batch_size": 64,
-            "anogan_frames": 1400,
-            "anogan_steps": 100,
-            "toy_steps": 3000,
-        },
-    },
-    # chapter 6: contamination study (also bench/gan.py)
-    "contamination": {
-        "quick": {
-            "n_train": 2000,
-            "n_test_normal": 1000,
-            "n_test_per_class": 100,
-            "epochs": 2,
-            "encoder_epochs": 2,
-            "aae_epochs": 4,
-            "ae_epochs": 3,
-            "batch_size": 64,
-        },
-        "full": {
-            "n_train": 10000,
-            "n_test_normal": 4000,
-            "n_test_per_class": 300,
-            "epochs": 15,
-            "encoder_epochs": 6,
-            "aae_epochs": 15,
-            "ae_epochs": 10,
-            "batch_size": 64,
-        },
-    },
-    # chapter 7 and bench/flows.py; the data sizes match chapter 8's (one cached set)
-    "flows": {
-        "quick": {
-            "n_train": 1500,
-            "n_test_normal": 400,
-            "n_test_per_class": 50,
-            "epochs": 4,
-            "batch_size": 128,
-            "latent_dim": 16,
-            "beta": 1.0,
-            "kl_warmup": 2,
-            "n_flows": 2,
-            "iwae_samples": 16,
-            "flow_epochs": 1,
-            "flow_hidden": 16,
-            "demo_steps": 100,
-            "demo_flows": 4,
-        },
-        "full": {
-            "n_train": 12000,
-            "n_test_normal": 3000,
-            "n_test_per_class": 300,
-            "epochs": 10,
-            "batch_size": 128,
-            "latent_dim": 16,
-            "beta": 1.0,
-            "kl_warmup": 3,
-            "n_flows": 4,
-            "iwae_samples": 32,
-            "flow_epochs": 5,
-            "flow_hidden": 32,
-            "demo_steps": 500,
-            "demo_flows": 8,
-        },
-    },
-    "pixelcnn": {
-        "quick": {
-            "n_train": 1500,
-            "n_test_normal": 400,
-            "n_test_per_class": 50,
-            "epochs": 2,
-            "batch_size": 64,
-            "channels": 16,
-            "n_layers": 4,
-            "n_shift": 300,
-            "n_samples": 8,
-        },
-        "full": {
-            "n_train": 12000,
-            "n_test_normal": 3000,
-            "n_test_per_class": 300,
-            "epochs": 6,
-            "batch_size": 64,
-            "channels": 24,
-            "n_layers": 5,
-            "n_shift": 2000,
-            "n_samples": 16,
-        },
-    },
-    # chapter 13: a simulated archive scored out of core, by the command line and Dask
-    # (rss_pe: thresholds whose runs are scored in separate processes to measure memory;
-    # dask_pe: the threshold of the runs timed with Dask, None for the whole archive)
-    "scaling": {
-        "quick": {
-            "n_archive": 100_000,
-            "n_select": 10_000,
-            "pool_size": 2_000,
-            "n_top": 20,
-            "rss_pe": (7.5,),
-            "dask_pe": 7.5,
-            "keep_archive": True,
-        },
-        "full": {
-            "n_archive": 10_000_000,
-            "n_select": 250_000,
-            "pool_size": 20_000,
-            "n_top": 30,
-            "rss_pe": (7.5, 11.5),
-            "dask_pe": 7.5,
-            "keep_archive": False,
-        },
-    },
-    # chapter 11: CHASE-like transient candidates (also bench/case_studies.py,
-    # chase_aucs): an unlabelled pool, a labelled set the classifier may draw
-    # n_labelled stamps from, a held-out labelled test set; label_curve: the subset
-    # sizes of the AUC-against-labels curve, each drawn curve_seeds times
-    "transients": {
-        "quick": {
-            "n_pool": 4000,
-            "n_labelled_set": 1000,
-            "n_labelled": 300,
-            "n_test": 2000,
-            "epochs": 4,
-            "vae_epochs": 8,
-            "kl_warmup": 3,
-            "batch_size": 128,
-            "dict_epochs": 2,
-            "k": 10,
-            "label_curve": (50, 100, 300),
-            "curve_seeds": 1,
-        },
-        "full": {
-            "n_pool": 40000,
-            "n_labelled_set": 4000,
-            "n_labelled": 1000,
-            "n_test": 10000,
-            "epochs": 10,
-            "vae_epochs": 20,
-            "kl_warmup": 5,
-            "batch_size": 256,
-            "dict_epochs": 5,
-            "k": 10,
-            "label_curve": (50, 100, 300, 1000, 4000),
-            "curve_seeds": 3,
-        },
-    },
-    # chapter 9 and bench/benchmark.py: every detector on one simulated benchmark
-    # (the quick profile leaves out the PixelCNN and runs one seed)
-    "benchmark": {
-        "quick": {
-            "n_train": 4000,
-            "n_test_normal": 1000,
-            "n_test_per_class": 100,
-            "seeds": (0,),
-            "detectors": _BENCHMARK_DETECTORS,
-            "batch_size": 128,
-            "ae_epochs": 6,
-            "vae_epochs": 6,
-            "aae_epochs": 4,
-            "gan_epochs": 3,
-            "encoder_epochs": 2,
-            "flow_epochs": 4,
-            "n_flows": 2,
-            "pixelcnn_epochs": 1,
-            "pixelcnn_channels": 16,
-            "trigger_rate_hz": 0.3,
-            "top_k": 8,
-        },
-        "full": {
-            "n_train": 20000,
-            "n_test_normal": 10000,
-            "n_test_per_class": 500,
-            "seeds": (0, 1, 2),
-            "detectors": _BENCHMARK_DETECTORS + ("PixelCNN",),
-            "batch_size": 256,
-            "ae_epochs": 12,
-            "vae_epochs": 15,
-            "aae_epochs": 15,
-            "gan_epochs": 15,
-            "encoder_epochs": 6,
-            "flow_epochs": 10,
-            "n_flows": 4,
-            "pixelcnn_epochs": 3,
-            "pixelcnn_channels": 16,
-            "trigger_rate_hz": 0.3,
-            "top_k": 8,
-        },
-    },
-    # chapter 10 and bench/case_studies.py (lensing_auc_*): smooth lenses to train on
-    # (also the library of the smooth-lens fit), a test set of thirds of normal, cdm
-    # and vortex lenses per redshift set; the four models of Alexander et al. and
-    # the smooth-lens fit (n_starts starting points, fit_steps Adam steps, then
-    # fit_polish Levenberg-Marquardt iterations)
-    "lensing": {
-        "quick": {
-            "n_train": 400,
-            "n_test": 45,
-            "epochs": 2,
-            "batch_size": 64,
-            "channels": (8, 16, 16, 16),
-            "latent_dim": 16,
-            "rbm_components": 32,
-            "rbm_iter": 3,
-            "n_starts": 1,
-            "fit_steps": 25,
-            "fit_polish": 5,
-        },
-        "full": {
-            "n_train": 2000,
-            "n_test": 450,
-            "epochs": 4,
-            "batch_size": 64,
-            "channels": (16, 32, 32, 32),
-            "latent_dim": 32,
-            "rbm_components": 256,
-            "rbm_iter": 10,
-            "n_starts": 2,
-            "fit_steps": 60,
-            "fit_polish": 10,
-        },
-    },
-    # chapter 12: simulated galaxy stamps; f-AnoGAN, PixelCNN (stamps binned by
-    # ``bin``) and the k-means baseline
-    "galaxies": {
-        "quick": {
-            "n_train": 1500,
-            "n_test": 1000,
-            "epochs": 4,
-            "encoder_epochs": 2,
-            "batch_size": 64,
-            "latent_dim": 32,
-            "pixelcnn_epochs": 1,
-            "pixelcnn_channels": 16,
-            "pixelcnn_layers": 4,
-            "background_epochs": 20,
-            "bin": 2,
-            "n_clusters": 8,
-            "n_components": 32,
-            "n_top": 8,
-        },
-        "full": {
-            "n_train": 8000,
-            "n_test": 4000,
-            "epochs": 25,
-            "encoder_epochs": 8,
-            "batch_size": 64,
-            "latent_dim": 32,
-            "pixelcnn_epochs": 3,
-            "pixelcnn_channels": 24,
-            "pixelcnn_layers": 5,
-            "background_epochs": 15,
-            "bin": 2,
-            "n_clusters": 16,
-            "n_components": 32,
-            "n_top": 10,
-        },
-    },
-    # bench/case_studies.py: simulator speed (images per timed run, repeats, and the
-    # number of lenses drawn one by one with lenstronomy's ImageModel as the baseline)
-    "case_studies": {
-        "quick": {"lensing_gen_n": 1000, "repeats": 3, "baseline_n": 30},
-        "full": {"lensing_gen_n": 10000, "repeats": 3, "baseline_n": 200},
-    },
+    chapter: {name: _tuples(entry[name]) for name in PROFILES}
+    for chapter, entry in read_sizes_file()["chapters"].items()
 }
 
 
@@ -499,6 +151,7 @@ def device(name: str | None = None):
 
 def seed_everything(seed: int = 0) -> None:
     """Seed Python, NumPy and torch (CPU and CUDA) so that a run can be repeated."""
+    import numpy as np  # here, not at the top: 'import phbook' (the command) stays light
     import torch
 
     random.seed(seed)
@@ -532,24 +185,53 @@ def checkpoint_dir() -> Path:
     return path
 
 
-def real_data_dir() -> Path | None:
-    """The folder of real PANOSETI sample files, or None when it is absent.
+#: The real ph256 sample shipped in ``data/panoseti`` (panoseti/pypff, MIT).
+REAL_PH256_NAME = "start_2025-08-02T05:31:36Z.dp_ph256.bpp_2.module_254.seqno_0.pff"
 
-    ``PHBOOK_REAL_DATA`` names it; otherwise the ``shared/data/panoseti`` folder beside
-    or inside the source checkout is used when present.
-    """
+
+def _real_data_candidates() -> list[Path]:
+    """Folders that may hold real PANOSETI files, most preferred first."""
     env = os.environ.get("PHBOOK_REAL_DATA", "").strip()
     candidates = [Path(env).expanduser()] if env else []
     root = _source_root()
     if root is not None:
         candidates += [
+            root / "data" / "panoseti",  # shipped with the book (MIT sample)
             root.parent / "shared" / "data" / "panoseti",
             root / "shared" / "data" / "panoseti",
         ]
-    for path in candidates:
+    return candidates
+
+
+def real_data_dir() -> Path | None:
+    """The folder of real PANOSETI sample files, or None when it is absent.
+
+    ``PHBOOK_REAL_DATA`` names it; otherwise the ``data/panoseti`` folder the book ships
+    (the 88-frame ph256 sample of panoseti/pypff), then ``../shared/data/panoseti``.
+    """
+    for path in _real_data_candidates():
         if path.is_dir() and any(path.glob("*.pff")):
             return path
     return None
+
+
+def real_data_file(name: str) -> Path:
+    """One real sample file by name, looked up in every real-data folder in turn.
+
+    The shipped sample lives in ``data/panoseti``; files whose licence does not allow
+    shipping (the Lick run configuration and baselines of panoseti/panoseti_grpc) are
+    read from ``../shared/data/panoseti`` where present. Raises FileNotFoundError naming
+    every folder searched when the file is nowhere.
+    """
+    candidates = _real_data_candidates()
+    for folder in candidates:
+        if (folder / name).is_file():
+            return folder / name
+    where = ", ".join(str(c) for c in candidates) or "(no source checkout)"
+    raise FileNotFoundError(
+        f"real data file {name} not found in {where}; it is not shipped with phbook "
+        "(set PHBOOK_REAL_DATA to a folder holding it)"
+    )
 
 
 def show_progress() -> bool:

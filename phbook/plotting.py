@@ -12,28 +12,12 @@ import matplotlib as mpl
 import matplotlib.pyplot as plt
 import numpy as np
 
-#: The colour map of single-channel images throughout the book.
-IMAGE_CMAP = "magma"
+from .style import IMAGE_CMAP, RC_PARAMS
 
 
 def use_style() -> None:
     """The book's matplotlib style: readable fonts, tight layouts, one colour map."""
-    mpl.rcParams.update(
-        {
-            "figure.dpi": 100,
-            "savefig.dpi": 150,
-            "figure.figsize": (6.4, 4.0),
-            "figure.constrained_layout.use": True,
-            "font.size": 10,
-            "axes.titlesize": 10,
-            "axes.labelsize": 10,
-            "axes.spines.top": False,
-            "axes.spines.right": False,
-            "image.cmap": IMAGE_CMAP,
-            "image.interpolation": "nearest",
-            "legend.frameon": False,
-        }
-    )
+    mpl.rcParams.update(RC_PARAMS)
 
 
 def _as_numpy_images(x) -> np.ndarray:
@@ -66,11 +50,15 @@ def show_images(
     vmax: float | None = None,
     suptitle: str | None = None,
     colorbar: bool = False,
+    title_fontsize: float = 7,
+    layout: str | None = None,
 ):
     """A gallery of single-channel images, each with its own colour scale by default.
 
     ``shared_scale=True`` (or explicit ``vmin``/``vmax``) puts every panel on one scale,
-    which is what to use when comparing brightness across images.
+    which is what to use when comparing brightness across images. ``layout=
+    "constrained"`` makes room for titles of several lines (they then never overlap
+    the row above).
     """
     images = _as_numpy_images(x)
     n = len(images)
@@ -81,6 +69,7 @@ def show_images(
         ncols,
         figsize=(size * ncols, size * nrows + (0.3 if suptitle else 0)),
         squeeze=False,
+        layout=layout,
     )
     if shared_scale and vmin is None and vmax is None:
         vmin, vmax = float(np.min(images)), float(np.max(images))
@@ -92,7 +81,7 @@ def show_images(
             continue
         im = ax.imshow(images[i], cmap=cmap or IMAGE_CMAP, vmin=vmin, vmax=vmax)
         if titles is not None:
-            ax.set_title(str(titles[i]), fontsize=7)
+            ax.set_title(str(titles[i]), fontsize=title_fontsize)
         if colorbar:
             fig.colorbar(im, ax=ax, fraction=0.046, pad=0.02)
     if suptitle:

@@ -50,7 +50,11 @@ import pandas as pd
 from . import __version__
 from . import config as _config
 from .io import archive as _archive
-from .io import pff
+from .io import pff, writing
+from .io.hdf5 import open_h5
+
+#: What to do once a failed write is fixed.
+RERUN = "then run the same command again"
 
 __all__ = ["Query", "FORMAT", "population", "draw", "select", "load", "read_attrs"]
 
@@ -134,6 +138,82 @@ class Query:
             keep &= (vals >= lo - 1e-9) & (vals <= hi + 1e-9)
         return keep
 
+    def explain(self, files: pd.DataFrame) -> str:
+        """Which condition of the query removed the last frames of ``files`` (an
+        :meth:`Archive.files` table), as the option that set it and what the data
+        holds instead, e.g. ``--min-domes 2: these runs have 1 dome``; "" when the
+        query keeps frames."""
+
+        def frames(df):
+            return int(df["n_frames"].sum())
+
+        def values(col, df, fmt=str):
+            vals = sorted({fmt(v) for v in df[col] if not _missing(v)})
+            return ", ".join(map(str, vals)) if vals else "none recorded"
+
+        df = files
+        steps = [
+            (
+                lambda d: d[d["dp"] == self.dp],
+                f"--dp {self.dp}",
+                lambda d: f"the files hold {values('dp', d)}",
+            ),
+            (
+                lambda d: d if self.run_type is None else d[d["run_type"] == self.run_type],
+                f"--run-type {self.run_type}",
+                lambda d: (
+                    (
+                        f"these runs are of type {values('run_type', d)}"
+                        if _known(d["run_type"])
+                        else "these files have no run type (no data_config.json)"
+                    )
+                    + "; --run-type any takes every run"
+                ),
+            ),
+            (
+                lambda d: d[self._threshold_mask(d["pe_threshold"])],
+                "--pe-threshold "
+                + " ".join(f"{t:g}" for t in np.atleast_1d(self.pe_threshold or []))
+                if self.pe_range is None
+                else f"--pe-range {self.pe_range[0]:g} {self.pe_range[1]:g}",
+                lambda d: (
+                    "these runs have thresholds "
+                    f"{values('pe_threshold', d, lambda v: f'{float(v):g}')} PE"
+                    if _known(d["pe_threshold"])
+                    else "these files have no threshold (no data_config.json)"
+                ),
+            ),
+            (
+                lambda d: d[d["n_domes"] >= self.min_domes],
+                f"--min-domes {self.min_domes}",
+                lambda d: (
+                    f"these runs have {values('n_domes', d, int)} dome(s) with frames"
+                ),
+            ),
+            (
+                lambda d: (
+                    d
+                    if self.domes is None
+                    else d[d["dome"].str.lower().isin({x.lower() for x in self.domes})]
+                ),
+                f"--domes {' '.join(self.domes or ())}",
+                lambda d: f"the modules are in domes {values('dome', d)}",
+            ),
+            (
+                lambda d: d if self.modules is None else d[d["module"].isin(self.modules)],
+                f"--modules {' '.join(map(str, self.modules or ()))}",
+                lambda d: f"the modules are {values('module', d, int)}",
+            ),
+        ]
+        if not len(df):
+            return "the archive holds no PFF files"
+        for keep, option, holds in steps:
+            after = keep(df)
+            if frames(after) == 0 and frames(df) > 0:
+                return f"{option}: {holds(df)}"
+            df = after
+        return "" if frames(df) else "the files hold no frames"
+
     def filter(self, files: pd.DataFrame) -> pd.DataFrame:
         """The rows of an :meth:`Archive.files` table that the query keeps."""
         df = files[files["dp"] == self.dp]
@@ -147,6 +227,14 @@ class Query:
         if self.modules is not None:
             df = df[df["module"].isin(self.modules)]
         return df.reset_index(drop=True)
+
+
+def _known(col: pd.Series) -> bool:
+    return bool(col.map(lambda v: not _missing(v)).any())
+
+
+def _missing(v: Any) -> bool:
+    return v is None or (isinstance(v, float) and np.isnan(v)) or v == ""
 
 
 def _as_query(query: Query | dict | None) -> Query:
@@ -214,8 +302,10 @@ class _Buffer:
         str_lens: dict[str, int],
         chunk: int,
         buffer_frames: int,
+        out: str | os.PathLike | None = None,
     ):
         self.h5, self.n, self.prod = h5, n, prod
+        self.out = out if out is not None else h5.filename
         self.written = 0
         self.parts: list[tuple[np.ndarray, dict[str, np.ndarray]]] = []
         self.pending = 0
@@ -260,6 +350,8 @@ class _Buffer:
             return
         images = np.concatenate([p[0] for p in self.parts])
         k = len(images)
+        # HDF5 must not meet a full disk (it may crash): check the room first
+        writing.reserve(self.out, images.nbytes + 64 * k, RERUN)
         sl = slice(self.written, self.written + k)
         self.h5["images"][sl] = images
         self.h5["labels"][sl] = np.concatenate([p[1]["label"] for p in self.parts])
@@ -284,7 +376,7 @@ def _enc(values, width: int) -> np.ndarray:
 def select(
     archive: _archive.Archive | str | os.PathLike,
     out: str | os.PathLike,
-    n: int,
+    n: int | None,
     query: Query | dict | None = None,
     *,
     seed: int = 0,
@@ -296,13 +388,14 @@ def select(
 ) -> Path:
     """Draw ``n`` frames uniformly at random from the query's population and write
     them to the HDF5 file ``out`` (layout in the module docstring); returns its path.
+    ``n=None`` takes the whole population. An empty population raises naming the
+    condition of the query that removed its last frames.
 
     Reproducible: the same archive, query, ``n`` and ``seed`` select the same frames.
     ``strict=True`` raises at a damaged chosen frame (naming file and offset) and
     leaves no output; ``strict=False`` skips it and counts it in the ``n_damaged``
     attribute (the file then has fewer than ``n`` frames).
     """
-    import h5py
     from tqdm.auto import tqdm
 
     if not isinstance(archive, _archive.Archive):
@@ -314,11 +407,15 @@ def select(
     prod = pff.data_product(q.dp)
     pop = population(archive, q, strict=strict)
     total = int(pop["n_frames"].sum())
+    if total == 0:
+        why = q.explain(archive.files()) or "no frames could be read"
+        raise ValueError(f"the query selects no frames of {archive.root}: {why}")
+    if n is None:
+        n = total  # the whole population
     if n > total:
         raise ValueError(
-            f"the query selects {total} frames in {len(pop)} file(s) of "
-            f"{archive.root}; "
-            f"cannot draw n={n}. Query: {q.to_json()}"
+            f"the query selects {total:,} frames in {len(pop)} file(s) of "
+            f"{archive.root}; cannot draw -n {n:,} (-n all takes them all)"
         )
     picks = draw(pop["n_frames"].to_numpy(), n, seed)
     labels = {_archive.UNKNOWN_LABEL}
@@ -331,60 +428,58 @@ def select(
         "dome": max([1, *pop["dome"].map(len)]),
         "file": max([1, *pop["file"].map(len)]),
     }
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_name(f".{out.name}.partial-{os.getpid()}")
+    try:
+        writing.before_write(out.parent)
+        out.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise writing.write_error(out.parent, exc, RERUN) from None
     show = _config.show_progress() if progress is None else progress
     damaged: list[pff.Damage] = []
-    try:
-        with h5py.File(tmp, "w") as h5:
-            buf = _Buffer(h5, n, prod, lens, chunk_frames, buffer_frames)
-            with tqdm(total=n, unit="frame", desc="selecting", disable=not show) as bar:
-                for row, idx in zip(pop.itertuples(index=False), picks, strict=True):
-                    if not len(idx):
-                        continue
-                    frames, kept = _read_chosen(row, idx, prod, strict, damaged)
-                    meta = _archive.frame_meta(
-                        frames, row._asdict(), kept if row.has_truth else None
-                    )
-                    cols = {
-                        "label": _enc(meta["label"], lens["label"]),
-                        "run": _enc(meta["run"], lens["run"]),
-                        "dome": _enc(meta["dome"], lens["dome"]),
-                        "file": _enc(meta["file"], lens["file"]),
-                    }
-                    for name in (
-                        "module",
-                        "quabo",
-                        "pe_threshold",
-                        "time",
-                        "time_flags",
-                        "offset",
-                        "strength",
-                    ):
-                        cols[name] = meta[name].to_numpy()
-                    buf.add(frames.images, cols)
-                    bar.update(len(idx))
-            buf.finish()
-            h5.attrs.update(
-                {
-                    "format": FORMAT,
-                    "query": q.to_json(),
-                    "seed": int(seed),
-                    "population": total,
-                    "n_requested": int(n),
-                    "n_selected": int(buf.written),
-                    "n_damaged": len(damaged),
-                    "population_files": len(pop),
-                    "archive": str(archive.root),
-                    "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-                    "phbook_version": __version__,
-                    "dp": prod.name,
+    with writing.h5_create(out, RERUN) as h5:
+        buf = _Buffer(h5, n, prod, lens, chunk_frames, buffer_frames, out)
+        with tqdm(total=n, unit="frame", desc="selecting", disable=not show) as bar:
+            for row, idx in zip(pop.itertuples(index=False), picks, strict=True):
+                if not len(idx):
+                    continue
+                frames, kept = _read_chosen(row, idx, prod, strict, damaged)
+                meta = _archive.frame_meta(
+                    frames, row._asdict(), kept if row.has_truth else None
+                )
+                cols = {
+                    "label": _enc(meta["label"], lens["label"]),
+                    "run": _enc(meta["run"], lens["run"]),
+                    "dome": _enc(meta["dome"], lens["dome"]),
+                    "file": _enc(meta["file"], lens["file"]),
                 }
-            )
-        os.replace(tmp, out)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
+                for name in (
+                    "module",
+                    "quabo",
+                    "pe_threshold",
+                    "time",
+                    "time_flags",
+                    "offset",
+                    "strength",
+                ):
+                    cols[name] = meta[name].to_numpy()
+                buf.add(frames.images, cols)
+                bar.update(len(idx))
+        buf.finish()
+        h5.attrs.update(
+            {
+                "format": FORMAT,
+                "query": q.to_json(),
+                "seed": int(seed),
+                "population": total,
+                "n_requested": int(n),
+                "n_selected": int(buf.written),
+                "n_damaged": len(damaged),
+                "population_files": len(pop),
+                "archive": str(archive.root),
+                "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+                "phbook_version": __version__,
+                "dp": prod.name,
+            }
+        )
     return out
 
 
@@ -411,9 +506,8 @@ def _read_chosen(
 
 def read_attrs(path: str | os.PathLike) -> dict[str, Any]:
     """The attributes of a selection file (``query`` parsed from JSON)."""
-    import h5py
 
-    with h5py.File(path, "r") as h5:
+    with open_h5(path, "a phbook selection file") as h5:
         attrs = {k: (v.item() if hasattr(v, "item") else v) for k, v in h5.attrs.items()}
     if "query" in attrs:
         attrs["query"] = json.loads(attrs["query"])
@@ -428,10 +522,9 @@ def load(
     ``images`` keeps the stored pixel type (int16 pulse heights); ``labels`` are str;
     ``meta`` is a DataFrame of the ``meta/`` columns.
     """
-    import h5py
 
     path = Path(path)
-    with h5py.File(path, "r") as h5:
+    with open_h5(path, "a phbook selection file") as h5:
         if h5.attrs.get("format") != FORMAT:
             raise ValueError(
                 f"{path} is not a phbook selection file (format "

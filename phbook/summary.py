@@ -8,20 +8,21 @@ import os
 from pathlib import Path
 from typing import Any
 
-import h5py
 import numpy as np
 
-from . import modelfile
-from . import score as _score
 from . import select as _select
 from .io import archive as _archive
 from .io.archive import utc_iso
+from .io.hdf5 import open_h5
+from .score.layout import FORMAT as SCORE_FORMAT
 
 __all__ = ["inspect_path"]
 
 
-def _inspect_pff(path: Path, scan: bool, progress: bool | None) -> dict[str, Any]:
-    kind, root, table = _archive.source_files(path)
+def _inspect_pff(
+    path: Path, scan: bool, progress: bool | None, dp: str | None = None
+) -> dict[str, Any]:
+    kind, root, table = _archive.source_files(path, dp)
     out: dict[str, Any] = {
         "kind": "file" if kind == "pff" else "archive",
         "path": str(path),
@@ -55,7 +56,7 @@ def _inspect_pff(path: Path, scan: bool, progress: bool | None) -> dict[str, Any
 
 
 def _inspect_h5(path: Path) -> dict[str, Any]:
-    with h5py.File(path, "r") as h5:
+    with open_h5(path, "a phbook selection or score file") as h5:
         fmt = h5.attrs.get("format")
         attrs = {k: (v.item() if hasattr(v, "item") else v) for k, v in h5.attrs.items()}
         if fmt == _select.FORMAT:
@@ -74,7 +75,7 @@ def _inspect_h5(path: Path) -> dict[str, Any]:
                 "time_start": utc_iso(np.nanmin(t)) if np.isfinite(t).any() else None,
                 "time_end": utc_iso(np.nanmax(t)) if np.isfinite(t).any() else None,
             }
-        if fmt == _score.FORMAT:
+        if fmt == SCORE_FORMAT:
             s = h5["score"][:]
             q = np.quantile(s, [0.5, 0.99, 0.999]) if len(s) else [np.nan] * 3
             attrs.pop("training", None)
@@ -97,36 +98,23 @@ def _inspect_h5(path: Path) -> dict[str, Any]:
     )
 
 
-def _inspect_model(path: Path) -> dict[str, Any]:
-    m = modelfile.load(path, device="cpu")
-    return {
-        "kind": "model",
-        "path": str(path),
-        "family": m.family,
-        "params": m.params,
-        "dp": m.dp,
-        "image_shape": list(m.image_shape),
-        "normalisation": m.normalisation,
-        "threshold": -float(m.detector.offset_),
-        "contamination": float(m.detector.contamination),
-        "training": m.training,
-        "created": m.created,
-        "phbook_version": m.phbook_version,
-        "sha256": m.sha256,
-    }
-
-
 def inspect_path(
-    path: str | os.PathLike, *, scan: bool = True, progress: bool | None = None
+    path: str | os.PathLike,
+    *,
+    scan: bool = True,
+    progress: bool | None = None,
+    dp: str | None = None,
 ) -> dict[str, Any]:
     """A summary (plain values) of a PFF file, run folder or archive, a selection or
-    score file, or a model file. ``scan`` reads every frame of PFF data for the quabos,
-    time span and damaged frames; without it only names, sizes and first headers."""
+    score file (model files: :func:`phbook.modelfile.describe`). ``scan`` reads every
+    frame of PFF data for the quabos, time span and damaged frames; without it only
+    names, sizes and first headers. ``dp`` is the product of a file whose name does
+    not say it."""
     p = Path(path)
     if not p.exists():
         raise FileNotFoundError(f"{p} does not exist")
     if p.is_file() and p.suffix.lower() in (".h5", ".hdf5", ".hdf"):
         return _inspect_h5(p)
     if p.is_file() and p.suffix.lower() == ".pt":
-        return _inspect_model(p)
-    return _inspect_pff(p, scan, progress)
+        raise ValueError(f"{p}: a model file; phbook.modelfile.describe summarises it")
+    return _inspect_pff(p, scan, progress, dp)

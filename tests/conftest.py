@@ -7,12 +7,19 @@ from pathlib import Path
 
 import pytest
 
+from phbook import config
+
 ROOT = Path(__file__).resolve().parent.parent
-# PHBOOK_REAL_DATA (as in phbook.config.real_data_dir) overrides ../shared/data/panoseti
-REAL_DATA = Path(
-    os.environ.get("PHBOOK_REAL_DATA") or ROOT.parent / "shared" / "data" / "panoseti"
-)
-REAL_PH256 = REAL_DATA / "start_2025-08-02T05:31:36Z.dp_ph256.bpp_2.module_254.seqno_0.pff"
+# The shipped sample in data/panoseti, unless PHBOOK_REAL_DATA points elsewhere
+# (the lookup of phbook.config.real_data_file).
+
+
+def real_file(name: str) -> Path:
+    """A real sample file, or skip the test saying where it was looked for."""
+    try:
+        return config.real_data_file(name)
+    except FileNotFoundError as exc:
+        pytest.skip(str(exc))
 
 
 @pytest.fixture(autouse=True)
@@ -26,8 +33,12 @@ def _isolated_env(tmp_path_factory, monkeypatch):
 
 
 @pytest.fixture
+def real_data_file():
+    """``real_data_file(name)``: a real sample file, or skip saying where it was sought."""
+    return real_file
+
+
+@pytest.fixture
 def real_ph256() -> Path:
     """The real 88-frame ph256 sample; the test is skipped when it is absent."""
-    if not REAL_PH256.exists():
-        pytest.skip(f"real PANOSETI sample not found at {REAL_PH256} (../shared absent)")
-    return REAL_PH256
+    return real_file(config.REAL_PH256_NAME)

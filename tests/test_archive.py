@@ -58,8 +58,9 @@ def test_obs_config_round_trip_and_errors(tmp_path):
         ar.read_obs_config(path)
 
 
-def test_real_data_config(real_ph256):
-    cfg = ar.read_data_config(real_ph256.parent / REAL_CONFIG)
+def test_real_data_config(real_data_file):
+    # the Lick configuration is not shipped (licence unknown): read from ../shared
+    cfg = ar.read_data_config(real_data_file(REAL_CONFIG))
     assert cfg.run_type == "sci-data"
     assert cfg.pe_threshold == 11.5 and cfg.gain == 60 and cfg.trigger_pixels == 1
     # the writer's layout is the real one

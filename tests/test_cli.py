@@ -145,7 +145,7 @@ def test_select_writes_the_query(arch, trained):
 
 def test_select_errors_are_clear(arch, tmp_path, capsys):
     rc, _, err = run(capsys, "select", arch.root, "-n", "10000000", "-o", tmp_path / "s.h5")
-    assert rc == 1 and "cannot draw n=10000000" in err
+    assert rc == 1 and "cannot draw -n 10,000,000 (-n all takes them all)" in err
     assert not (tmp_path / "s.h5").exists()
     rc, _, err = run(
         capsys,

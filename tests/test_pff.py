@@ -120,14 +120,14 @@ def test_round_trip_every_product(tmp_path, dp, frame_size, monkeypatch):
     json_parses = 0
     parse_one = pff._Reader.parse_one
 
-    def counting(self, offset):
+    def counting(self, offset, derive=True):
         nonlocal json_parses
-        json_parses += 1
-        return parse_one(self, offset)
+        json_parses += self._memo is None or self._memo[0] != offset
+        return parse_one(self, offset, derive)
 
     monkeypatch.setattr(pff._Reader, "parse_one", counting)
     frames = pff.read_frames(path, warn=False)
-    assert json_parses == 1  # the first frame; the other 299 take the fast path
+    assert json_parses == 2  # the first frame and the header after it; 298 fast
     np.testing.assert_array_equal(frames.images, images)
     assert frames.headers.tobytes() == headers.tobytes()
     assert frames.images.dtype == pff.DATA_PRODUCTS[dp].pixel_dtype
@@ -252,13 +252,83 @@ def test_bad_file_names_are_named_in_the_error(name, match):
     assert name in str(err.value)
 
 
-def test_bad_file_name_stops_a_read_unless_dp_is_given(tmp_path):
+def test_one_file_name_rule(tmp_path):
+    """A name outside the scheme is read when --dp is given or the first frame tells
+    the product; otherwise the error names the file and says what to do."""
     images, headers = _random_frames("ph256", 3)
     path = tmp_path / "frames.pff"
     pff.write_frames(path, images, headers, "ph256")
-    with pytest.raises(pff.PFFNameError, match="frames.pff"):
-        pff.read_frames(path)
+    assert pff.identify(path) == (None, pff.DATA_PRODUCTS["ph256"])
+    assert len(pff.read_frames(path, warn=False)) == 3
     assert len(pff.read_frames(path, dp="ph256", warn=False)) == 3
+    images, headers = _random_frames("ph1024", 2)
+    quad = tmp_path / "quad.pff"
+    pff.write_frames(quad, images, headers, "ph1024")  # ph1024 or img16?
+    with pytest.raises(pff.PFFNameError, match=r"quad.pff.*--dp"):
+        pff.read_frames(quad)
+    assert len(pff.read_frames(quad, dp="ph1024", warn=False)) == 2
+    images, headers = _random_frames("img8", 2)
+    pff.write_frames(tmp_path / "eight.pff", images, headers, "img8")
+    assert pff.identify(tmp_path / "eight.pff")[1].name == "img8"
+    with pytest.raises(pff.PFFNameError, match="end with .pff"):
+        pff.identify(tmp_path / "frames.dat")
+    name = pff.identify(tmp_path / _name())[0]
+    assert (name.dp, name.module) == ("ph256", 254)
+
+
+def test_quabo_number_out_of_range_is_damage(sample):
+    path, raw, good = sample
+    assert raw[12 * FS + 15 : 12 * FS + 16] in (b"0", b"1", b"2", b"3")
+    raw[12 * FS + 15] = ord("7")  # "quabo_num": 7
+    path.write_bytes(bytes(raw))
+    with pytest.raises(pff.PFFHeaderError, match=r"quabo_num = 7 is out of range") as e:
+        pff.read_frames(path, warn=False)
+    assert e.value.offset == 12 * FS and str(path) in str(e.value)
+    frames = pff.read_frames(path, strict=False, warn=False)
+    _same(frames, good, np.r_[0:12, 13:88])
+    assert sorted(set(frames.quabo.tolist())) == [0, 1, 2, 3]
+    h = good.headers[:1].copy()
+    h["quabo_num"] = 7
+    with pytest.raises(ValueError, match="quabo_num of frame 0 is 7, outside 0 to 3"):
+        pff.encode_frames(good.images[:1], h, "ph256")
+
+
+@pytest.mark.parametrize("which", ["some", "all"])
+def test_ten_digit_pkt_nsec_round_trips_and_is_flagged(tmp_path, which):
+    images, headers = _random_frames("ph256", 50)
+    wide = np.arange(50) % 7 == 3 if which == "some" else np.ones(50, bool)
+    headers["pkt_nsec"][wide] = 1_000_000_000 + np.arange(int(wide.sum()))
+    headers["pkt_nsec"][-1] = 4_294_967_295 if which == "all" else 12
+    path = tmp_path / _name()
+    nbytes = pff.write_frames(path, images, headers)
+    assert nbytes == path.stat().st_size == 50 * FS + int(wide.sum())
+    raw = path.read_bytes()
+    assert b'"pkt_nsec": 1000000000,' in raw  # printf("%9u") of 1e9: 10 digits
+    frames = pff.read_frames(path, warn=False)
+    assert frames.headers.tobytes() == headers.tobytes()
+    np.testing.assert_array_equal(frames.images, images)
+    flagged = (frames.time_flags & pff.NSEC_INVALID) != 0
+    np.testing.assert_array_equal(flagged, headers["pkt_nsec"] >= 10**9)
+    host = headers["tv_sec"] + headers["tv_usec"] * 1e-6
+    np.testing.assert_allclose(frames.time[flagged], host[flagged])
+    pff.write_frames(tmp_path / "again.pff", frames.images, frames.headers, "ph256")
+    assert (tmp_path / "again.pff").read_bytes() == raw  # byte for byte
+
+
+def test_ten_digit_nsec_field_of_newer_tools(tmp_path, real_ph256):
+    """Headers formatted with a %10d pkt_nsec field read on the fast path."""
+    raw = real_ph256.read_bytes()
+    frames = []
+    for i in range(88):
+        head, img = raw[i * FS : i * FS + 121], raw[i * FS + 121 : (i + 1) * FS]
+        frames.append(head.replace(b'"pkt_nsec": ', b'"pkt_nsec":  ') + img)
+    path = tmp_path / real_ph256.name
+    path.write_bytes(b"".join(frames))
+    got = pff.read_frames(path, warn=False)
+    good = pff.read_frames(real_ph256, warn=False)
+    assert got.headers.tobytes() == good.headers.tobytes()
+    np.testing.assert_array_equal(got.images, good.images)
+    assert np.all(np.diff(got.offsets) == FS + 1)
 
 
 def test_run_folder_names():
@@ -373,15 +443,31 @@ def test_frame_of_the_wrong_size(sample):
     path, raw, good = sample
     raw[40 * FS + 200 : 40 * FS + 200] = b"\x01" * 10  # frame 40 is 10 bytes longer
     path.write_bytes(bytes(raw))
+    # indistinguishable from 10 bytes inserted after frame 40, whose header and image
+    # block are whole: frame 40 is kept, the 10 bytes after it are the damage
     with pytest.raises(pff.PFFFrameSizeError, match="646 bytes") as err:
         pff.read_frames(path, warn=False)
-    assert err.value.offset == 40 * FS
-    assert "636 bytes" in str(err.value)
-    _same(err.value.frames, good, slice(0, 40))
+    assert err.value.offset == 41 * FS
+    assert "636" in str(err.value) and "10 unexpected byte" in str(err.value)
+    assert len(err.value.frames) == 41
+    _same(err.value.frames[:40], good, slice(0, 40))
     frames = pff.read_frames(path, strict=False, warn=False)
-    _same(frames, good, np.r_[0:40, 41:88])
-    assert frames.damage[0].kind == "frame_size"
-    np.testing.assert_array_equal(frames.offsets[40:], FS * np.arange(41, 88) + 10)
+    assert len(frames) == 88
+    _same(frames[np.r_[0:40, 41:88]], good, np.r_[0:40, 41:88])
+    assert frames.headers[40] == good.headers[40]  # its pixels are shifted
+    d = frames.damage[0]
+    assert (d.kind, d.offset, d.length) == ("frame_size", 41 * FS, 10)
+    np.testing.assert_array_equal(frames.offsets[41:], FS * np.arange(41, 88) + 10)
+
+
+def test_garbage_between_frames_keeps_both_neighbours(sample):
+    path, raw, good = sample
+    raw[30 * FS : 30 * FS] = b"garbage\x00\xff{" * 7
+    path.write_bytes(bytes(raw))
+    frames = pff.read_frames(path, strict=False, warn=False)
+    _same(frames, good, slice(0, 88))
+    assert [(d.offset, d.length) for d in frames.damage] == [(30 * FS, 70)]
+    assert pff.list_damage(path) == frames.damage
 
 
 def test_frame_shorter_than_its_product(sample):

@@ -178,7 +178,7 @@ def test_load_rows(arch, tmp_path):
 def test_too_large_a_draw_is_refused(arch, tmp_path):
     pop = select.population(arch, {"pe_threshold": 15.0})
     total = pop["n_frames"].sum()
-    with pytest.raises(ValueError, match=f"selects {total} frames"):
+    with pytest.raises(ValueError, match=f"selects {total:,} frames"):
         select.select(
             arch, tmp_path / "x.h5", total + 1, {"pe_threshold": 15.0}, progress=False
         )
@@ -257,3 +257,40 @@ def test_empty_selection(arch, tmp_path):
     images, labels, meta = select.load(out)
     assert images.shape == (0, 16, 16) and len(labels) == 0 and len(meta) == 0
     assert select.read_attrs(out)["n_selected"] == 0
+
+
+def test_an_empty_selection_names_the_condition(arch, tmp_path):
+    files = arch.files()
+    n_domes = sorted(set(files["n_domes"]))
+    with pytest.raises(ValueError, match=r"--min-domes 3: these runs have [0-9, ]+ dome"):
+        select.select(arch, tmp_path / "x.h5", 10, {"min_domes": 3}, progress=False)
+    with pytest.raises(ValueError, match=r"--pe-threshold 99: these runs have thresh"):
+        select.select(arch, tmp_path / "x.h5", 10, {"pe_threshold": 99.0})
+    with pytest.raises(ValueError, match=r"--modules 9999: the modules are \d"):
+        select.select(arch, tmp_path / "x.h5", 10, {"modules": (9999,)})
+    q = select.Query(min_domes=max(n_domes))
+    assert q.explain(files) == ""  # this one keeps frames
+    assert not (tmp_path / "x.h5").exists()
+
+
+def test_n_all_takes_the_whole_population(arch, tmp_path):
+    q = {"pe_threshold": 15.0}
+    total = int(select.population(arch, q)["n_frames"].sum())
+    out = select.select(arch, tmp_path / "all.h5", None, q, progress=False)
+    assert select.read_attrs(out)["n_selected"] == total
+
+
+def test_the_readme_selection_on_a_one_dome_run(real_ph256, tmp_path, capsys):
+    from phbook import cli
+
+    rc = cli.main(
+        ["select", str(real_ph256.parent), "--run-type", "any", "--min-domes", "2"]
+        + ["-n", "250000", "-o", str(tmp_path / "x.h5")]
+    )
+    err = capsys.readouterr().err
+    assert rc == 1 and "--min-domes 2: these runs have 0 dome(s)" in err
+    rc = cli.main(
+        ["select", str(real_ph256.parent), "--run-type", "any", "-n", "all"]
+        + ["-o", str(tmp_path / "x.h5"), "-q"]
+    )
+    assert rc == 0 and select.read_attrs(tmp_path / "x.h5")["n_selected"] == 88

@@ -37,7 +37,13 @@ from __future__ import annotations
 
 from ..arrays import as_images, batched
 from .autoencoders import AutoencoderDetector, DeepDetector, VAEDetector
-from .base import Detector, ScoreFusion, Transformed
+from .base import (
+    Detector,
+    ScoreFusion,
+    Transformed,
+    empirical_p_values,
+    fuse_scores,
+)
 from .classic import (
     DictionaryLearningDetector,
     HillasCut,
@@ -81,4 +87,6 @@ __all__ = [
     "RBMDetector",
     "KMeansDetector",
     "SmoothLensDetector",
+    "empirical_p_values",
+    "fuse_scores",
 ]

@@ -3,13 +3,21 @@ score fusion and input transformations."""
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import numpy as np
 from sklearn.base import BaseEstimator, OutlierMixin
 
 from .. import config
 from ..arrays import as_images, batched
 
-__all__ = ["Detector", "ScoreFusion", "Transformed"]
+__all__ = [
+    "Detector",
+    "ScoreFusion",
+    "Transformed",
+    "empirical_p_values",
+    "fuse_scores",
+]
 
 
 def _flat(x: np.ndarray) -> np.ndarray:
@@ -108,6 +116,35 @@ class _TorchBase(Detector):
 # ------------------------------------------------------------------------ score fusion
 
 
+def empirical_p_values(reference, scores) -> np.ndarray:
+    """``(#{reference >= s} + 1) / (n + 1)`` for each score ``s``: its empirical
+    p-value against normal reference scores (what :class:`ScoreFusion` uses)."""
+    ref = np.sort(np.asarray(reference, dtype=np.float64).ravel())
+    if ref.size == 0:
+        raise ValueError("reference scores are empty")
+    s = np.asarray(scores, dtype=np.float64).ravel()
+    above = ref.size - np.searchsorted(ref, s, side="left")
+    return (above + 1) / (ref.size + 1)
+
+
+def fuse_scores(
+    references: Sequence[np.ndarray],
+    scores: Sequence[np.ndarray],
+    method: str = "fisher",
+) -> np.ndarray:
+    """Fuse detectors from their scores, as :class:`ScoreFusion` does: Fisher's
+    ``sum -log p`` or rank averaging ``mean(1 - p)`` of the empirical p-values
+    against each detector's normal ``references``."""
+    if method not in ("fisher", "mean_rank"):
+        raise ValueError(f"method must be 'fisher' or 'mean_rank', got {method!r}")
+    if len(references) != len(scores) or not scores:
+        raise ValueError("give one reference per score array, and at least one")
+    p = np.column_stack(
+        [empirical_p_values(r, s) for r, s in zip(references, scores, strict=True)]
+    )
+    return -np.log(p).sum(axis=1) if method == "fisher" else (1 - p).mean(axis=1)
+
+
 class ScoreFusion(Detector):
     """Combine detectors whose scores live on different scales.
 
@@ -144,18 +181,16 @@ class ScoreFusion(Detector):
 
     def p_values(self, x) -> np.ndarray:
         """(n, n_detectors) empirical p-values of each frame under each detector."""
-        out = []
-        for det, ref in zip(self.detectors, self.reference_, strict=True):
-            s = det.anomaly_score(x)
-            above = len(ref) - np.searchsorted(ref, s, side="left")
-            out.append((above + 1) / (len(ref) + 1))
-        return np.column_stack(out)
+        return np.column_stack(
+            [
+                empirical_p_values(ref, det.anomaly_score(x))
+                for det, ref in zip(self.detectors, self.reference_, strict=True)
+            ]
+        )
 
     def _anomaly_score(self, x):
-        p = self.p_values(x)
-        if self.method == "fisher":
-            return -np.log(p).sum(axis=1)
-        return (1 - p).mean(axis=1)
+        scores = [det.anomaly_score(x) for det in self.detectors]
+        return fuse_scores(self.reference_, scores, self.method)
 
 
 # ------------------------------------------------------------ input transformations

@@ -574,13 +574,15 @@ class Archive:
 
     def _one_file(self) -> pd.DataFrame:
         """The table of a single-file source: its row, with the domes of its run."""
+        # the one file-name rule of every command (phbook.io.pff.identify): the name,
+        # else the product given, else the product the first frame tells
         try:
-            name: pff.PFFName | None = pff.parse_filename(self.file)
-            dp = name.dp
+            name, prod = pff.identify(self.file)
         except pff.PFFNameError:
             if self.dp is None:
                 raise
-            name, dp = None, self.dp
+            name, prod = None, pff.data_product(self.dp)
+        dp = prod.name
         run = self.runs[0] if self.runs else None
         row = _file_row(self.root, self.file, name, run, dp)
         if run is not None and run.obs_config is not None:
@@ -763,3 +765,14 @@ def scan_files(table: pd.DataFrame, progress: bool | None = None) -> dict[str, A
         "time_flags": flags,
         "seconds": round(time.perf_counter() - t0, 3),
     }
+
+
+def damage_list(source: str | os.PathLike, dp: str | None = None) -> list[pff.Damage]:
+    """Every damaged stretch of every PFF file of a source (a file, a run folder or an
+    archive), in file order: file, byte offset, length and kind
+    (``phbook inspect --damage``)."""
+    _, _, table = source_files(source, dp)
+    out: list[pff.Damage] = []
+    for row in table.itertuples(index=False):
+        out.extend(pff.list_damage(row.path, row.dp))
+    return out

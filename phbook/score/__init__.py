@@ -56,17 +56,34 @@ tasks), :mod:`~phbook.score.run` (the driver, :func:`score`) and
 
 from __future__ import annotations
 
+import importlib
+
 from ..io.archive import source_files
-from . import distributed
 from .journal import _Journal as _Journal  # tests interrupt its write()
 from .journal import chunk_name, journal_path
 from .layout import FORMAT, JOURNAL_FORMAT, ScoreError
 from .parts import score_part
 from .plan import Part, Plan, plan_source
-from .results import frames_of, read_scores, top_distinct, top_k
-from .run import ScoreReport, peak_rss_mb, score, score_dask
+from .results import frames_of, read_scores, top_distinct, top_k, unusable_files
+
+# The driver (and the Dask parts) need the model code, hence torch: they are loaded on
+# first use, so that reading score files (phbook top, phbook inspect) starts fast.
+_RUN_NAMES = ("score", "score_dask", "ScoreReport", "peak_rss_mb")
+
+
+def __getattr__(name: str):
+    if name == "distributed":
+        value = importlib.import_module("phbook.score.distributed")
+    elif name in _RUN_NAMES:
+        value = getattr(importlib.import_module("phbook.score.run"), name)
+    else:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    globals()[name] = value
+    return value
+
 
 __all__ = [
+    "unusable_files",
     "FORMAT",
     "JOURNAL_FORMAT",
     "Part",

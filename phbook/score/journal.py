@@ -6,12 +6,12 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import time
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from ..io import writing
 from .layout import ScoreError
 from .plan import Part
 
@@ -27,15 +27,15 @@ def journal_path(out: str | os.PathLike) -> Path:
     return out.with_name(out.name + ".journal")
 
 
+#: What to do once a failed journal write is fixed.
+RESUME = "then run the same command again: it resumes where it stopped"
+
+
 def _write_npz(path: Path, arrays: dict[str, np.ndarray]) -> None:
     """Write ``arrays`` to ``path`` whole or not at all (a temporary file renamed; two
     processes writing the same chunk do not collide)."""
-    tmp = path.with_name(f"{path.name}.{os.getpid()}-{time.monotonic_ns()}.tmp")
-    with open(tmp, "wb") as f:
+    with writing.atomic_write(path, RESUME) as f:
         np.savez(f, **arrays)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
 
 
 class _Journal:
@@ -64,16 +64,19 @@ class _Journal:
                 )
             self.manifest["seconds"] = float(old.get("seconds", 0.0))
         else:
-            self.dir.mkdir(parents=True)
+            try:
+                writing.before_write(self.dir)
+                self.dir.mkdir(parents=True)
+            except OSError as exc:
+                raise writing.write_error(self.dir, exc, RESUME) from None
             self.manifest.setdefault("seconds", 0.0)
             self.save_manifest()
-        for tmp in self.dir.glob("*.tmp"):
-            tmp.unlink()
+        for tmp in self.dir.glob("*.tmp"):  # left by a process that was killed
+            tmp.unlink(missing_ok=True)
 
     def save_manifest(self) -> None:
-        tmp = self.dir / "manifest.json.tmp"
-        tmp.write_text(json.dumps(self.manifest, indent=1))
-        os.replace(tmp, self.dir / "manifest.json")
+        with writing.atomic_write(self.dir / "manifest.json", RESUME) as f:
+            f.write(json.dumps(self.manifest, indent=1).encode())
 
     def chunk_path(self, part: int, chunk: int) -> Path:
         return self.dir / chunk_name(part, chunk)
@@ -129,9 +132,8 @@ class _Journal:
         _write_npz(self.chunk_path(part, chunk), result)
 
     def finish_part(self, part: int) -> None:
-        path = self.done_path(part)
-        path.with_name(path.name + ".tmp").write_text("done")
-        os.replace(path.with_name(path.name + ".tmp"), path)
+        with writing.atomic_write(self.done_path(part), RESUME) as f:
+            f.write(b"done")
 
 
 def chunk_name(part: int, chunk: int) -> str:

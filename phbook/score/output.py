@@ -8,7 +8,8 @@ from typing import Any
 
 import numpy as np
 
-from .journal import _Journal, _open_npz
+from ..io import writing
+from .journal import RESUME, _Journal, _open_npz
 from .layout import _DAMAGE_COLUMNS, _ROW_COLUMNS, _ROW_DTYPES
 from .plan import Plan
 
@@ -29,11 +30,25 @@ class _Output:
 
         self.plan, self.journal, self.out = plan, journal, out
         self.tmp = out.with_name(f".{out.name}.merging")
-        self.tmp.unlink(missing_ok=True)
         self.next = 0  # position in plan.parts of the next part to copy
         self.n = self.n_dmg = 0
         self.per_file = np.zeros(max(1, len(plan.files)), np.int64)
-        self.h5 = h5py.File(self.tmp, "w")
+        try:
+            writing.before_write(out)
+            self.tmp.unlink(missing_ok=True)
+            self.h5 = h5py.File(self.tmp, "w")
+        except (OSError, RuntimeError) as exc:
+            self.h5 = None
+            raise writing.write_error(out, exc, RESUME) from None
+        with self._failing():
+            self._create()
+
+    def _failing(self):
+        """Turn a failed write into one clear error (the journal keeps the work)."""
+        return _Failing(self)
+
+    def _create(self) -> None:
+        plan = self.plan
         gz = {"compression": "gzip", "compression_opts": 1, "shuffle": True}
         self.ds = {}
         for name in _ROW_COLUMNS:
@@ -56,6 +71,8 @@ class _Output:
         }
 
     def _append(self, path: Path) -> None:
+        # HDF5 must not meet a full disk (it may crash): check the room first
+        writing.reserve(self.out, path.stat().st_size, RESUME)
         with _open_npz(path) as z:
             k = len(z["score"])
             if k:
@@ -79,14 +96,23 @@ class _Output:
         parts = self.plan.parts
         while self.next < len(parts) and parts[self.next].index in done:
             index = parts[self.next].index
-            for path in sorted(self.journal.dir.glob(f"p{index:07d}.c*.npz")):
-                self._append(path)
+            with self._failing():
+                for path in sorted(self.journal.dir.glob(f"p{index:07d}.c*.npz")):
+                    self._append(path)
             self.next += 1
 
     def finish(self, attrs: dict[str, Any]) -> int:
         """Write the files table and attributes, close, rename; frames written."""
         if self.next != len(self.plan.parts):
             raise RuntimeError("the output was finished before every part was copied")
+        with self._failing():
+            writing.reserve(self.out, 4096 * (len(self.plan.files) + 1), RESUME)
+            self._finish(attrs)
+            writing.before_write(self.out)
+            os.replace(self.tmp, self.out)
+        return self.n
+
+    def _finish(self, attrs: dict[str, Any]) -> None:
         fg = self.h5.create_group("files")
         files = self.plan.files
         for name in ("name", "run", "dome"):
@@ -100,12 +126,25 @@ class _Output:
             {**attrs, "n_scored": self.n, "n_damaged": self.n_dmg, "n_files": len(files)}
         )
         self.h5.close()
-        os.replace(self.tmp, self.out)
-        return self.n
 
     def abort(self) -> None:
-        """Close and delete the temporary file (the journal keeps everything)."""
-        try:
-            self.h5.close()
-        finally:
-            self.tmp.unlink(missing_ok=True)
+        """Discard the temporary file (the journal keeps everything); never raises."""
+        if self.h5 is not None:
+            writing.discard_h5(self.h5, self.tmp)
+            self.h5 = None
+
+
+class _Failing:
+    """A failed write of the output: discard it, raise a :class:`WriteError`."""
+
+    def __init__(self, output: _Output):
+        self.output = output
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, kind, exc, tb):
+        if exc is None or not isinstance(exc, (OSError, RuntimeError)):
+            return False
+        self.output.abort()
+        raise writing.write_error(self.output.out, exc, RESUME) from None

@@ -12,9 +12,9 @@ import numpy as np
 import pandas as pd
 
 from .. import select as _select
+from ..errors import ModelFileError
 from ..io import archive as _archive
 from ..io import pff
-from ..modelfile import ModelFileError
 from .layout import ScoreError
 
 __all__ = ["Part", "Plan", "plan_source"]

@@ -11,9 +11,10 @@ import pandas as pd
 
 from .. import select as _select
 from ..io import pff
+from ..io.hdf5 import open_h5
 from .layout import _ROW_COLUMNS, FORMAT, ScoreError
 
-__all__ = ["read_scores", "top_k", "top_distinct", "frames_of"]
+__all__ = ["read_scores", "top_k", "top_distinct", "frames_of", "unusable_files"]
 
 # ----------------------------------------------------------------------------------
 # Reading scores back
@@ -66,9 +67,8 @@ def read_scores(
 ) -> tuple[pd.DataFrame, dict[str, Any]]:
     """``(table, attrs)`` of a score file: one row per frame (all, or ``rows``), with
     its file name, run, dome and module joined from the files table."""
-    import h5py
 
-    with h5py.File(path, "r") as h5:
+    with open_h5(path, "a phbook score file") as h5:
         _check_scores(h5, path)
         attrs = {k: (v.item() if hasattr(v, "item") else v) for k, v in h5.attrs.items()}
         files = _files_table(h5)
@@ -85,13 +85,12 @@ def read_scores(
 def top_k(path: str | os.PathLike, k: int = 50, chunk_rows: int = 1 << 20) -> pd.DataFrame:
     """The ``k`` highest-scoring frames of a score file, highest first, with their
     file, offset, row and time; read in chunks, so memory is bounded by ``chunk_rows``."""
-    import h5py
 
     if k < 1:
         raise ValueError(f"k must be at least 1, got {k}")
     best_s = np.empty(0, np.float32)
     best_i = np.empty(0, np.int64)
-    with h5py.File(path, "r") as h5:
+    with open_h5(path, "a phbook score file") as h5:
         _check_scores(h5, path)
         n = h5["score"].shape[0]
         for a in range(0, n, chunk_rows):
@@ -113,9 +112,8 @@ def top_k(path: str | os.PathLike, k: int = 50, chunk_rows: int = 1 << 20) -> pd
 def frames_of(path: str | os.PathLike, table: pd.DataFrame) -> np.ndarray:
     """The raw images of rows of a score table (e.g. from :func:`top_k`), read back
     from the source: the selection's rows, or the PFF files at their offsets."""
-    import h5py
 
-    with h5py.File(path, "r") as h5:
+    with open_h5(path, "a phbook score file") as h5:
         _check_scores(h5, path)
         attrs = dict(h5.attrs)
     kind, source, root = attrs["source_kind"], attrs["source"], attrs["root"]
@@ -175,9 +173,8 @@ def top_distinct(
     (:class:`phbook.sim.archive.PooledSource`), and in real data when a frame was
     written twice.
     """
-    import h5py
 
-    with h5py.File(path, "r") as h5:
+    with open_h5(path, "a phbook score file") as h5:
         _check_scores(h5, path)
         n = int(h5["score"].shape[0])
     m = min(n, 4 * k)
@@ -199,3 +196,36 @@ def top_distinct(
     out["copies"] = [copies[keys[i]] for i in rows]
     out["rank"] = np.arange(1, len(out) + 1)
     return out, images[rows]
+
+
+def unusable_files(path: str | os.PathLike) -> list[tuple[str, str]]:
+    """``(file, why)`` of every file of a score file from which no frame was scored:
+    the first damage found in it (a header that is not the product's, bytes that are
+    no frame at all, ...), or that it is empty."""
+    with open_h5(path, "a phbook score file") as h5:
+        _check_scores(h5, path)
+        files = _files_table(h5)
+        root = str(h5.attrs.get("root", ""))
+        dmg = h5["damage"]
+        d_file = dmg["file_index"][:]
+        d_off = dmg["offset"][:]
+        d_msg = dmg["message"][:].astype(str)
+        d_len = dmg["skipped_bytes"][:]
+    out = []
+    for i, row in files.iterrows():
+        if row["n_scored"]:
+            continue
+        hit = np.flatnonzero(d_file == i)
+        file = os.path.join(root, row["name"]) if root else row["name"]
+        if hit.size:
+            j = hit[0]
+            more = f" ({hit.size} damaged stretches)" if hit.size > 1 else ""
+            why = f"at byte {d_off[j]}: {d_msg[j]}{more}"
+            if hit.size == 1 and d_off[j] == 0:
+                why += f"; all {d_len[j]:,} bytes are unreadable"
+        elif os.path.exists(file) and os.path.getsize(file) == 0:
+            why = "the file is empty (0 bytes)"
+        else:
+            why = "no frames"
+        out.append((file, why))
+    return out

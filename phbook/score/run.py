@@ -18,6 +18,7 @@ from tqdm.auto import tqdm
 
 from .. import __version__, modelfile
 from .. import config as _config
+from ..io import writing
 from . import distributed
 from .journal import _Journal, journal_path
 from .layout import FORMAT, JOURNAL_FORMAT
@@ -182,7 +183,45 @@ def score(
                 f"{out} exists and holds other scores; pass overwrite=True (--overwrite) "
                 "to replace it"
             )
-    out.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        writing.before_write(out.parent)
+        out.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise writing.write_error(out.parent, exc) from None
+    with writing.exclusive(out, "phbook score"):
+        return _score_locked(
+            model,
+            plan,
+            source,
+            out,
+            overwrite,
+            chunk_frames,
+            strict,
+            progress,
+            client,
+            workers,
+            scheduler,
+            t0,
+        )
+
+
+def _score_locked(
+    model,
+    plan,
+    source,
+    out,
+    overwrite,
+    chunk_frames,
+    strict,
+    progress,
+    client,
+    workers,
+    scheduler,
+    t0,
+) -> ScoreReport:
+    """:func:`score` once the output is locked against a second writer."""
+    import h5py
+
     journal = _Journal(out, _manifest(plan, model), overwrite)
     state = journal.state(plan.parts)
     resumed = sum(s["frames"] for s in state.values())
@@ -233,7 +272,8 @@ def score(
                 )
         finally:
             journal.manifest["seconds"] += time.perf_counter() - t0
-            journal.save_manifest()
+            with contextlib.suppress(OSError):  # a failed write is reported already
+                journal.save_manifest()
         output.advance(done)
         attrs = _attrs(plan, model, chunk_frames, strict, journal.manifest["seconds"])
         n = output.finish(attrs)
