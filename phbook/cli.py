@@ -915,7 +915,9 @@ def build_parser(models: bool = True) -> argparse.ArgumentParser:
     p.add_argument("--dpi", type=int, default=120, help="gallery resolution")
     common(p)
     p.set_defaults(func=_cmd_top)
-    _add_sim_commands(sub, common)
+    from .sim import commands as sim_commands
+
+    sim_commands.add_parsers(sub, common, _cmd_simulate, _cmd_calibrate, _desc)
     return parser
 
 
@@ -923,185 +925,17 @@ def build_parser(models: bool = True) -> argparse.ArgumentParser:
 
 
 def _cmd_simulate(args) -> int:
-    import time
+    from .sim import commands
 
-    from .sim import run as sim_run
-
-    t0 = time.perf_counter()
-    d = sim_run.simulate_run(
-        args.out,
-        args.n,
-        seed=args.seed,
-        pe_threshold=args.pe_threshold,
-        trigger_pixels=args.trigger_pixels,
-        domes=tuple(args.domes),
-        modules_per_dome=args.modules_per_dome,
-        baseline_file=args.baseline,
-        anomaly_fraction=args.anomaly_fraction,
-        anomaly_classes=tuple(args.classes) if args.classes else None,
-        params=args.params,
-        start=args.start,
-    )
-    classes = ", ".join(f"{k} {v:,}" for k, v in sorted(d["classes"].items()))
-    _say(
-        args,
-        f"wrote {d['n_frames']:,} simulated frames at {d['pe_threshold']:.2f} PE "
-        f"in {time.perf_counter() - t0:.1f} s to {d['run']}",
-    )
-    _say(args, f"  files: {', '.join(d['files'])}")
-    _say(
-        args,
-        f"  classes: {classes}; labels (class, strength, byte offset) in "
-        f"{d['run'] / sim_run.LABELS}",
-    )
+    _say(args, commands.simulate(args))
     return 0
 
 
 def _cmd_calibrate(args) -> int:
-    from .sim import calibration
+    from .sim import commands
 
-    images, quabo = calibration.read_real_frames(args.run)
-    start = calibration.load_parameters(args.start) if args.start else None
-    cal = calibration.calibrate(
-        images,
-        quabo,
-        n_sim=args.n_sim,
-        max_evaluations=args.max_evaluations,
-        seed=args.seed,
-        start=start,
-        progress=_show(args),
-    )
-    print(cal.report())
-    extra = {}
-    if args.held_out:
-        check = calibration.held_out_check(
-            images,
-            quabo,
-            seed=args.seed,
-            n_sim=args.n_sim,
-            max_evaluations=args.max_evaluations,
-            start=start,
-            progress=_show(args),
-        )
-        extra["held_out"] = {
-            "failures": check["held_out"].failures,
-            "distance": check["held_out"].distance,
-            "real_vs_real_failures": check["real_vs_real"].failures,
-        }
-        print(
-            f"\nheld-out check (fit on half the frames, judged on the other half):\n"
-            f"{check['held_out']}"
-        )
-    path = cal.save(args.out, extra)
-    print(f"\nparameters written to {path} (use: phbook simulate --params {path})")
+    print(commands.calibrate(args, progress=_show(args)))
     return 0
-
-
-def _add_sim_commands(sub, common) -> None:
-    p = sub.add_parser(
-        "simulate",
-        help="write a simulated run folder of ph256 PFF files",
-        description=_desc(
-            "Simulate pulse-height frames and write them as a run folder in the real "
-            "PANOSETI layout (obs_Lick.start_<time>.runtype_sci-data.pffd with its "
-            "config files and ph256 .pff files), with the simulation truth beside "
-            "them: labels.csv lists the file, frame, byte offset, quabo, class and "
-            "strength of every frame.",
-            "With no option but -n, --seed and -o, the instrument and shower population "
-            "are the calibrated defaults (fitted to 88 real frames of module 254); "
-            "--params takes a parameter file from 'phbook calibrate' instead.",
-        ),
-    )
-    p.add_argument("-n", type=int, required=True, help="number of frames")
-    p.add_argument("-o", "--out", required=True, help="folder to write the run into")
-    p.add_argument("--seed", type=int, default=0, help="random seed")
-    p.add_argument(
-        "--pe-threshold",
-        type=float,
-        default=None,
-        help="trigger threshold in photoelectrons (1-100; real runs use "
-        "1.5-15; default: the calibrated value)",
-    )
-    p.add_argument(
-        "--trigger-pixels",
-        type=int,
-        default=1,
-        choices=(1, 2, 3),
-        help="neighbouring pixels above threshold needed to trigger",
-    )
-    p.add_argument(
-        "--domes",
-        nargs="+",
-        default=["astrograph"],
-        help="Lick domes (astrograph, barnard)",
-    )
-    p.add_argument(
-        "--modules-per-dome",
-        type=int,
-        default=1,
-        choices=(1, 2),
-        help="modules of each dome",
-    )
-    p.add_argument(
-        "--baseline",
-        default=None,
-        help="quabo_ph_baseline JSON file of per-pixel baselines (ADC)",
-    )
-    p.add_argument(
-        "--anomaly-fraction", type=float, default=0.0, help="fraction of anomalous frames"
-    )
-    p.add_argument(
-        "--classes",
-        nargs="+",
-        default=None,
-        help="anomaly classes (default: the seven simulated classes; the DAQ "
-        "failures dead_maroc, dead_line, pedestal_jump, stuck_frame "
-        "join when named)",
-    )
-    p.add_argument(
-        "--params", default=None, help="parameter file written by 'phbook calibrate'"
-    )
-    p.add_argument("--start", default="2025-08-02T05:31:36Z", help="run start time (UTC)")
-    common(p)
-    p.set_defaults(func=_cmd_simulate)
-
-    p = sub.add_parser(
-        "calibrate",
-        help="fit the simulator to your real frames",
-        description=_desc(
-            "Fit the pulse-height simulator's free parameters (threshold, gain, night-sky "
-            "background, pedestal, noise, per-quabo offsets, shower size spectrum, length "
-            "and width) to the ph256 frames of a run folder (or one .pff file), by "
-            "matching the quantiles of the yardstick (phbook.yardstick). Prints the real "
-            "vs simulated table with pass/fail and writes a parameter file for "
-            "'phbook simulate --params'.",
-            "Needs at least 50 ordinary frames that survive cleaning.",
-        ),
-    )
-    p.add_argument("run", help="run folder (or .pff file) of real ph256 frames")
-    p.add_argument("-o", "--out", required=True, help="parameter file to write (JSON)")
-    p.add_argument("--seed", type=int, default=0, help="random seed of the simulations")
-    p.add_argument(
-        "--n-sim", type=int, default=2500, help="frames per simulation of the fit"
-    )
-    p.add_argument(
-        "--max-evaluations",
-        type=int,
-        default=400,
-        help="most simulations the optimiser may run",
-    )
-    p.add_argument(
-        "--start",
-        default=None,
-        help="parameter file to start from (default: the calibrated defaults)",
-    )
-    p.add_argument(
-        "--held-out",
-        action="store_true",
-        help="also fit half the frames and judge the fit on the other half",
-    )
-    common(p)
-    p.set_defaults(func=_cmd_calibrate)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -64,6 +64,7 @@ from scipy.special import erf
 
 from . import _ph_kernels as _kernels
 from . import maroc as _maroc
+from .baselines import BASELINE_RANGE, read_baselines
 
 #: Bumped whenever the simulated distributions change, so that cached datasets are rebuilt.
 SIMULATOR_VERSION = 2
@@ -120,27 +121,18 @@ __all__ = [
 CALIBRATED_FILE = Path(__file__).with_name("panoseti_calibrated.json")
 
 
-def _load_calibrated() -> dict[str, dict[str, Any]]:
-    try:
-        data = json.loads(CALIBRATED_FILE.read_text())
-    except FileNotFoundError:  # a stripped install: fall back to the literal defaults
-        return {"instrument": {}, "population": {}}
-    return {k: data.get(k, {}) for k in ("instrument", "population")}
-
-
-_CAL = _load_calibrated()
+# a stripped install without the file falls back to the literal defaults
+_CAL = json.loads(CALIBRATED_FILE.read_text()) if CALIBRATED_FILE.exists() else {}
 
 
 def _cal(group: str, key: str, default):
-    value = _CAL[group].get(key, default)
+    value = _CAL.get(group, {}).get(key, default)
     return tuple(value) if isinstance(value, list) else value
 
 
 #: Trigger thresholds (PE) the simulator accepts: below one photoelectron every pixel
 #: fires on noise; PANOSETI runs use 1.5-15 PE.
 PE_THRESHOLD_RANGE = (1.0, 100.0)
-#: On-board baselines (ADC) the 12-bit ADC can hold.
-BASELINE_RANGE = (0.0, 4095.0)
 
 
 @dataclass(frozen=True)
@@ -228,35 +220,6 @@ class Instrument:
     def threshold_adc(self) -> float:
         """The trigger threshold in ADC counts above the baseline."""
         return self.pe_threshold * self.adc_per_pe
-
-
-@lru_cache(maxsize=8)
-def read_baselines(path: str, quabos: tuple[int, ...] = (0, 1, 2, 3)) -> np.ndarray:
-    """Per-pixel baselines (4, 16, 16) float32 from a ``quabo_ph_baseline`` JSON file.
-
-    The file holds ``{"date": ..., "quabos": [{"uid": ..., "coefs": [256 ADC]}, ...]}``;
-    ``quabos`` picks which of its entries are quabos 0-3 of the module (a file with fewer
-    entries is cycled). Values outside the ADC range raise ``ValueError``.
-    """
-    try:
-        data = json.loads(Path(path).read_text())
-        entries = data["quabos"]
-        coefs = [np.asarray(e["coefs"], np.float64) for e in entries]
-    except (OSError, ValueError, KeyError, TypeError) as exc:
-        raise ValueError(f"{path}: not a quabo_ph_baseline JSON file ({exc})") from None
-    if not coefs:
-        raise ValueError(f"{path}: no quabos in the baseline file")
-    for i, c in enumerate(coefs):
-        if c.shape != (256,):
-            raise ValueError(f"{path}: quabo entry {i} has {c.size} coefs, expected 256")
-        bad = np.flatnonzero((c <= BASELINE_RANGE[0]) | (c >= BASELINE_RANGE[1]))
-        if len(bad):
-            raise ValueError(
-                f"{path}: quabo entry {i} pixel {bad[0]} baseline {c[bad[0]]} is outside "
-                f"the ADC range {BASELINE_RANGE}"
-            )
-    out = np.stack([coefs[q % len(coefs)] for q in quabos]).reshape(4, 16, 16)
-    return out.astype(np.float32)
 
 
 @dataclass(frozen=True)
