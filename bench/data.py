@@ -1,7 +1,8 @@
 """Benchmarks of PANOSETI data: reading PFF files and selecting from an archive.
 
-Run ``python bench/data.py`` (``PHBOOK_PROFILE=quick`` for small sizes). It prints what
-it measures as it goes and, as its last line, one JSON object:
+Run ``python bench/data.py`` (``PHBOOK_PROFILE=quick`` for small sizes; name functions,
+e.g. ``python bench/data.py bench_sim bench_sim_vs_real``, to run only those). It prints
+what it measures as it goes and, as its last line, one JSON object:
 
 ``pff_read_frames_per_s``
     ph256 frames per second streamed by :func:`phbook.io.pff.iter_chunks` with their
@@ -14,6 +15,21 @@ it measures as it goes and, as its last line, one JSON object:
     :func:`phbook.sim.panoseti.simulate` on one core (one thread), CPU time and wall
     time both reported; median of repeats after a warm-up (which also loads the
     compiled kernels).
+``sim_vs_real_failures``
+    how many yardstick values (:mod:`phbook.yardstick`: p10/p50/p90 of per-frame max,
+    median, negative fraction, Hillas size, length, width, pixel count, and the fraction
+    surviving cleaning) of ``sim_vs_real_frames`` simulated ordinary frames at the
+    calibrated default fail the pass/fail rule against the 88 real frames (the table is
+    printed). ``sim_vs_real_distance``: the RMS difference in tolerance units.
+``real_false_alarm_max``
+    chapter 9's detectors (:func:`phbook.studies.benchmark.detector_specs`, this profile's
+    sizes) trained on the calibrated simulation, each thresholded at 1 % false alarms
+    on simulated normal frames: the largest fraction of the 84 ordinary (not speckled)
+    real frames flagged; every detector's fraction is printed.
+``calibrate_100k_s``
+    wall time of :func:`phbook.sim.calibration.calibrate` (what ``phbook calibrate``
+    runs, default settings) on a simulated run folder of 100,000 frames, reading
+    included; one run (it takes minutes).
 ``select_peak_rss_mb_2m`` / ``select_peak_rss_mb_4m``
     peak resident memory (MB) of a child process that selects ``select_n`` frames from a
     simulated archive of 2 (4) million frames with :func:`phbook.select.select`
@@ -54,6 +70,8 @@ SIZES = {
         "pool_size": 3_000,
         "repeats": 3,
         "sim_frames": 50_000,
+        "sim_vs_real_frames": 20_000,
+        "calibrate_frames": 100_000,
     },
     "full": {
         "read_frames": 1_000_000,
@@ -63,6 +81,8 @@ SIZES = {
         "pool_size": 20_000,
         "repeats": 5,
         "sim_frames": 200_000,
+        "sim_vs_real_frames": 20_000,
+        "calibrate_frames": 100_000,
     },
 }
 
@@ -258,20 +278,115 @@ def bench_sim(sizes: dict, results: dict, ctx: dict) -> None:
     results["sim_frames_per_cpu_s"] = round(cpu_rate)
 
 
-BENCHES = [bench_sim, bench_read, bench_select]
+def _real_images():
+    folder = config.real_data_dir()
+    files = sorted(folder.glob("*ph256*.pff")) if folder is not None else []
+    if not files:
+        print("real PANOSETI sample not found (set PHBOOK_REAL_DATA): skipped")
+        return None
+    return pff.read_frames(files[0], warn=False).images
 
 
-def main() -> None:
+def bench_sim_vs_real(sizes: dict, results: dict, ctx: dict) -> None:
+    """sim_vs_real_failures: the calibrated default against the 88 real frames."""
+    from phbook import yardstick
+    from phbook.sim import panoseti
+
+    real = _real_images()
+    if real is None:
+        return
+    sim = panoseti.simulate(sizes["sim_vs_real_frames"], seed=123, anomaly_fraction=0)
+    c = yardstick.compare(real, sim.adc, n_boot=500, seed=0)
+    print(c)
+    results["sim_vs_real_failures"] = c.failures
+    results["sim_vs_real_distance"] = round(c.distance, 3)
+
+
+def bench_real_false_alarm(sizes: dict, results: dict, ctx: dict) -> None:
+    """real_false_alarm_max: chapter 9's detectors on the ordinary real frames."""
+    import torch
+
+    from phbook import yardstick
+    from phbook.studies import benchmark
+
+    torch.set_num_threads(1)
+    real = _real_images()
+    if real is None:
+        return
+    ordinary = real[~yardstick.frame_statistics(real)["speckled"].to_numpy()]
+    size = config.sizes("benchmark")
+    data = benchmark.load_data(size)
+    t0 = time.perf_counter()
+    res = benchmark.run(data, benchmark.detector_specs(size), seeds=size.seeds[:1])
+    print(f"trained {len(res.fitted)} detectors in {time.perf_counter() - t0:.0f} s")
+    scores = benchmark.score_frames(res, ordinary)
+    normal = res.classes == "normal"
+    seed = res.seeds[0]
+    rates = {}
+    for name in res.fitted:
+        reference = np.concatenate(
+            [res.calibration[name, seed], res.scores[name, seed][normal]]
+        )
+        threshold = np.quantile(reference, 0.99)
+        rates[name] = float(np.mean(scores[name] > threshold))
+        print(
+            f"{name:18s} flags {rates[name]:6.1%} of the {len(ordinary)} ordinary real "
+            f"frames (1% threshold on {len(reference)} simulated normal frames)"
+        )
+    worst = max(rates, key=rates.get)
+    results["real_false_alarm_max"] = round(rates[worst], 4)
+    results["real_false_alarm_worst"] = worst
+    results["real_false_alarm_profile"] = config.profile()
+
+
+def bench_calibrate(sizes: dict, results: dict, ctx: dict) -> None:
+    """calibrate_100k_s: phbook calibrate's fit on a 100,000-frame run folder."""
+    from phbook.sim import calibration
+    from phbook.sim import run as sim_run
+
+    n = sizes["calibrate_frames"]
+    folder = config.data_dir() / "bench" / f"calibrate_run_{n}"
+    if not folder.exists() or not any(folder.rglob("*.pff")):
+        shutil.rmtree(folder, ignore_errors=True)
+        sim_run.simulate_run(folder, n, seed=7)
+    t0, c0 = time.perf_counter(), time.process_time()
+    images, quabo = calibration.read_real_frames(folder)
+    cal = calibration.calibrate(images, quabo, progress=False)
+    wall, cpu = time.perf_counter() - t0, time.process_time() - c0
+    print(
+        f"calibrate on {len(images):,} frames: {wall:.0f} s wall, {cpu:.0f} CPU-s, "
+        f"{cal.n_evaluations} simulations, {cal.comparison.failures} failing values; "
+        f"load average {os.getloadavg()[0]:.1f}"
+    )
+    results["calibrate_100k_s"] = round(wall, 1)
+    results["calibrate_100k_cpu_s"] = round(cpu, 1)
+
+
+BENCHES = [
+    bench_sim,
+    bench_sim_vs_real,
+    bench_real_false_alarm,
+    bench_calibrate,
+    bench_read,
+    bench_select,
+]
+
+
+def main(only: list[str] | None = None) -> None:
+    """Run every benchmark, or those named in ``only`` (e.g. ``bench_sim``)."""
     profile = config.profile()
     sizes = SIZES[profile]
     print(f"bench/data.py, profile {profile}: {sizes}")
-    source = frame_source(sizes["pool_size"])
-    ctx = {
-        "archive_small": archive(sizes["archive_small"], source),
-        "archive_large": archive(sizes["archive_large"], source),
-    }
+    chosen = [b for b in BENCHES if not only or b.__name__ in only]
+    ctx: dict = {}
+    if {bench_read, bench_select} & set(chosen):
+        source = frame_source(sizes["pool_size"])
+        ctx = {
+            "archive_small": archive(sizes["archive_small"], source),
+            "archive_large": archive(sizes["archive_large"], source),
+        }
     results: dict = {}
-    for bench in BENCHES:
+    for bench in chosen:
         bench(sizes, results, ctx)
     if os.environ.get("PHBOOK_BENCH_CLEAN") == "1":
         shutil.rmtree(config.data_dir() / "bench", ignore_errors=True)
@@ -279,4 +394,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    main(sys.argv[1:] or None)

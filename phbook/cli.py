@@ -915,7 +915,27 @@ def build_parser(models: bool = True) -> argparse.ArgumentParser:
     p.add_argument("--dpi", type=int, default=120, help="gallery resolution")
     common(p)
     p.set_defaults(func=_cmd_top)
+    from .sim import commands as sim_commands
+
+    sim_commands.add_parsers(sub, common, _cmd_simulate, _cmd_calibrate, _desc)
     return parser
+
+
+# --------------------------------------------- simulate and calibrate (phbook.sim)
+
+
+def _cmd_simulate(args) -> int:
+    from .sim import commands
+
+    _say(args, commands.simulate(args))
+    return 0
+
+
+def _cmd_calibrate(args) -> int:
+    from .sim import commands
+
+    print(commands.calibrate(args, progress=_show(args)))
+    return 0
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -119,7 +119,7 @@ def ph_benchmark(
     *,
     seed: int = 0,
     contamination: float = 0.0,
-    pe_threshold: float = 11.5,
+    pe_threshold: float | None = None,
     classes: tuple[str, ...] = panoseti.ANOMALY_CLASSES,
     strength: tuple[float, float] = (0.0, 1.0),
     cache: bool = True,
@@ -131,8 +131,11 @@ def ph_benchmark(
     ``n_test_normal`` normal frames and ``n_test_per_class`` frames of each anomaly class,
     with strengths uniform in ``strength`` (faint to bright), so that no detector finds
     everything. Each part has its own random stream, so the training set of a seed does
-    not change when the test set is made larger.
+    not change when the test set is made larger. ``pe_threshold`` defaults to the
+    calibrated instrument's (:class:`phbook.sim.panoseti.Instrument`).
     """
+    if pe_threshold is None:
+        pe_threshold = panoseti.Instrument().pe_threshold
     for name, value in (
         ("n_train", n_train),
         ("n_test_normal", n_test_normal),

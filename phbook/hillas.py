@@ -59,6 +59,7 @@ def parameters(
     *,
     picture: float = PICTURE_ADC,
     boundary: float = BOUNDARY_ADC,
+    mask: np.ndarray | None = None,
 ) -> pd.DataFrame:
     """Hillas parameters of each image, one row per image.
 
@@ -68,12 +69,18 @@ def parameters(
     when ``quabo`` is given, else from the image centre), ``leakage`` (fraction of the size
     in the outermost pixel ring: a shower cut by the edge has a large leakage),
     ``concentration`` (fraction of the size in the brightest pixel). Images with no
-    pixel surviving cleaning get NaN geometry and size 0.
+    pixel surviving cleaning get NaN geometry and size 0. ``mask`` (n, H, W), if given,
+    replaces the tail-cut cleaning (e.g. :func:`phbook.yardstick.clean`).
     """
     x = np.asarray(images, dtype=np.float64)
     if x.ndim == 2:
         x = x[None]
-    mask = tailcuts(x, picture, boundary)
+    if mask is None:
+        mask = tailcuts(x, picture, boundary)
+    elif np.shape(mask) != x.shape:
+        raise ValueError(
+            f"mask must have the images' shape {x.shape}, got {np.shape(mask)}"
+        )
     w = np.where(mask, x, 0.0)
     n, h, wd = x.shape
     rows = np.arange(h) + 0.5

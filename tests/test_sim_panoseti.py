@@ -5,6 +5,7 @@ from scipy.stats import ks_2samp
 from phbook.sim import panoseti as P
 
 INST = P.Instrument()
+SHARP = P.Instrument(trigger_spread=0.0)  # the trigger as a sharp threshold
 POP = P.ShowerPopulation()
 
 
@@ -26,7 +27,7 @@ def test_seed_makes_runs_repeatable():
 
 @pytest.mark.parametrize("k", [1, 2, 3])
 def test_every_frame_satisfies_its_trigger(k):
-    f = P.simulate(400, seed=2, trigger_pixels=k, pe_threshold=8.0)
+    f = P.simulate(400, seed=2, trigger_pixels=k, pe_threshold=8.0, instrument=SHARP)
     above = f.adc > 8.0 * INST.adc_per_pe
     assert above.any(axis=(1, 2)).all()
     if k > 1:
@@ -51,10 +52,10 @@ def test_trigger_logic_on_hand_made_frames():
 
 
 def test_no_frame_without_a_trigger_in_higher_thresholds():
-    low = P.simulate(2000, seed=3, pe_threshold=8.0)
-    high = P.simulate(2000, seed=3, pe_threshold=15.0)
+    low = P.simulate(2000, seed=3, pe_threshold=8.0, instrument=SHARP)
+    high = P.simulate(2000, seed=3, pe_threshold=15.0, instrument=SHARP)
     assert np.median(high.adc.max(axis=(1, 2))) > np.median(low.adc.max(axis=(1, 2)))
-    assert (high.adc.max(axis=(1, 2)) > 15 * 16).all()
+    assert (high.adc.max(axis=(1, 2)) > 15 * SHARP.adc_per_pe).all()
 
 
 def test_dark_pixels_match_direct_sampling():
@@ -138,7 +139,7 @@ def test_noise_only_pixels_match_the_instrument_settings():
     adc = P.digitize(
         np.zeros((4000, 16, 16), np.float32), 0, INST, np.random.default_rng(3)
     )
-    mean = INST.pedestal_adc + INST.adc_per_pe * INST.nsb_pe
+    mean = INST.pedestal_adc + INST.quabo_pedestal_adc[0] + INST.adc_per_pe * INST.nsb_pe
     assert adc.mean() == pytest.approx(mean, abs=0.3)
     var = (
         INST.noise_adc**2

@@ -69,7 +69,7 @@ def test_damaged_cache_file_is_rebuilt():
             "n_test_per_class": 2,
             "seed": 5,
             "contamination": 0.0,
-            "pe_threshold": 11.5,
+            "pe_threshold": float(P.Instrument().pe_threshold),
             "classes": list(P.ANOMALY_CLASSES),
             "strength": [0.0, 1.0],
             "simulator": P.SIMULATOR_VERSION,

@@ -8,9 +8,7 @@ showers. This module simulates them step by step, in PE first and then in ADC:
 
 1. **Air showers** as Hillas ellipses: a 2-D Gaussian light distribution of total *size*
    (PE, power-law spectrum), *length* and *width* (deg), orientation and centroid anywhere
-   on or near the module, so that many showers are cut by the quabo edge. The defaults
-   reproduce the medians of cleaned Lick images (length 0.356 deg, width 0.209 deg, size
-   about 1600 ADC, distance 3.84 deg from the module centre).
+   on or near the module, so that many showers are cut by the quabo edge.
 2. **Night-sky background** (NSB): Poisson photoelectrons in every pixel.
 3. **Photo-detection and electronics**: Poisson statistics of the signal, single-PE gain
    spread, ADC gain (ADC per PE), the positive *pedestal* of peak detection (the maximum of
@@ -21,8 +19,12 @@ showers. This module simulates them step by step, in PE first and then in ADC:
 5. **The trigger**: a frame exists only if a pixel exceeds the PE threshold (optionally 2
    or 3 neighbouring pixels, the next-neighbour logic of Cherenkov telescopes).
 
-The electronics defaults were fitted to the pixel-value quantiles of the real 88-frame
-sample (see the data chapter). Rare **anomaly classes**, each with a *strength* in
+The defaults of :class:`Instrument` and :class:`ShowerPopulation` are a fit to the real
+88-frame sample (:mod:`phbook.sim.calibration`, judged by :mod:`phbook.yardstick`),
+stored beside this module in ``panoseti_calibrated.json``. Real-run settings are
+available too: thresholds from 1.5 to 15 PE, per-pixel baselines from a
+``quabo_ph_baseline`` JSON file, per-quabo pedestal offsets and gains, and a slow
+pedestal drift. Rare **anomaly classes**, each with a *strength* in
 [0, 1] from faint (hard to see) to bright, are simulated for evaluation:
 
 ``speckled``       whole-quabo granular frames (an instrumental artifact seen in real data)
@@ -34,22 +36,38 @@ sample (see the data chapter). Rare **anomaly classes**, each with a *strength* 
 ``muon_arc``       part of a muon's Cherenkov ring (radius about 1.2 deg)
 ``pileup``         two showers in the same frame
 
+and four failure modes of the data acquisition, not in the default mix:
+
+``dead_maroc``     a MAROC readout chip (64 channels) reads its baseline: from 16 of
+                   its channels (faint) to all 64, in readout order, placed by the
+                   board's channel-to-pixel map (:mod:`phbook.sim.maroc`)
+``dead_line``      a dead row or column segment, 4 (faint) to 16 pixels long
+``pedestal_jump``  a frame recorded after the pedestal of its quabo jumped by 15 (faint)
+                   to 300 ADC
+``stuck_frame``    1 (faint) to 4 chips' pixels repeat the values of an earlier frame
+                   (at strength 1 the whole frame is a repeat, which no single-frame
+                   detector can see)
+
 All frames are simulated, not observed; the data chapter compares them with real frames.
 """
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass, replace
 from functools import lru_cache
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 from scipy.special import erf
 
 from . import _ph_kernels as _kernels
+from . import maroc as _maroc
+from .baselines import BASELINE_RANGE, read_baselines
 
 #: Bumped whenever the simulated distributions change, so that cached datasets are rebuilt.
-SIMULATOR_VERSION = 1
+SIMULATOR_VERSION = 2
 PIXEL_DEG = 0.3125  #: angular size of a pixel (deg)
 QUABO_PIX = 16  #: a quabo is 16 x 16 pixels
 MODULE_PIX = 32  #: a module is 2 x 2 quabos
@@ -63,6 +81,15 @@ ANOMALY_CLASSES = (
     "muon_arc",
     "pileup",
 )
+#: Failure modes of the data acquisition seen in real runs, also labelled classes with a
+#: strength; not in the default mix of :func:`simulate` (ask for them by name).
+DAQ_FAILURE_CLASSES = (
+    "dead_maroc",
+    "dead_line",
+    "pedestal_jump",
+    "stuck_frame",
+)
+ALL_CLASSES = ANOMALY_CLASSES + DAQ_FAILURE_CLASSES
 
 __all__ = [
     "SIMULATOR_VERSION",
@@ -71,6 +98,11 @@ __all__ = [
     "MODULE_PIX",
     "NORMAL",
     "ANOMALY_CLASSES",
+    "DAQ_FAILURE_CLASSES",
+    "ALL_CLASSES",
+    "CALIBRATED_FILE",
+    "PE_THRESHOLD_RANGE",
+    "read_baselines",
     "Instrument",
     "ShowerPopulation",
     "PHFrames",
@@ -84,27 +116,105 @@ __all__ = [
 ]
 
 
+#: The calibrated defaults: the fit of the free parameters to the 88 real frames of
+#: module 254 (``phbook.sim.calibration.fit_default()`` remakes this file).
+CALIBRATED_FILE = Path(__file__).with_name("panoseti_calibrated.json")
+
+
+# a stripped install without the file falls back to the literal defaults
+_CAL = json.loads(CALIBRATED_FILE.read_text()) if CALIBRATED_FILE.exists() else {}
+
+
+def _cal(group: str, key: str, default):
+    value = _CAL.get(group, {}).get(key, default)
+    return tuple(value) if isinstance(value, list) else value
+
+
+#: Trigger thresholds (PE) the simulator accepts: below one photoelectron every pixel
+#: fires on noise; PANOSETI runs use 1.5-15 PE.
+PE_THRESHOLD_RANGE = (1.0, 100.0)
+
+
 @dataclass(frozen=True)
 class Instrument:
-    """Detector and electronics of one module; defaults fitted to the real sample."""
+    """Detector and electronics of one module; defaults fitted to the real sample.
 
-    adc_per_pe: float = 16.0  #: ADC counts per photoelectron (gain)
-    pe_threshold: float = 11.5  #: trigger threshold (PE)
+    Besides the shared electronics, the settings of real runs: per-quabo pedestal
+    offsets (ADC; tens of ADC when on-board baseline subtraction is stale or off), a
+    slow pedestal drift over a run (ADC from its first to its last frame), relative
+    gains of the four quabos, and per-pixel baselines read from a
+    ``quabo_ph_baseline`` JSON file (``baseline_file``; its quabos ``baseline_quabos``).
+    Values outside the physical range raise ``ValueError``.
+    """
+
+    adc_per_pe: float = _cal("instrument", "adc_per_pe", 16.0)  #: ADC per photoelectron
+    pe_threshold: float = _cal(
+        "instrument", "pe_threshold", 11.5
+    )  #: trigger threshold (PE)
     trigger_pixels: int = 1  #: 1, 2 or 3 neighbouring pixels above threshold
-    nsb_pe: float = 0.28  #: mean night-sky photoelectrons per pixel per frame
-    pedestal_adc: float = 14.0  #: mean bias of peak detection above the baseline (ADC)
-    noise_adc: float = 8.2  #: electronic noise, standard deviation (ADC)
+    nsb_pe: float = _cal("instrument", "nsb_pe", 0.28)  #: night-sky PE per pixel per frame
+    #: mean bias of peak detection above the baseline (ADC)
+    pedestal_adc: float = _cal("instrument", "pedestal_adc", 14.0)
+    noise_adc: float = _cal("instrument", "noise_adc", 8.2)  #: electronic noise sd (ADC)
     spe_resolution: float = 0.4  #: relative spread of the single-PE charge
     pixel_offset_adc: float = 2.0  #: spread of per-pixel residual baseline offsets (ADC)
     baseline_adc: float = 720.0  #: mean on-board baseline (ADC)
     baseline_spread_adc: float = 25.0  #: pixel-to-pixel spread of the baseline (ADC)
     adc_max: int = 4095  #: 12-bit ADC ceiling, before baseline subtraction
+    #: pedestal offset of each quabo (ADC), added to every pixel it records
+    quabo_pedestal_adc: tuple[float, float, float, float] = _cal(
+        "instrument", "quabo_pedestal_adc", (0.0, 0.0, 0.0, 0.0)
+    )
+    #: relative response (gain x photo-detection efficiency) of each quabo
+    quabo_gain: tuple[float, float, float, float] = _cal(
+        "instrument", "quabo_gain", (1.0, 1.0, 1.0, 1.0)
+    )
+    #: relative spread of the trigger threshold against the recorded pulse height (the
+    #: discriminator sees the fast-shaped pulse, the ADC the slow-shaped one): a frame
+    #: whose brightest pixel records x ADC triggers with probability
+    #: Phi((x - threshold) / (spread * threshold)); 0 is a sharp threshold
+    trigger_spread: float = _cal("instrument", "trigger_spread", 0.0)
+    #: slow pedestal drift over a run: ADC added to the last frame (linear in time)
+    pedestal_drift_adc: float = 0.0
+    #: a ``quabo_ph_baseline`` JSON file of per-pixel baselines (ADC), or None
+    baseline_file: str | None = None
+    baseline_quabos: tuple[int, int, int, int] = (0, 1, 2, 3)  #: its quabos to use
 
     def __post_init__(self):
         if self.trigger_pixels not in (1, 2, 3):
             raise ValueError(f"trigger_pixels must be 1, 2 or 3, got {self.trigger_pixels}")
-        if self.pe_threshold <= 0 or self.adc_per_pe <= 0:
-            raise ValueError("pe_threshold and adc_per_pe must be positive")
+        lo, hi = PE_THRESHOLD_RANGE
+        if not lo <= self.pe_threshold <= hi:
+            raise ValueError(
+                f"pe_threshold {self.pe_threshold} PE is outside the physical range "
+                f"[{lo}, {hi}] PE"
+            )
+        if self.adc_per_pe <= 0:
+            raise ValueError(f"adc_per_pe must be positive, got {self.adc_per_pe}")
+        if not 0 <= self.trigger_spread <= 0.3:
+            raise ValueError(
+                f"trigger_spread must lie in [0, 0.3], got {self.trigger_spread}"
+            )
+        for name in ("nsb_pe", "noise_adc", "spe_resolution", "pixel_offset_adc"):
+            if getattr(self, name) < 0:
+                raise ValueError(f"{name} must be non-negative, got {getattr(self, name)}")
+        if not BASELINE_RANGE[0] < self.baseline_adc < BASELINE_RANGE[1]:
+            raise ValueError(
+                f"baseline_adc {self.baseline_adc} is outside the ADC range "
+                f"{BASELINE_RANGE}"
+            )
+        if len(self.quabo_pedestal_adc) != 4 or len(self.quabo_gain) != 4:
+            raise ValueError("quabo_pedestal_adc and quabo_gain need 4 values (quabos 0-3)")
+        if any(g <= 0 for g in self.quabo_gain):
+            raise ValueError(f"quabo_gain must be positive, got {self.quabo_gain}")
+        object.__setattr__(
+            self, "quabo_pedestal_adc", tuple(map(float, self.quabo_pedestal_adc))
+        )
+        object.__setattr__(self, "quabo_gain", tuple(map(float, self.quabo_gain)))
+        object.__setattr__(self, "baseline_quabos", tuple(map(int, self.baseline_quabos)))
+        if self.baseline_file is not None:
+            object.__setattr__(self, "baseline_file", str(self.baseline_file))
+            read_baselines(self.baseline_file, self.baseline_quabos)  # fail early
 
     @property
     def threshold_adc(self) -> float:
@@ -117,24 +227,46 @@ class ShowerPopulation:
     """The population of Cherenkov air-shower images (before the trigger).
 
     Intrinsic lengths and widths are larger than the measured Hillas values because
-    cleaning removes the faint tails; the defaults were tuned so that cleaned simulated
-    images at 11.5 PE reproduce the Lick medians (size, length, width, distance).
+    cleaning removes the faint tails. The defaults are the fit to the 88 real frames
+    (:mod:`phbook.sim.calibration`): simulated frames, cleaned and measured by
+    :mod:`phbook.yardstick`, reproduce the real frames' size, length, width and pixel
+    count quantiles.
     """
 
-    size_index: float = (
-        2.3  #: differential spectral index of the size (PE), dN/dS ~ S^-index
-    )
-    size_min_pe: float = (
-        40.0  #: smallest simulated size (PE); fainter showers never trigger
-    )
-    size_max_pe: float = 2.0e4
-    length_deg: float = 0.55  #: median intrinsic length (deg) at size 100 PE
-    length_log_sigma: float = 0.35  #: log-normal spread of the length
-    length_size_slope: float = 0.12  #: length grows as size**slope
-    width_ratio: tuple[float, float] = (0.4, 0.8)  #: width / length, uniform range
-    field_half_width_deg: float = (
-        6.5  #: centroids uniform within +-this of the module centre
-    )
+    #: differential spectral index of the size (PE), dN/dS ~ S^-index
+    size_index: float = _cal("population", "size_index", 2.3)
+    #: smallest simulated size (PE); fainter showers never trigger
+    size_min_pe: float = _cal("population", "size_min_pe", 40.0)
+    size_max_pe: float = _cal("population", "size_max_pe", 2.0e4)
+    #: median intrinsic length (deg) at size 100 PE
+    length_deg: float = _cal("population", "length_deg", 0.55)
+    #: log-normal spread of the length
+    length_log_sigma: float = _cal("population", "length_log_sigma", 0.35)
+    #: length grows as size**slope
+    length_size_slope: float = _cal("population", "length_size_slope", 0.12)
+    #: width / length at size 100 PE, uniform range
+    width_ratio: tuple[float, float] = _cal("population", "width_ratio", (0.4, 0.8))
+    #: width grows as size**slope (None: as the length)
+    width_size_slope: float | None = _cal("population", "width_size_slope", None)
+    #: centroids uniform within +-this of the module centre
+    field_half_width_deg: float = _cal("population", "field_half_width_deg", 6.5)
+
+    def __post_init__(self):
+        if not 0 < self.size_min_pe < self.size_max_pe:
+            raise ValueError(
+                f"need 0 < size_min_pe < size_max_pe, got {self.size_min_pe}, "
+                f"{self.size_max_pe}"
+            )
+        if self.size_index <= 1:
+            raise ValueError(f"size_index must exceed 1, got {self.size_index}")
+        lo, hi = self.width_ratio
+        if not 0 < lo <= hi:
+            raise ValueError(
+                f"width_ratio must satisfy 0 < lo <= hi, got {self.width_ratio}"
+            )
+        if self.length_deg <= 0 or self.length_log_sigma < 0:
+            raise ValueError("length_deg must be positive and length_log_sigma >= 0")
+        object.__setattr__(self, "width_ratio", (float(lo), float(hi)))
 
 
 @dataclass
@@ -225,6 +357,8 @@ def _sample_showers(n: int, rng: np.random.Generator, pop: ShowerPopulation) -> 
     length_px = (pop.length_deg / PIXEL_DEG) * (size / 100.0) ** pop.length_size_slope
     length_px = length_px * np.exp(pop.length_log_sigma * rng.standard_normal(n))
     width_px = length_px * rng.uniform(*pop.width_ratio, n)
+    if pop.width_size_slope is not None:
+        width_px *= (size / 100.0) ** (pop.width_size_slope - pop.length_size_slope)
     half = pop.field_half_width_deg / PIXEL_DEG
     centre = MODULE_PIX / 2
     return {
@@ -237,16 +371,23 @@ def _sample_showers(n: int, rng: np.random.Generator, pop: ShowerPopulation) -> 
     }
 
 
-def shower_pe(params: dict, quabo) -> np.ndarray:
-    """Expected shower PE in each pixel of the given quabo(s): (n, 16, 16) float32."""
-    row0, col0 = quabo_offset(np.broadcast_to(np.asarray(quabo), params["size"].shape))
+def shower_pe(params: dict, quabo, inst: Instrument | None = None) -> np.ndarray:
+    """Expected shower PE in each pixel of the given quabo(s): (n, 16, 16) float32.
+
+    With ``inst``, each quabo's light is scaled by its relative gain ``quabo_gain``.
+    """
+    q = np.broadcast_to(np.asarray(quabo), params["size"].shape)
+    row0, col0 = quabo_offset(q)
+    total = params["size"]
+    if inst is not None and inst.quabo_gain != (1.0, 1.0, 1.0, 1.0):
+        total = total * np.asarray(inst.quabo_gain, np.float32)[q]
     return _gaussian_ellipse(
         params["cy"],
         params["cx"],
         params["length"],
         params["width"],
         params["psi"],
-        params["size"],
+        total,
         row0,
         col0,
     )
@@ -265,6 +406,8 @@ def _fixed_pattern(inst: Instrument, seed: int = 20240725) -> tuple[np.ndarray, 
     baseline = np.rint(
         inst.baseline_adc + inst.baseline_spread_adc * rng.standard_normal((4, 16, 16))
     )
+    if inst.baseline_file is not None:
+        baseline = read_baselines(inst.baseline_file, inst.baseline_quabos)
     offset = inst.pixel_offset_adc * rng.standard_normal((4, 16, 16))
     return baseline.astype(np.float32), offset.astype(np.float32)
 
@@ -324,13 +467,15 @@ def _background_quantiles(inst: Instrument) -> np.ndarray:
     The mixture's CDF is evaluated exactly on a fine grid and inverted; drawing a uniform
     index into this table is inverse-CDF sampling with one random number per pixel.
     """
-    from scipy.stats import norm
+    from scipy.special import ndtr
 
     w, mean, sd = _dark_pixel_components(inst)
-    x = np.linspace(-12 * inst.noise_adc, mean[-1] + 12 * sd[-1], 400_001)
+    # a grid step of about 0.005 ADC: far below the ADC's integer rounding
+    x = np.linspace(-12 * inst.noise_adc, mean[-1] + 12 * sd[-1], 100_001)
     cdf = np.zeros_like(x)
     for wk, mk, sk in zip(w, mean, sd, strict=True):
-        cdf += wk * norm.cdf((x - mk) / sk)
+        if wk > 1e-15:
+            cdf += wk * ndtr((x - mk) / sk)
     p = (np.arange(_TABLE_SIZE) + 0.5) / _TABLE_SIZE
     return np.interp(p, cdf, x).astype(np.float32)
 
@@ -362,7 +507,9 @@ def _background_tail(t, inst: Instrument, rng: np.random.Generator) -> np.ndarra
 def _quabo_terms(inst: Instrument) -> tuple[np.ndarray, np.ndarray]:
     """Per quabo: pedestal plus pixel offsets, and the ADC ceiling; (4, 16, 16) each."""
     baseline, offset = _fixed_pattern(inst)
-    return offset + np.float32(inst.pedestal_adc), np.float32(inst.adc_max) - baseline
+    quabo = np.asarray(inst.quabo_pedestal_adc, np.float32)[:, None, None]
+    pedestal = offset + np.float32(inst.pedestal_adc) + quabo
+    return pedestal.astype(np.float32), np.float32(inst.adc_max) - baseline
 
 
 @lru_cache(maxsize=16)
@@ -506,6 +653,13 @@ def simulate_normal(
     frames, each cut at the edge, as in real data.
     """
     out_adc, out_q, have = [], [], 0
+    soft = inst.trigger_spread > 0
+    if soft:  # digitise down to 3 spreads below threshold, then accept softly
+        from scipy.special import ndtr
+
+        target = inst
+        low = max(PE_THRESHOLD_RANGE[0], inst.pe_threshold * (1 - 3 * inst.trigger_spread))
+        inst = replace(inst, pe_threshold=low, trigger_spread=0.0)
     # PE a pixel needs to have any real chance to trigger: well below threshold
     # (frames whose brightest pixel expects less trigger in ~0.1 % of cases or fewer).
     reach = 0.3 * inst.pe_threshold
@@ -528,9 +682,13 @@ def simulate_normal(
         qs = np.concatenate(quabos)
         if len(idx) == 0:
             continue
-        pe = shower_pe({k: v[idx] for k, v in p.items()}, qs)
+        pe = shower_pe({k: v[idx] for k, v in p.items()}, qs, inst)
         adc, kept = _digitize(pe, qs, inst, rng, skip_untriggered=True)
         trig = triggered(adc, inst)
+        if soft:
+            thr = target.threshold_adc
+            p_trig = ndtr((adc.max(axis=(1, 2)) - thr) / (target.trigger_spread * thr))
+            trig &= rng.random(len(adc)) < p_trig
         out_adc.append(_to_int16(adc[trig]))
         out_q.append(qs[kept][trig])
         have += int(trig.sum())
@@ -631,13 +789,15 @@ def _anomaly_pe(
             p["cx"] = (c0 + rng.uniform(3, 13, n)).astype(f32)
             p["size"] = np.maximum(p["size"], 3 * thr).astype(f32)
         p2["size"] = (p1["size"] * (0.15 + 0.85 * s)).astype(f32)
-        return {"pe": shower_pe(p1, quabo) + shower_pe(p2, quabo)}
+        return {"pe": shower_pe(p1, quabo, inst) + shower_pe(p2, quabo, inst)}
     if cls == "hot_pixel":
         # One pixel firing on its own: from 1.05x threshold to 20x threshold (ADC).
         hot = zeros.copy()
         r, c = rng.integers(0, 16, n), rng.integers(0, 16, n)
         hot[np.arange(n), r, c] = _log_interp(s, 1.05, 20.0) * inst.threshold_adc
         return {"pe": zeros, "hot_adc": hot}
+    if cls in DAQ_FAILURE_CLASSES:
+        return {"pe": None}
     if cls == "dead_pixels":
         # An ordinary shower frame with 1 (faint) to 40 pixels stuck at a constant value
         # near zero, scattered over the quabo.
@@ -646,7 +806,48 @@ def _anomaly_pe(
         # Whole-quabo granular frame: each pixel an independent Gamma(k = 5) draw around a
         # level from 120 ADC (faint) to 1300 ADC (as in the real sample, 650-1230 ADC).
         return {"pe": zeros, "speckle": _log_interp(s, 120.0, 1300.0).astype(f32)}
-    raise ValueError(f"unknown anomaly class {cls!r}; valid: {', '.join(ANOMALY_CLASSES)}")
+    raise ValueError(f"unknown anomaly class {cls!r}; valid: {', '.join(ALL_CLASSES)}")
+
+
+def _dead_reading(k: int, rng: np.random.Generator) -> np.ndarray:
+    """What a dead channel records: its baseline, about zero after subtraction, with
+    neither the peak-detection pedestal nor noise."""
+    return rng.uniform(-3, 3, k).astype(np.float32)
+
+
+def _daq_failure(cls, adc, q, s, rng, inst, pop) -> np.ndarray:
+    """Apply a failure mode of strength ``s`` to ordinary frames ``adc`` (m, 16, 16)."""
+    m = len(adc)
+    if cls == "dead_maroc":
+        chip = rng.integers(0, _maroc.N_CHIPS, m)
+        n_dead = np.rint(16 + 48 * s).astype(int)
+        start = rng.integers(0, _maroc.N_CHANNELS, m)
+        for i in range(m):
+            ch = (start[i] + np.arange(n_dead[i])) % _maroc.N_CHANNELS
+            r, c = _maroc.chip_pixels(int(q[i]), int(chip[i]), ch)
+            adc[i, r, c] = _dead_reading(len(r), rng)
+    elif cls == "dead_line":
+        length = np.rint(4 + 12 * s).astype(int)
+        for i in range(m):
+            line = rng.integers(0, 16)
+            first = rng.integers(0, 16 - length[i] + 1)
+            seg = slice(first, first + length[i])
+            if rng.random() < 0.5:
+                adc[i, line, seg] = _dead_reading(length[i], rng)
+            else:
+                adc[i, seg, line] = _dead_reading(length[i], rng)
+    elif cls == "pedestal_jump":
+        jump = _log_interp(s, 15.0, 300.0).astype(np.float32)
+        ceiling = _quabo_terms(inst)[1][q]
+        adc = np.minimum(adc + jump[:, None, None], ceiling)
+    elif cls == "stuck_frame":
+        earlier, _ = simulate_normal(m, rng, inst, pop)
+        n_chips = np.rint(1 + 3 * s).astype(int)
+        for i in range(m):
+            for chip in rng.permutation(_maroc.N_CHIPS)[: n_chips[i]]:
+                r, c = _maroc.chip_pixels(int(q[i]), int(chip))
+                adc[i, r, c] = earlier[i, r, c]
+    return adc
 
 
 def simulate_anomalies(
@@ -688,6 +889,9 @@ def simulate_anomalies(
                 # A dead channel reads its baseline: about zero after subtraction, with
                 # neither the peak-detection pedestal nor noise.
                 adc[rows[use], r[use], c[use]] = rng.uniform(-3, 3, int(use.sum()))
+        elif cls in DAQ_FAILURE_CLASSES:
+            adc, q = simulate_normal(m, rng, inst, pop)
+            adc = _daq_failure(cls, adc.astype(np.float32), q, s, rng, inst, pop)
         elif cls == "speckled":
             level = spec["speckle"][:, None, None]
             adc = level * rng.gamma(5.0, 1 / 5.0, (m, 16, 16)).astype(np.float32)
@@ -713,8 +917,8 @@ def simulate(
     n: int,
     *,
     seed: int | np.random.Generator | None = None,
-    pe_threshold: float = 11.5,
-    trigger_pixels: int = 1,
+    pe_threshold: float | None = None,
+    trigger_pixels: int | None = None,
     anomaly_fraction: float = 0.0,
     anomaly_classes: tuple[str, ...] | None = None,
     strength: float | tuple[float, float] = (0.0, 1.0),
@@ -725,22 +929,28 @@ def simulate(
 
     A fraction ``anomaly_fraction`` of the frames belongs to ``anomaly_classes`` (all seven
     by default, in equal shares), with strengths uniform in ``strength``; the rest are air
-    showers. ``pe_threshold`` and ``trigger_pixels`` override those of ``instrument``.
+    showers. ``pe_threshold`` and ``trigger_pixels``, when given, override those of
+    ``instrument`` (by default the calibrated :class:`Instrument`). The failure modes
+    :data:`DAQ_FAILURE_CLASSES` join the mix when named in ``anomaly_classes``. The
+    instrument's ``pedestal_drift_adc`` shifts the frames' pedestal linearly over the
+    run (frame order is time order); the drift is applied after the trigger.
     """
     if n < 0:
         raise ValueError(f"n must be non-negative, got {n}")
     if not 0 <= anomaly_fraction <= 1:
         raise ValueError(f"anomaly_fraction must lie in [0, 1], got {anomaly_fraction}")
     rng = seed if isinstance(seed, np.random.Generator) else np.random.default_rng(seed)
-    inst = replace(
-        instrument or Instrument(), pe_threshold=pe_threshold, trigger_pixels=trigger_pixels
-    )
+    inst = instrument or Instrument()
+    if pe_threshold is not None:
+        inst = replace(inst, pe_threshold=pe_threshold)
+    if trigger_pixels is not None:
+        inst = replace(inst, trigger_pixels=trigger_pixels)
     pop = population or ShowerPopulation()
     classes = tuple(anomaly_classes) if anomaly_classes is not None else ANOMALY_CLASSES
-    unknown = [c for c in classes if c not in ANOMALY_CLASSES]
+    unknown = [c for c in classes if c not in ALL_CLASSES]
     if unknown:
         raise ValueError(
-            f"unknown anomaly classes {unknown}; valid: {', '.join(ANOMALY_CLASSES)}"
+            f"unknown anomaly classes {unknown}; valid: {', '.join(ALL_CLASSES)}"
         )
     n_anom = (
         int(rng.binomial(n, anomaly_fraction))
@@ -772,11 +982,16 @@ def simulate(
             np.zeros(0, np.float32),
             np.zeros(0, np.uint8),
         )
-    width = max(len(NORMAL), *map(len, ANOMALY_CLASSES))
+    width = max(len(NORMAL), *map(len, ALL_CLASSES))
     if len(parts) == 1 and not n_anom:  # normal frames only: already shuffled
         frames = parts[0]
-        frames.classes = frames.classes.astype(f"<U{width}")
-        return frames
-    frames = PHFrames.concatenate(parts)
+    else:
+        frames = PHFrames.concatenate(parts)
+        frames = frames[rng.permutation(len(frames))]
     frames.classes = frames.classes.astype(f"<U{width}")
-    return frames[rng.permutation(len(frames))]
+    if inst.pedestal_drift_adc and len(frames) > 1:
+        drift = inst.pedestal_drift_adc * np.linspace(0.0, 1.0, len(frames))
+        ceiling = _quabo_terms(inst)[1][frames.quabo]
+        shifted = np.minimum(frames.adc + np.rint(drift)[:, None, None], ceiling)
+        frames.adc = np.rint(shifted).astype(np.int16)
+    return frames
