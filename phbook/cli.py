@@ -915,9 +915,9 @@ def build_parser(models: bool = True) -> argparse.ArgumentParser:
     p.add_argument("--dpi", type=int, default=120, help="gallery resolution")
     common(p)
     p.set_defaults(func=_cmd_top)
-    from .sim import commands as sim_commands
+    from .sim import options as sim_options
 
-    sim_commands.add_parsers(sub, common, _cmd_simulate, _cmd_calibrate, _desc)
+    sim_options.add_parsers(sub, common, _cmd_simulate, _cmd_calibrate, _desc)
     return parser
 
 
