@@ -32,6 +32,8 @@ from sklearn.decomposition import PCA, IncrementalPCA, MiniBatchDictionaryLearni
 from sklearn.ensemble import IsolationForest
 from sklearn.neighbors import LocalOutlierFactor
 
+from .noise import SCORE_BLOCK, frame_normal, frame_uniform
+
 __all__ = [
     "as_images",
     "Detector",
@@ -213,23 +215,41 @@ class LOFDetector(_SklearnFlat):
         )
 
 
-def batched(fn: Callable, x, batch_size: int = 4096, device=None) -> np.ndarray:
+def batched(
+    fn: Callable, x, batch_size: int = 4096, device=None, block: int | None = None
+) -> np.ndarray:
     """Apply a torch function to ``x`` in batches on ``device``; returns a NumPy array.
 
     ``fn`` maps a float32 tensor batch (on ``device``) to one value per sample (the
     result has shape ``(N,)``) or one vector per sample (``(N, d)``). Used by
     the deep detectors so that scoring memory stays bounded whatever the size of ``x``.
+
+    ``fn`` always sees blocks of exactly ``block`` frames (default
+    :data:`phbook.noise.SCORE_BLOCK`; the last block is padded with zero frames whose
+    results are dropped): a matrix product's last bit can depend on how many rows it
+    is computed on, and this way a frame's result does not depend on the chunk or
+    batch size it was scored in. ``batch_size`` is rounded up to a whole number of
+    blocks.
     """
     import torch
 
     from . import config
 
     dev = config.device() if device is None else torch.device(device)
+    block = SCORE_BLOCK if block is None else int(block)
+    step = max(1, -(-int(batch_size) // block)) * block
     out = []
     with torch.no_grad():
-        for start in range(0, len(x), batch_size):
-            xb = torch.as_tensor(x[start : start + batch_size], dtype=torch.float32).to(dev)
-            out.append(fn(xb).detach().float().cpu().numpy().reshape(len(xb), -1))
+        for start in range(0, len(x), step):
+            xs = torch.as_tensor(x[start : start + step], dtype=torch.float32)
+            for b in range(0, len(xs), block):
+                xb = xs[b : b + block]
+                n = len(xb)
+                if n < block:
+                    pad = xb.new_zeros((block - n, *xb.shape[1:]))
+                    xb = torch.cat([xb, pad])
+                res = fn(xb.to(dev)).detach().float().cpu().numpy()
+                out.append(res.reshape(block, -1)[:n])
     if not out:
         return np.empty(0)
     arr = np.concatenate(out, axis=0)
@@ -603,23 +623,22 @@ class VAEDetector(DeepDetector):
         return kl_divergence(*self.model_.encode(xb))
 
     def _anomaly_score(self, x):
-        if self.score == "elbo":
-            import torch
-
-            if self.n_samples < 1:
-                raise ValueError(f"n_samples must be at least 1, got {self.n_samples}")
-            dev = self._device()
-            # a fixed generator: repeated calls on the same images give the same scores
-            self._generator = torch.Generator(device=dev).manual_seed(self.seed)
+        if self.score == "elbo" and (
+            int(self.n_samples) != self.n_samples or self.n_samples < 1
+        ):
+            raise ValueError(f"n_samples must be at least 1, got {self.n_samples}")
         return super()._anomaly_score(x)
 
     def _score_elbo(self, xb):
         from .models.vae import kl_divergence, reconstruction_error, reparameterize
 
         mu, logvar = self.model_.encode(xb)
+        # each frame's draws are a function of the frame and the seed alone
+        # (phbook.noise): its score does not depend on its neighbours in the batch
+        eps = frame_normal(xb, (int(self.n_samples), mu.shape[1]), self.seed)
         recon = 0.0
-        for _ in range(self.n_samples):
-            z = reparameterize(mu, logvar, generator=self._generator)
+        for j in range(int(self.n_samples)):
+            z = reparameterize(mu, logvar, eps=eps[:, j])
             recon = recon + reconstruction_error(xb, self.model_.decode(z))
         return recon / self.n_samples + kl_divergence(mu, logvar)
 
@@ -1529,17 +1548,20 @@ class ImageFlowDetector(_TorchLikelihoodDetector):
         return self.anomaly_score(X)
 
     def _anomaly_score(self, x):
-        import torch
 
         _check_integer_images(x)
         if int(self.n_samples) != self.n_samples or self.n_samples < 1:
             raise ValueError(
                 f"n_samples must be a positive integer, got {self.n_samples!r}"
             )
-        gen = torch.Generator(device=self._device()).manual_seed(self.seed)
-        return self._batched(
-            lambda xb: self.model_.bits_per_pixel(xb, self.n_samples, gen), x
-        )
+        k = int(self.n_samples)
+
+        def bpp(xb):
+            # per-frame dequantisation noise (phbook.noise): batch-independent scores
+            u = frame_uniform(xb, (k, *xb.shape[1:]), self.seed).transpose(0, 1)
+            return self.model_.bits_per_pixel(xb, k, noise=u)
+
+        return self._batched(bpp, x)
 
 
 class FlowVAEDetector(_TorchLikelihoodDetector):
@@ -1628,16 +1650,19 @@ class FlowVAEDetector(_TorchLikelihoodDetector):
         import torch
 
         x = self._checked(X)
-        k = self.n_samples if n_samples is None else n_samples
-        dev = self._device()
-        gen = torch.Generator(device=dev).manual_seed(self.seed)
-        out = {"elbo": [], "iwae": []}
-        with torch.no_grad():
-            for start in range(0, len(x), self.batch_size):
-                xb = torch.as_tensor(x[start : start + self.batch_size]).to(dev)
-                for key, v in self.model_.log_likelihood_bounds(xb, k, gen).items():
-                    out[key].append(v.double().cpu().numpy())
-        return {key: np.concatenate(v) for key, v in out.items()}
+        k = int(self.n_samples if n_samples is None else n_samples)
+        if k < 1:
+            raise ValueError(f"n_samples must be a positive integer, got {k!r}")
+
+        def bounds(xb):
+            # per-frame posterior draws (phbook.noise): batch-independent scores
+            d = self.model_.latent_dim
+            eps = frame_normal(xb, (k, d), self.seed).transpose(0, 1)
+            b = self.model_.log_likelihood_bounds(xb, k, eps=eps)
+            return torch.stack([b["elbo"], b["iwae"]], 1)
+
+        both = self._batched(bounds, x).reshape(len(x), 2).astype(np.float64)
+        return {"elbo": both[:, 0], "iwae": both[:, 1]}
 
     def reconstruct(self, X) -> np.ndarray:
         """Reconstructions from ``mu`` pushed through the flows, ``(N, 1, H, W)``."""
