@@ -33,7 +33,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from . import alerts, config, datasets, detectors, metrics, transforms
+from . import alerts, config, datasets, detectors, metrics, pvalues, transforms
 
 __all__ = [
     "DetectorSpec",
@@ -416,14 +416,10 @@ def to_markdown(summary: pd.DataFrame, digits: int = 3) -> str:
 
 
 def empirical_p_values(reference, scores) -> np.ndarray:
-    """``(#{reference >= s} + 1) / (n + 1)`` for each score ``s``: the p-value of
+    """``(#{reference >= s} + 1) / (n + 1)`` for each score ``s``, made continuous
+    (:func:`phbook.pvalues.p_values`): the p-value of
     :class:`phbook.detectors.ScoreFusion` against normal reference scores."""
-    ref = np.sort(np.asarray(reference, dtype=np.float64).ravel())
-    if ref.size == 0:
-        raise ValueError("reference scores are empty")
-    s = np.asarray(scores, dtype=np.float64).ravel()
-    above = ref.size - np.searchsorted(ref, s, side="left")
-    return (above + 1) / (ref.size + 1)
+    return pvalues.p_values(reference, scores)
 
 
 def fuse_scores(
@@ -438,10 +434,10 @@ def fuse_scores(
         raise ValueError(f"method must be 'fisher' or 'mean_rank', got {method!r}")
     if len(references) != len(scores) or not scores:
         raise ValueError("give one reference per score array, and at least one")
-    p = np.column_stack(
-        [empirical_p_values(r, s) for r, s in zip(references, scores, strict=True)]
+    logp = np.column_stack(
+        [pvalues.log_p_values(r, s) for r, s in zip(references, scores, strict=True)]
     )
-    return -np.log(p).sum(axis=1) if method == "fisher" else (1 - p).mean(axis=1)
+    return -logp.sum(axis=1) if method == "fisher" else (1 - np.exp(logp)).mean(axis=1)
 
 
 def fusion_search(

@@ -33,6 +33,7 @@ from sklearn.ensemble import IsolationForest
 from sklearn.neighbors import LocalOutlierFactor
 
 from .noise import SCORE_BLOCK, frame_normal, frame_uniform
+from .pvalues import log_p_values
 
 __all__ = [
     "as_images",
@@ -1234,9 +1235,11 @@ class HillasCut(Detector):
 class ScoreFusion(Detector):
     """Combine detectors whose scores live on different scales.
 
-    Each detector's score is turned into an empirical p-value against its scores on the
+    Each detector's score is turned into a p-value against its scores on the
     training frames, ``p = (#{training scores >= s} + 1) / (n + 1)``: the fraction of
-    normal frames at least as odd. Then ``method="fisher"`` sums ``-log p`` over the
+    normal frames at least as odd, made continuous (interpolated between training
+    scores, an exponential tail beyond the largest; :mod:`phbook.pvalues`) so that
+    fused scores do not tie. Then ``method="fisher"`` sums ``-log p`` over the
     detectors (Fisher's method: a frame odd for several detectors at once scores high)
     and ``method="mean_rank"`` averages ``1 - p`` (rank averaging). The detectors are fitted
     on the same frames; pass already fitted detectors with ``refit=False``.
@@ -1265,20 +1268,26 @@ class ScoreFusion(Detector):
                 det.fit(x)
             self.reference_.append(np.sort(det.anomaly_score(x)))
 
+    def log_p_values(self, x) -> np.ndarray:
+        """(n, n_detectors) ``log p`` of each frame under each detector: continuous
+        and calibrated (:func:`phbook.pvalues.log_p_values`), so frames odder than
+        every training frame still rank by how much odder (no ties at the top)."""
+        return np.column_stack(
+            [
+                log_p_values(ref, det.anomaly_score(x))
+                for det, ref in zip(self.detectors, self.reference_, strict=True)
+            ]
+        )
+
     def p_values(self, x) -> np.ndarray:
-        """(n, n_detectors) empirical p-values of each frame under each detector."""
-        out = []
-        for det, ref in zip(self.detectors, self.reference_, strict=True):
-            s = det.anomaly_score(x)
-            above = len(ref) - np.searchsorted(ref, s, side="left")
-            out.append((above + 1) / (len(ref) + 1))
-        return np.column_stack(out)
+        """(n, n_detectors) p-values of each frame under each detector."""
+        return np.exp(self.log_p_values(x))
 
     def _anomaly_score(self, x):
-        p = self.p_values(x)
+        logp = self.log_p_values(x)
         if self.method == "fisher":
-            return -np.log(p).sum(axis=1)
-        return (1 - p).mean(axis=1)
+            return -logp.sum(axis=1)
+        return (1 - np.exp(logp)).mean(axis=1)
 
 
 # ------------------------------------------------ likelihood detectors (chapters 7-8)
