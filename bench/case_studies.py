@@ -185,13 +185,13 @@ def chase_aucs(profile: str) -> dict:
 def lensing_aucs(profile: str) -> dict:
     """ROC-AUC of the book's best lensing detector on both redshift sets (chapter 10).
 
-    The smooth-lens fit (:class:`phbook.lensfit.SmoothLensDetector`, ``"coherent"``
+    The smooth-lens fit (:class:`phbook.detectors.SmoothLensDetector`, ``"coherent"``
     score, Adam then Levenberg-Marquardt) with the chapter's sizes of ``profile``:
     trained on smooth lenses only (the chapter's cached training set, also the
     library of starting points), scored on a test set of equal thirds of normal, CDM
     and vortex lenses.
     """
-    from phbook import lensfit, metrics
+    from phbook import detectors, metrics
 
     sizes = config.sizes("lensing", profile)
     out = {}
@@ -201,7 +201,7 @@ def lensing_aucs(profile: str) -> dict:
             sizes.n_train, seed=11, fractions={"normal": 1}, redshift=z, progress=False
         )
         test = lensing.load_or_simulate(sizes.n_test, seed=12, redshift=z, progress=False)
-        det = lensfit.SmoothLensDetector(
+        det = detectors.SmoothLensDetector(
             train,
             n_starts=sizes.n_starts,
             steps=sizes.fit_steps,

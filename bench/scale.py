@@ -43,8 +43,9 @@ import numpy as np
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from phbook import config, distributed, modelfile, score, select, transforms  # noqa: E402
+from phbook import config, modelfile, score, select, transforms  # noqa: E402
 from phbook.detectors import PCAReconstruction  # noqa: E402
+from phbook.score import distributed  # noqa: E402
 from phbook.sim import archive as sim_archive  # noqa: E402
 
 SIZES = {

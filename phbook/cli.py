@@ -22,10 +22,8 @@ import argparse
 import json
 import os
 import sys
-import time
 import warnings
 from collections.abc import Sequence
-from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
@@ -90,16 +88,6 @@ def _desc(*paragraphs: str) -> str:
 
 # ----------------------------------------------------------------------------------
 # Helpers
-
-
-def _utc(t: float) -> str:
-    if t is None or not np.isfinite(t):
-        return "?"
-    return (
-        datetime.fromtimestamp(float(t), tz=timezone.utc)
-        .isoformat(timespec="milliseconds")
-        .replace("+00:00", "Z")
-    )
 
 
 def _show(args) -> bool | None:
@@ -171,196 +159,6 @@ def _query(args, dp: str, run_type_default: str | None, always: bool):
 
 # ----------------------------------------------------------------------------------
 # inspect
-
-
-def _scan_files(table, progress: bool | None) -> dict[str, Any]:
-    """Read every frame of the files of ``table``: quabos, time span, damage, flags."""
-    from tqdm.auto import tqdm
-
-    from . import config
-    from .io import pff
-
-    show = config.show_progress() if progress is None else progress
-    t0 = time.perf_counter()
-    n = 0
-    quabos: set[int] = set()
-    tmin, tmax = np.inf, -np.inf
-    flags = {"clocks_disagree": 0, "nsec_placeholder": 0, "no_packet": 0}
-    damage: list[dict[str, Any]] = []
-    n_damage = damaged_bytes = 0
-    per_file = []
-    total = int(table["size"].sum())
-    with tqdm(
-        total=total, unit="B", unit_scale=True, desc="reading", disable=not show
-    ) as bar:
-        for row in table.itertuples(index=False):
-            got = 0
-            for chunk in pff.iter_chunks(row.path, 65536, dp=row.dp, strict=False):
-                got += len(chunk)
-                if len(chunk):
-                    quabos.update(np.unique(chunk.quabo).tolist())
-                    t = chunk.time
-                    if np.isfinite(t).any():
-                        tmin, tmax = min(tmin, np.nanmin(t)), max(tmax, np.nanmax(t))
-                    f = chunk.time_flags
-                    flags["clocks_disagree"] += int(
-                        np.count_nonzero(f & pff.CLOCKS_DISAGREE)
-                    )
-                    flags["nsec_placeholder"] += int(
-                        np.count_nonzero(f & pff.NSEC_PLACEHOLDER)
-                    )
-                    flags["no_packet"] += int(np.count_nonzero(f & pff.NO_PACKET))
-                for d in chunk.damage:
-                    n_damage += 1
-                    damaged_bytes += d.skipped_bytes
-                    if len(damage) < 20:
-                        damage.append(
-                            {
-                                "file": row.file,
-                                "offset": d.offset,
-                                "kind": d.kind,
-                                "skipped_bytes": d.skipped_bytes,
-                                "message": d.message,
-                            }
-                        )
-            n += got
-            per_file.append(got)
-            bar.update(int(row.size))
-    return {
-        "frames": n,
-        "quabos": sorted(int(q) for q in quabos if q >= 0),
-        "time_start": _utc(tmin) if np.isfinite(tmin) else None,
-        "time_end": _utc(tmax) if np.isfinite(tmax) else None,
-        "span_s": float(tmax - tmin) if np.isfinite(tmin) else None,
-        "damaged_stretches": n_damage,
-        "damaged_bytes": int(damaged_bytes),
-        "damage": damage,
-        "time_flags": flags,
-        "seconds": round(time.perf_counter() - t0, 3),
-    }
-
-
-def _inspect_pff(path: Path, scan: bool, progress: bool | None) -> dict[str, Any]:
-    from . import score as _score
-
-    kind, root, table = _score.source_files(path)
-    out: dict[str, Any] = {
-        "kind": "file" if kind == "pff" else "archive",
-        "path": str(path),
-        "runs": int(table["run"].nunique()),
-        "files": len(table),
-        "bytes": int(table["size"].sum()),
-        "frames_from_sizes": int(table["n_frames"].sum()),
-        "products": {
-            dp: {"files": int(len(g)), "frames": int(g["n_frames"].sum())}
-            for dp, g in table.groupby("dp")
-        },
-        "modules": sorted(int(m) for m in table["module"].unique()),
-        "domes": sorted(d for d in table["dome"].unique() if d),
-        "pe_thresholds": sorted(
-            float(t) for t in table["pe_threshold"].unique() if np.isfinite(t)
-        ),
-        "run_types": sorted(str(t) for t in table["run_type"].dropna().unique()),
-        "simulated": bool(table["has_truth"].any()),
-        "unreadable_first_frame": [
-            {"file": r.file, "error": r.error}
-            for r in table.itertuples(index=False)
-            if getattr(r, "error", "")
-        ],
-    }
-    if kind == "archive":
-        from .io.archive import Archive
-
-        summary = Archive(path).summary()
-        out["run_table"] = summary.to_dict(orient="records") if len(summary) else []
-    if scan:
-        out["scan"] = _scan_files(table, progress)
-    return out
-
-
-def _inspect_h5(path: Path) -> dict[str, Any]:
-    import h5py
-
-    from . import score as _score
-    from . import select as _select
-
-    with h5py.File(path, "r") as h5:
-        fmt = h5.attrs.get("format")
-        attrs = {k: (v.item() if hasattr(v, "item") else v) for k, v in h5.attrs.items()}
-        if fmt == _select.FORMAT:
-            n = h5["images"].shape[0]
-            labels, counts = np.unique(h5["labels"][:].astype(str), return_counts=True)
-            t = h5["meta/time"][:]
-            return {
-                "kind": "selection",
-                "path": str(path),
-                "frames": int(n),
-                "image_shape": list(h5["images"].shape[1:]),
-                "attrs": {k: v for k, v in attrs.items() if k != "query"},
-                "query": json.loads(attrs.get("query", "{}")),
-                "labels": dict(zip(labels.tolist(), counts.tolist(), strict=True)),
-                "modules": sorted(int(m) for m in np.unique(h5["meta/module"][:])),
-                "time_start": _utc(np.nanmin(t)) if np.isfinite(t).any() else None,
-                "time_end": _utc(np.nanmax(t)) if np.isfinite(t).any() else None,
-            }
-        if fmt == _score.FORMAT:
-            s = h5["score"][:]
-            q = np.quantile(s, [0.5, 0.99, 0.999]) if len(s) else [np.nan] * 3
-            attrs.pop("training", None)
-            return {
-                "kind": "scores",
-                "path": str(path),
-                "frames": int(len(s)),
-                "attrs": attrs,
-                "score_quantiles": {
-                    "50%": float(q[0]),
-                    "99%": float(q[1]),
-                    "99.9%": float(q[2]),
-                },
-                "above_threshold": int(np.count_nonzero(s > attrs["threshold"])),
-                "damaged_stretches": int(h5["damage/offset"].shape[0]),
-            }
-    raise ValueError(
-        f"{path}: an HDF5 file but neither a phbook selection nor a score file "
-        f"(format {fmt!r})"
-    )
-
-
-def _inspect_model(path: Path) -> dict[str, Any]:
-    from . import modelfile
-
-    m = modelfile.load(path, device="cpu")
-    return {
-        "kind": "model",
-        "path": str(path),
-        "family": m.family,
-        "params": m.params,
-        "dp": m.dp,
-        "image_shape": list(m.image_shape),
-        "normalisation": m.normalisation,
-        "threshold": -float(m.detector.offset_),
-        "contamination": float(m.detector.contamination),
-        "training": m.training,
-        "created": m.created,
-        "phbook_version": m.phbook_version,
-        "sha256": m.sha256,
-    }
-
-
-def inspect_path(
-    path: str | os.PathLike, *, scan: bool = True, progress: bool | None = None
-) -> dict[str, Any]:
-    """A summary (plain values) of a PFF file, run folder or archive, a selection or
-    score file, or a model file. ``scan`` reads every frame of PFF data for the quabos,
-    time span and damaged frames; without it only names, sizes and first headers."""
-    p = Path(path)
-    if not p.exists():
-        raise FileNotFoundError(f"{p} does not exist")
-    if p.is_file() and p.suffix.lower() in (".h5", ".hdf5", ".hdf"):
-        return _inspect_h5(p)
-    if p.is_file() and p.suffix.lower() == ".pt":
-        return _inspect_model(p)
-    return _inspect_pff(p, scan, progress)
 
 
 def _fmt_int(n: Any) -> str:
@@ -484,6 +282,15 @@ def format_summary(d: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
+def inspect_path(
+    path: str | os.PathLike, *, scan: bool = True, progress: bool | None = None
+) -> dict[str, Any]:
+    """:func:`phbook.summary.inspect_path` (what ``phbook inspect`` prints)."""
+    from . import summary
+
+    return summary.inspect_path(path, scan=scan, progress=progress)
+
+
 def _cmd_inspect(args) -> int:
     d = inspect_path(args.path, scan=not args.no_scan, progress=_show(args))
     if args.json:
@@ -503,7 +310,7 @@ def _cmd_select(args) -> int:
 
     query = _query(args, args.dp, "sci-data", always=True)
     out = Path(args.output)
-    archive = Archive(args.archive)
+    archive = Archive(args.archive, dp=args.dp)
     try:
         path = _select.select(
             archive,
@@ -592,149 +399,28 @@ def _resolve_params(args, fam) -> dict[str, Any]:
 
 
 def _cmd_train(args) -> int:
-    from . import distributed as _dist
-    from . import modelfile
+    from . import modelfile, trainfile
 
-    fam = modelfile.family(args.model)
-    params = _resolve_params(args, fam)
-    rank, world = (0, 1)
-    if _dist.in_torchrun():
-        if not fam.trains:
-            raise ValueError(
-                f"model {fam.name!r} is not trained with the neural-network loop; run it "
-                "without torchrun"
-            )
-        rank, world = _dist.init_ddp()
-    try:
-        return _train(args, fam, params, rank, world)
-    finally:
-        _dist.cleanup_ddp()
-
-
-def _train(args, fam, params: dict, rank: int, world: int) -> int:
-    from . import config, modelfile, transforms
-    from . import select as _select
-
-    out = Path(args.output)
-    if out.exists() and not args.overwrite:
-        raise FileExistsError(f"{out} exists; pass --overwrite to replace it")
-    sel = Path(args.selection)
-    if not sel.exists():
-        raise FileNotFoundError(f"{sel} does not exist (make one with phbook select)")
-    attrs = _select.read_attrs(sel)
-    if attrs.get("format") != _select.FORMAT:
-        raise ValueError(
-            f"{sel} is not a phbook selection (format {attrs.get('format')!r})"
-        )
-    images, labels, meta = _select.load(sel)
-    rng = np.random.default_rng(args.seed)
-    order = rng.permutation(len(images))
-    if args.max_frames is not None:
-        if args.max_frames < 1:
-            raise ValueError(f"--max-frames must be positive, got {args.max_frames}")
-        order = order[: args.max_frames]
-    images, labels = images[order], labels[order]
-    if fam.normalisation is not None:  # the family takes its own
-        stretch = modelfile.normaliser({"kind": fam.normalisation})
-    elif args.stretch == "asinh":
-        stretch = transforms.AsinhStretch(args.softening, args.x_max)
-    else:
-        stretch = transforms.LinearScale(args.x_max)
-    x = stretch(images)[:, None]
-    config.seed_everything(args.seed)
-    fit_kwargs: dict[str, Any] = {}
-    n_val = 0
-    ckpt = out.with_name(out.name + ".ckpt")
-    if fam.trains:
-        n_val = int(round(args.val_fraction * len(x)))
-        if not 0 <= args.val_fraction < 1:
-            raise ValueError(f"--val-fraction must lie in [0, 1), got {args.val_fraction}")
-        fit_kwargs = {
-            "epochs": int(params.pop("epochs")),
-            "batch_size": int(params.pop("batch_size")),
-            "lr": float(params.pop("lr")),
-            "seed": args.seed,
-            "checkpoint": ckpt,
-            "progress": _show(args),
-        }
-        patience = int(params.pop("patience"))
-        if n_val:
-            fit_kwargs["x_val"] = x[:n_val]
-            if patience > 0:
-                fit_kwargs["patience"] = patience
-        if world > 1:
-            fit_kwargs["distributed"] = True
-        if args.device:
-            fit_kwargs["device"] = args.device
-    params["contamination"] = args.contamination
-    det = fam.build(params, fit_kwargs)
-    if args.device and hasattr(det, "device"):
-        det.device = args.device
-    x_fit = x[n_val:]
-    if rank == 0:
-        _say(
-            args,
-            f"training {fam.name} on {len(x_fit):,} frames"
-            + (f" ({n_val:,} for validation)" if n_val else "")
-            + (f" with {world} processes (DDP)" if world > 1 else "")
-            + f", device {config.device(args.device) if not world > 1 else 'per rank'}",
-        )
-    t0 = time.perf_counter()
-    det.fit(x_fit)
-    seconds = time.perf_counter() - t0
-    if rank != 0:
-        return 0
-    train_scores = det.anomaly_score(x_fit[:50_000])  # a summary: a random subset
-    q = np.quantile(train_scores, [0.5, 0.9, 0.99, 0.999])
-    uniq, counts = np.unique(labels, return_counts=True)
-    history = getattr(det, "history_", None)
-    training = {
-        "source": os.path.abspath(sel),
-        "source_format": attrs.get("format"),
-        "archive": attrs.get("archive"),
-        "query": attrs.get("query"),
-        "selection_seed": attrs.get("seed"),
-        "population": attrs.get("population"),
-        "n_frames": int(len(x_fit)),
-        "n_val": int(n_val),
-        "labels": dict(zip(uniq.tolist(), counts.tolist(), strict=True)),
-        "pe_thresholds": sorted(float(t) for t in np.unique(meta["pe_threshold"])),
-        "seed": int(args.seed),
-        "settings": {
-            k: v
-            for k, v in fit_kwargs.items()
-            if k in ("epochs", "batch_size", "lr", "patience")
-        },
-        "processes": int(world),
-        "seconds": round(seconds, 3),
-        "score_quantiles": {
-            "50%": float(q[0]),
-            "90%": float(q[1]),
-            "99%": float(q[2]),
-            "99.9%": float(q[3]),
-        },
-    }
-    if history is not None and len(history):
-        last = history.iloc[-1]
-        training["history"] = {
-            k: float(last[k]) for k in history.columns if k.startswith(("train_", "val_"))
-        }
-        training["epochs_run"] = int(len(history))
-    modelfile.save(
-        out,
-        det,
-        fam.name,
-        dp=str(attrs.get("dp", "ph256")),
-        normalisation=stretch,
-        training=training,
+    params = _resolve_params(args, modelfile.family(args.model))
+    report = trainfile.train(
+        args.selection,
+        args.model,
+        args.output,
+        params=params,
+        max_frames=args.max_frames,
+        val_fraction=args.val_fraction,
+        contamination=args.contamination,
+        stretch=args.stretch,
+        softening=args.softening,
+        x_max=args.x_max,
+        seed=args.seed,
+        device=args.device,
+        overwrite=args.overwrite,
+        progress=_show(args),
+        announce=lambda job: _say(args, str(job)),
     )
-    ckpt.unlink(missing_ok=True)
-    _say(
-        args,
-        f"trained in {seconds:.1f} s; training scores: median {q[0]:.4g}, "
-        f"99% {q[2]:.4g}; threshold {-det.offset_:.4g} (contamination "
-        f"{args.contamination:g}) -> {out}",
-    )
+    if report is not None:
+        _say(args, str(report))
     return 0
 
 
@@ -830,6 +516,7 @@ def _cmd_top(args) -> int:
         matplotlib.use("Agg")
     from . import plotting
     from . import score as _score
+    from .io.archive import utc_iso
 
     if args.distinct:
         table, images = _score.top_distinct(args.scores, args.k)
@@ -840,7 +527,7 @@ def _cmd_top(args) -> int:
     if args.distinct:
         cols.append("copies")
     shown = table[cols].copy()
-    shown["time"] = [_utc(t) for t in table["time"]]
+    shown["time"] = [utc_iso(t) for t in table["time"]]
     if args.csv:
         out = table.copy()
         out["time_utc"] = shown["time"]
@@ -854,7 +541,7 @@ def _cmd_top(args) -> int:
         titles = [
             f"#{r.rank} {r.score:.3g}"
             + (f" x{r.copies}" if args.distinct and r.copies > 1 else "")
-            + f"\nm{r.module} q{r.quabo} @{r.offset}\n{_utc(r.time)[11:23]}"
+            + f"\nm{r.module} q{r.quabo} @{r.offset}\n{utc_iso(r.time)[11:23]}"
             for r in table.itertuples(index=False)
         ]
         fig = plotting.show_images(
@@ -938,7 +625,7 @@ def build_parser() -> argparse.ArgumentParser:
             The same archive, query, N and seed give the same frames."""
         ),
     )
-    p.add_argument("archive", help="an archive folder of run folders (or one run folder)")
+    p.add_argument("archive", help="a .pff file, a run folder or an archive of run folders")
     p.add_argument("-n", type=int, required=True, help="frames to draw")
     p.add_argument(
         "-o", "--output", required=True, help="the selection file to write (.h5)"

@@ -18,6 +18,8 @@ import pandas as pd
 from sklearn.decomposition import PCA
 from sklearn.mixture import GaussianMixture
 
+from .arrays import as_images, batched
+
 __all__ = [
     "encode",
     "pca_3d",
@@ -45,8 +47,6 @@ def encode(model, x, batch_size: int = 4096, device=None) -> np.ndarray:
     For a model whose ``encode`` returns ``(mu, logvar)`` (a VAE) the code is ``mu``,
     the posterior mean; otherwise it is what ``encode`` returns.
     """
-    from .detectors import as_images, batched
-
     x = as_images(x)
 
     def fn(xb):

@@ -38,7 +38,8 @@ from typing import Any
 import numpy as np
 
 from . import __version__
-from .detectors import Detector, PCAReconstruction
+from .detectors import Detector, PCAReconstruction, PyODDetector
+from .detectors.pyod_detectors import PYOD_MODELS, SCALINGS
 from .io import pff
 
 __all__ = [
@@ -256,12 +257,10 @@ def _register_hillas() -> None:
 _register_hillas()
 
 
-# --- any PyOD detector (phbook.detectors_pyod): the reader's familiar baselines
+# --- any PyOD detector (phbook.detectors.pyod_detectors): the reader's familiar baselines
 
 
 def _pyod_build(params: dict, fit_kwargs: dict) -> Detector:
-    from .detectors_pyod import PyODDetector
-
     return PyODDetector(
         str(params["pyod_model"]),
         scale=str(params["pyod_scale"]),
@@ -290,8 +289,6 @@ def _pyod_set(params: dict, state: dict, image_shape: tuple) -> Detector:
 
 
 def _register_pyod() -> None:
-    from .detectors_pyod import PYOD_MODELS, SCALINGS
-
     register(
         Family(
             name="pyod",

@@ -10,7 +10,7 @@ Built on :mod:`phbook.benchmark` (same data, same metrics, same tables):
   features per frame; PyOD's deep detectors then standardise each feature themselves
   (their ``preprocessing=True`` default).
 * :func:`add_supervised`: the supervised ceiling: a small CNN
-  (:class:`phbook.detectors_supervised.SupervisedCNNDetector`) trained *with labels*
+  (:class:`phbook.detectors.supervised.SupervisedCNNDetector`) trained *with labels*
   on a separate labelled set of the same classes (another simulation seed), scored on
   the same test set; family ``supervised``.
 * :func:`auc_by_strength`: ROC-AUC of each detector per anomaly class and strength
@@ -33,9 +33,7 @@ import numpy as np
 import pandas as pd
 
 from . import benchmark, config, datasets, metrics, transforms
-from .detectors import Detector, Transformed
-from .detectors_pyod import PyODDetector
-from .detectors_supervised import SupervisedCNNDetector
+from .detectors import Detector, PyODDetector, SupervisedCNNDetector, Transformed
 
 __all__ = [
     "PYOD_FAMILY",

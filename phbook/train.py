@@ -27,7 +27,7 @@ interrupted run resumes with the same final weights as an uninterrupted one.
 
 The same loop trains on several GPUs (or CPU processes) with PyTorch's
 ``DistributedDataParallel`` when it runs in every process of a ``torchrun`` launch
-(``distributed=True``, see :func:`fit` and :mod:`phbook.distributed`).
+(``distributed=True``, see :func:`fit` and :mod:`phbook.train_ddp`).
 """
 
 from __future__ import annotations
@@ -46,6 +46,7 @@ import torch
 from torch import nn
 
 from . import config
+from .train_ddp import ddp_device
 
 CHECKPOINT_FORMAT = "phbook-checkpoint-1"
 
@@ -301,7 +302,7 @@ def _distributed_setup(distributed: bool | None) -> tuple[bool, int, int]:
     if not ready:
         raise ValueError(
             "distributed=True needs an initialised torch.distributed process group: "
-            "launch with torchrun and call phbook.distributed.init_ddp() first"
+            "launch with torchrun and call phbook.train_ddp.init_ddp() first"
         )
     return True, dist.get_rank(), dist.get_world_size()
 
@@ -395,7 +396,7 @@ def fit(
     distributed
         Train with ``DistributedDataParallel`` over the processes of an initialised
         ``torch.distributed`` group (every process of a ``torchrun`` launch calls
-        ``fit`` with the same arguments; see :func:`phbook.distributed.init_ddp`).
+        ``fit`` with the same arguments; see :func:`phbook.train_ddp.init_ddp`).
         Default: on when such a group of more than one process exists. Each step still
         takes ``batch_size`` frames in all: every process draws the same permutation
         and takes every ``world_size``-th frame of each batch, so ``batch_size`` must be
@@ -419,8 +420,6 @@ def fit(
     if device is not None:
         dev = torch.device(device)
     elif ddp:
-        from .distributed import ddp_device
-
         dev = ddp_device()
     else:
         dev = config.device()

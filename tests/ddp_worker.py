@@ -13,11 +13,11 @@ from pathlib import Path
 import torch
 from ddp_models import BATCH, EPOCHS, data, make_models
 
-from phbook import distributed, train
+from phbook import train, train_ddp
 
 
 def main(out: Path) -> None:
-    rank, world = distributed.init_ddp()
+    rank, world = train_ddp.init_ddp()
     assert world == 2, world
     x = data()
     for name, model in make_models().items():
@@ -32,7 +32,7 @@ def main(out: Path) -> None:
             checkpoint=ckpt,
             progress=False,
         )
-        if distributed.is_main_process():
+        if train_ddp.is_main_process():
             torch.save(
                 {
                     "state": model.state_dict(),
@@ -41,7 +41,7 @@ def main(out: Path) -> None:
                 },
                 out / f"{name}.ddp.pt",
             )
-    distributed.cleanup_ddp()
+    train_ddp.cleanup_ddp()
 
 
 if __name__ == "__main__":

@@ -13,7 +13,8 @@ import torch
 from ddp_models import BATCH, EPOCHS, data, make_models
 from scale_helpers import damaged_copy, good_frames, make_archive, make_model
 
-from phbook import cli, distributed, score, train
+from phbook import cli, score, train
+from phbook.score import distributed
 
 HERE = Path(__file__).resolve().parent
 
@@ -50,7 +51,7 @@ def test_dask_scoring_equals_one_process(
     arch, model_path, reference, tmp_path, threads_client
 ):
     out = tmp_path / "s.h5"
-    report = distributed.score_dask(
+    report = score.score_dask(
         model_path,
         arch.root,
         out,

@@ -159,7 +159,7 @@ def test_smooth_fit_finds_the_smooth_lens_and_flags_substructure():
         workers=1,
         progress=False,
     )
-    det = lensfit.SmoothLensDetector(
+    det = detectors.SmoothLensDetector(
         lib, n_starts=2, steps=50, polish=5, calibration_size=4
     ).fit(lib.images[:40])
     assert det.renderer_.supersampling == lib.meta["supersampling"]
@@ -181,14 +181,14 @@ def test_smooth_fit_finds_the_smooth_lens_and_flags_substructure():
 def test_smooth_fit_needs_a_smooth_library():
     x = np.zeros((4, 64, 64), np.float32)
     with pytest.raises(ValueError, match="library"):
-        lensfit.SmoothLensDetector().fit(x)
+        detectors.SmoothLensDetector().fit(x)
     mixed = lensing.simulate(6, seed=1, workers=1, progress=False)
     with pytest.raises(ValueError, match="smooth lenses only"):
-        lensfit.SmoothLensDetector(mixed).fit(mixed.images)
+        detectors.SmoothLensDetector(mixed).fit(mixed.images)
     smooth = lensing.simulate(4, seed=1, fractions={"normal": 1}, workers=1, progress=False)
     with pytest.raises(ValueError, match="polish"):
-        lensfit.SmoothLensDetector(smooth, n_starts=1, polish=-1).fit(smooth.images)
+        detectors.SmoothLensDetector(smooth, n_starts=1, polish=-1).fit(smooth.images)
     with pytest.raises(ValueError, match="smoothing"):
-        lensfit.SmoothLensDetector(smooth, n_starts=1, smoothing=-1).fit(smooth.images)
+        detectors.SmoothLensDetector(smooth, n_starts=1, smoothing=-1).fit(smooth.images)
     with pytest.raises(ValueError, match="supersampling"):
-        lensfit.SmoothLensDetector(smooth, n_starts=1, supersampling=5).fit(smooth.images)
+        detectors.SmoothLensDetector(smooth, n_starts=1, supersampling=5).fit(smooth.images)

@@ -8,7 +8,7 @@ from sklearn.ensemble import IsolationForest
 from sklearn.neighbors import LocalOutlierFactor
 
 from phbook import alerts, detectors, metrics, modelfile
-from phbook.detectors_pyod import PyODDetector, make_pyod
+from phbook.detectors import PyODDetector, make_pyod
 
 
 def _data(n=400, seed=0):

@@ -232,10 +232,10 @@ def test_interruption_while_writing_leaves_no_output(
             raise KeyboardInterrupt
         return real_replace(src, dst)
 
-    monkeypatch.setattr(score.os, "replace", fail_on_output)
+    monkeypatch.setattr(os, "replace", fail_on_output)
     with pytest.raises(KeyboardInterrupt):
         score.score(model_path, arch.root, out, progress=False)
-    monkeypatch.setattr(score.os, "replace", real_replace)
+    monkeypatch.setattr(os, "replace", real_replace)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["s.h5.journal"]
     report = score.score(model_path, arch.root, out, progress=False)
     assert report.resumed_frames == report.n_scored == arch.files()["n_frames"].sum()

@@ -36,14 +36,18 @@ from __future__ import annotations
 import ipaddress
 import json
 import os
+import time
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
+from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pandas as pd
+from tqdm.auto import tqdm
 
+from .. import config
 from . import pff
 
 __all__ = [
@@ -68,6 +72,9 @@ __all__ = [
     "write_truth",
     "read_truth",
     "truth_class_names",
+    "source_files",
+    "scan_files",
+    "utc_iso",
 ]
 
 OBS_CONFIG = "obs_config.json"
@@ -418,20 +425,85 @@ _FILE_COLUMNS = [
 ]
 
 
-class Archive:
-    """A folder of PANOSETI run folders, real or simulated.
+def _file_row(
+    root: Path, path: Path, name: pff.PFFName | None, run: Run | None, dp: str
+) -> dict[str, Any]:
+    """The files-table row of one PFF file (``name`` None: a name that does not parse,
+    of product ``dp``); ``n_domes`` is left for the table to count."""
+    dome = run.obs_config.dome_of(name.module) if run and run.obs_config and name else None
+    try:
+        info = pff.scan_file(path, dp)
+        error = ""
+    except pff.PFFError as exc:  # the first frame is damaged
+        size = path.stat().st_size
+        info = pff.FileInfo(str(path), dp, size, 0, False, 0, size)
+        error = str(exc)
+    return {
+        "run": run.name if run else "",
+        "observatory": run.run_name.observatory if run and run.run_name else "",
+        "run_start": run.run_name.start if run and run.run_name else pd.NaT,
+        "run_type": run.run_type if run else None,
+        "pe_threshold": run.pe_threshold if run else float("nan"),
+        "trigger_pixels": run.trigger_pixels if run else 0,
+        "n_domes": 0,
+        "dome": dome or "",
+        "module": name.module if name else -1,
+        "dp": dp,
+        "seqno": name.seqno if name else -1,
+        "start": name.start if name else pd.NaT,
+        "file": path.relative_to(root).as_posix(),
+        "path": str(path),
+        "size": info.size,
+        "frame_size": info.frame_size,
+        "n_frames": info.n_frames,
+        "fixed": info.fixed,
+        "has_truth": truth_path(path).exists(),
+        "error": error,
+    }
 
-    ``Archive(root).files()`` is a table of every PFF file with its run's type,
+
+def _typed(df: pd.DataFrame) -> pd.DataFrame:
+    return df.astype(
+        {
+            "module": int,
+            "seqno": int,
+            "size": np.int64,
+            "n_frames": np.int64,
+            "frame_size": np.int64,
+            "trigger_pixels": int,
+            "pe_threshold": float,
+        }
+    )
+
+
+class Archive:
+    """PANOSETI data, real or simulated: a folder of run folders, one run folder, or
+    one ``.pff`` file (the *source* of every command).
+
+    ``Archive(path).files()`` is a table of every PFF file with its run's type,
     threshold and domes, and the file's frame count from its size (no frame is read);
-    :meth:`iter_frames` streams frames with per-frame metadata.
+    :meth:`iter_frames` streams frames with per-frame metadata. For a single file,
+    ``root`` is its folder and ``dp`` names its product when its name does not.
     """
 
-    def __init__(self, root: str | os.PathLike):
-        self.root = Path(root)
+    def __init__(self, root: str | os.PathLike, dp: str | None = None):
+        path = Path(root)
+        self.file: Path | None = None
+        self.dp = dp
+        if path.is_file():
+            if not path.name.endswith(".pff"):
+                raise ValueError(f"{path}: not a .pff file or a folder of runs")
+            self.file, path = path, path.parent
+        self.root = path
         if not self.root.is_dir():
             raise FileNotFoundError(f"archive folder {self.root} does not exist")
         self._runs: list[Run] | None = None
         self._files: pd.DataFrame | None = None
+
+    @property
+    def kind(self) -> str:
+        """``"pff"`` for a single file, ``"archive"`` for a folder."""
+        return "archive" if self.file is None else "pff"
 
     def __repr__(self) -> str:
         return f"Archive({str(self.root)!r}, {len(self.runs)} run(s))"
@@ -439,7 +511,15 @@ class Archive:
     @property
     def runs(self) -> list[Run]:
         """Run folders (``*.pffd``) anywhere under the root, by start time; plus the
-        root itself when it holds ``.pff`` files directly."""
+        root itself when it holds ``.pff`` files directly (for a single file: its run
+        folder, if it is in one)."""
+        if self._runs is None and self.file is not None:
+            self._runs = []
+            if self.root.name.endswith(".pffd"):
+                try:
+                    self._runs = [Run(self.root)]
+                except (pff.PFFNameError, ConfigError):
+                    pass
         if self._runs is None:
             runs = []
             for dirpath, dirnames, filenames in os.walk(self.root):
@@ -470,66 +550,45 @@ class Archive:
         ``""`` for a module missing from ``obs_config.json``.
         """
         if self._files is None:
-            rows = []
-            for run in self.runs:
-                start = run.run_name.start if run.run_name else pd.NaT
-                obs = run.run_name.observatory if run.run_name else ""
-                for name, path in run.pff_files():
-                    dome = run.obs_config.dome_of(name.module) if run.obs_config else None
-                    try:
-                        info = pff.scan_file(path, name.dp)
-                        error = ""
-                    except pff.PFFError as exc:  # the first frame is damaged
-                        size = path.stat().st_size
-                        info = pff.FileInfo(str(path), name.dp, size, 0, False, 0, size)
-                        error = str(exc)
-                    rows.append(
-                        {
-                            "run": run.name,
-                            "observatory": obs,
-                            "run_start": start,
-                            "run_type": run.run_type,
-                            "pe_threshold": run.pe_threshold,
-                            "trigger_pixels": run.trigger_pixels,
-                            "n_domes": 0,
-                            "dome": dome or "",
-                            "module": name.module,
-                            "dp": name.dp,
-                            "seqno": name.seqno,
-                            "start": name.start,
-                            "file": path.relative_to(self.root).as_posix(),
-                            "path": str(path),
-                            "size": info.size,
-                            "frame_size": info.frame_size,
-                            "n_frames": info.n_frames,
-                            "fixed": info.fixed,
-                            "has_truth": truth_path(path).exists(),
-                            "error": error,
-                        }
-                    )
-            df = pd.DataFrame(rows, columns=_FILE_COLUMNS)
-            if len(df):
-                known = df[df["dome"] != ""]
-                nd = known.groupby(["run", "dp"])["dome"].nunique()
-                key = pd.MultiIndex.from_frame(df[["run", "dp"]])
-                df["n_domes"] = nd.reindex(key).fillna(0).astype(int).to_numpy()
-                df = df.astype(
-                    {
-                        "module": int,
-                        "seqno": int,
-                        "size": np.int64,
-                        "n_frames": np.int64,
-                        "frame_size": np.int64,
-                        "trigger_pixels": int,
-                        "pe_threshold": float,
-                    }
-                )
+            if self.file is not None:
+                df = self._one_file()
+            else:
+                rows = [
+                    _file_row(self.root, path, name, run, name.dp)
+                    for run in self.runs
+                    for name, path in run.pff_files()
+                ]
+                df = pd.DataFrame(rows, columns=_FILE_COLUMNS)
+                if len(df):
+                    known = df[df["dome"] != ""]
+                    nd = known.groupby(["run", "dp"])["dome"].nunique()
+                    key = pd.MultiIndex.from_frame(df[["run", "dp"]])
+                    df["n_domes"] = nd.reindex(key).fillna(0).astype(int).to_numpy()
+                    df = _typed(df)
             self._files = df
         df = self._files
         if dp is not None:
             pff.data_product(dp)
             df = df[df["dp"] == dp]
         return df.reset_index(drop=True)
+
+    def _one_file(self) -> pd.DataFrame:
+        """The table of a single-file source: its row, with the domes of its run."""
+        try:
+            name: pff.PFFName | None = pff.parse_filename(self.file)
+            dp = name.dp
+        except pff.PFFNameError:
+            if self.dp is None:
+                raise
+            name, dp = None, self.dp
+        run = self.runs[0] if self.runs else None
+        row = _file_row(self.root, self.file, name, run, dp)
+        if run is not None and run.obs_config is not None:
+            domes = {
+                run.obs_config.dome_of(n.module) for n, _ in run.pff_files() if n.dp == dp
+            }
+            row["n_domes"] = len(domes - {None})
+        return _typed(pd.DataFrame([row], columns=_FILE_COLUMNS))
 
     def summary(self) -> pd.DataFrame:
         """Frames per run: run type, threshold, domes, modules, files and frames."""
@@ -604,3 +663,103 @@ def frame_meta(
     meta["label"] = labels
     meta["strength"] = strength
     return meta
+
+
+# ----------------------------------------------------------------------------------
+# A source: what the commands read PFF data from
+
+
+def source_files(
+    source: str | os.PathLike, dp: str | None = None
+) -> tuple[str, Path, pd.DataFrame]:
+    """``(kind, root, files)`` of a source, one ``.pff`` file (kind ``"pff"``) or a
+    folder of runs (``"archive"``): the :meth:`Archive.files` table, file names
+    relative to ``root``. ``dp`` names the product of a file whose name does not."""
+    src = Path(source)
+    if not src.exists():
+        raise FileNotFoundError(
+            f"{src} does not exist (expected a .pff file, a folder of runs or an HDF5 "
+            "selection)"
+        )
+    if src.is_file() and not src.name.endswith(".pff"):
+        raise ValueError(f"{src}: not a .pff file, a folder or an HDF5 selection")
+    archive = Archive(src, dp=dp)
+    table = archive.files()
+    if not len(table):
+        raise ValueError(f"{src}: no .pff files found in it or its run folders")
+    return archive.kind, archive.root, table
+
+
+def utc_iso(t: float | None) -> str:
+    """A Unix time as ISO 8601 UTC with milliseconds (``"?"`` when unknown)."""
+    if t is None or not np.isfinite(t):
+        return "?"
+    return (
+        datetime.fromtimestamp(float(t), tz=timezone.utc)
+        .isoformat(timespec="milliseconds")
+        .replace("+00:00", "Z")
+    )
+
+
+def scan_files(table: pd.DataFrame, progress: bool | None = None) -> dict[str, Any]:
+    """Read every frame of the files of ``table`` (a :meth:`Archive.files` table):
+    frames, quabos, time span (UTC), time flags and damaged stretches (the first 20
+    listed with file and byte offset). Memory is bounded by one chunk."""
+    show = config.show_progress() if progress is None else progress
+    t0 = time.perf_counter()
+    n = 0
+    quabos: set[int] = set()
+    tmin, tmax = np.inf, -np.inf
+    flags = {"clocks_disagree": 0, "nsec_placeholder": 0, "no_packet": 0}
+    damage: list[dict[str, Any]] = []
+    n_damage = damaged_bytes = 0
+    per_file = []
+    total = int(table["size"].sum())
+    with tqdm(
+        total=total, unit="B", unit_scale=True, desc="reading", disable=not show
+    ) as bar:
+        for row in table.itertuples(index=False):
+            got = 0
+            for chunk in pff.iter_chunks(row.path, 65536, dp=row.dp, strict=False):
+                got += len(chunk)
+                if len(chunk):
+                    quabos.update(np.unique(chunk.quabo).tolist())
+                    t = chunk.time
+                    if np.isfinite(t).any():
+                        tmin, tmax = min(tmin, np.nanmin(t)), max(tmax, np.nanmax(t))
+                    f = chunk.time_flags
+                    flags["clocks_disagree"] += int(
+                        np.count_nonzero(f & pff.CLOCKS_DISAGREE)
+                    )
+                    flags["nsec_placeholder"] += int(
+                        np.count_nonzero(f & pff.NSEC_PLACEHOLDER)
+                    )
+                    flags["no_packet"] += int(np.count_nonzero(f & pff.NO_PACKET))
+                for d in chunk.damage:
+                    n_damage += 1
+                    damaged_bytes += d.skipped_bytes
+                    if len(damage) < 20:
+                        damage.append(
+                            {
+                                "file": row.file,
+                                "offset": d.offset,
+                                "kind": d.kind,
+                                "skipped_bytes": d.skipped_bytes,
+                                "message": d.message,
+                            }
+                        )
+            n += got
+            per_file.append(got)
+            bar.update(int(row.size))
+    return {
+        "frames": n,
+        "quabos": sorted(int(q) for q in quabos if q >= 0),
+        "time_start": utc_iso(tmin) if np.isfinite(tmin) else None,
+        "time_end": utc_iso(tmax) if np.isfinite(tmax) else None,
+        "span_s": float(tmax - tmin) if np.isfinite(tmin) else None,
+        "damaged_stretches": n_damage,
+        "damaged_bytes": int(damaged_bytes),
+        "damage": damage,
+        "time_flags": flags,
+        "seconds": round(time.perf_counter() - t0, 3),
+    }

@@ -27,7 +27,7 @@ from typing import Any
 
 import numpy as np
 
-from .detectors import Detector
+from .base import Detector
 
 __all__ = ["PyODDetector", "PYOD_MODELS", "make_pyod", "SCALINGS"]
 

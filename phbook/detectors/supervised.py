@@ -12,7 +12,10 @@ from __future__ import annotations
 
 import numpy as np
 
-from .detectors import _TorchBase, as_images
+from .. import train
+from ..arrays import as_images
+from ..models.supervised import FrameClassifier
+from .base import _TorchBase
 
 __all__ = ["SupervisedCNNDetector"]
 
@@ -77,9 +80,6 @@ class SupervisedCNNDetector(_TorchBase):
 
     def _fit(self, x):
         import torch
-
-        from . import train
-        from .models.supervised import FrameClassifier
 
         self._check_single_channel(x)
         y = self._y

@@ -1,0 +1,243 @@
+"""Autoencoder detectors (chapters 2-4): reconstruction and latent-space scores of the
+sparse convolutional autoencoder and the beta-VAE."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from .. import latent
+from .. import train as training
+from ..models.ae import SparseConvAE
+from ..models.vae import BetaVAE, kl_divergence, reconstruction_error, reparameterize
+from ..noise import frame_normal
+from .base import _TorchBase
+
+__all__ = ["DeepDetector", "AutoencoderDetector", "VAEDetector"]
+
+
+# ---------------------------------------------------------------------- deep models
+
+
+class DeepDetector(_TorchBase):
+    """Base of the detectors built on a torch model; subclasses set ``model_class``.
+
+    Parameters
+    ----------
+    model
+        A model instance to train (a copy is trained; the argument is left untouched),
+        or ``None`` to build ``model_class(image_size=(H, W), **model_kwargs)`` from the
+        shape of the training images.
+    model_kwargs
+        Constructor arguments of ``model_class`` when ``model`` is None.
+    fit_kwargs
+        Arguments of :func:`phbook.train.fit` (``epochs``, ``batch_size``, ``lr``,
+        ``x_val``, ...).
+    name
+        When given, the model is trained through :func:`phbook.train.load_or_train`
+        under this checkpoint name, so a second ``fit`` on the same data loads it.
+    train
+        ``False`` uses ``model`` as it is (already trained): ``fit`` then only sets
+        the threshold (and fits the latent mixture of the latent scores).
+    score
+        Which anomaly score: one of :attr:`scores`. ``"recon"`` is the mean squared
+        error of the reconstruction (sensitive to extended anomalies); ``"recon_max"``
+        the largest squared error of a single pixel (sensitive to compact anomalies
+        that a mean over all pixels dilutes); ``"latent_nll"`` the negative
+        log-likelihood of
+        the latent code under a Gaussian mixture fitted to the training codes (number
+        of components chosen by BIC among ``gmm_components``); ``"latent_dist"`` the
+        Mahalanobis distance of the code to the nearest mixture component. The
+        mixture is fitted to at most ``gmm_max_samples`` training codes.
+    batch_size
+        Images per scoring batch (memory stays bounded).
+    device
+        Where to train and score; default :func:`phbook.config.device`.
+    """
+
+    model_class: type | None = None
+    scores: tuple[str, ...] = ("recon", "recon_max", "latent_nll", "latent_dist")
+    latent_scores = ("latent_nll", "latent_dist")
+
+    def __init__(
+        self,
+        model=None,
+        *,
+        model_kwargs: dict | None = None,
+        fit_kwargs: dict | None = None,
+        name: str | None = None,
+        train: bool = True,
+        score: str = "recon",
+        gmm_components=tuple(range(1, 11)),
+        gmm_max_samples: int | None = 20000,
+        batch_size: int = 4096,
+        device=None,
+        contamination: float = 0.01,
+    ):
+        super().__init__(contamination)
+        self.model = model
+        self.model_kwargs = model_kwargs
+        self.fit_kwargs = fit_kwargs
+        self.name = name
+        self.train = train
+        self.score = score
+        self.gmm_components = gmm_components
+        self.gmm_max_samples = gmm_max_samples
+        self.batch_size = batch_size
+        self.device = device
+
+    # -- building and training
+    def _build(self, x: np.ndarray):
+        import copy
+
+        if self.model is not None:
+            if self.model_kwargs:
+                raise ValueError("give either model or model_kwargs, not both")
+            return copy.deepcopy(self.model)
+        if self.model_class is None:
+            raise TypeError(f"{type(self).__name__} has no model_class; pass model=...")
+        return self.model_class(image_size=x.shape[2:], **(self.model_kwargs or {}))
+
+    def _fit(self, x):
+        if self.score not in self.scores:
+            raise ValueError(
+                f"score={self.score!r} is not a score of {type(self).__name__}; "
+                f"valid values: {', '.join(self.scores)}"
+            )
+        self._check_single_channel(x)
+        if not self.train and self.model is None:
+            raise ValueError("train=False needs a trained model (model=...)")
+        if not self.train and self.fit_kwargs:
+            raise ValueError("fit_kwargs are unused with train=False; leave them out")
+        dev = self._device()
+        model = self._build(x)
+        self.history_ = None
+        if self.train:
+            kwargs = {"device": dev, **(self.fit_kwargs or {})}
+            if self.name:
+                model, self.history_ = training.load_or_train(self.name, model, x, **kwargs)
+            else:
+                self.history_ = training.fit(model, x, **kwargs)
+        self.model_ = model.to(dev).eval()
+        if self.score in self.latent_scores:
+            self.gmm_selection_ = latent.select_gmm(
+                self._encode(x), self.gmm_components, max_samples=self.gmm_max_samples
+            )
+            self.gmm_ = self.gmm_selection_.best
+
+    # -- what the model gives
+    def _encode(self, x: np.ndarray) -> np.ndarray:
+        return latent.encode(
+            self.model_, x, batch_size=self.batch_size, device=self._device()
+        )
+
+    def transform(self, X) -> np.ndarray:
+        """The latent code of each image (``mu`` for a VAE): ``(N, latent_dim)``."""
+        return self._encode(self._checked(X))
+
+    def reconstruct(self, X) -> np.ndarray:
+        """The model's reconstruction of each image, shape ``(N, 1, H, W)``."""
+        x = self._checked(X)
+        flat = self._batched(lambda xb: self._reconstruct(xb).flatten(1), x)
+        return flat.reshape(x.shape)
+
+    def _reconstruct(self, xb):
+        return self.model_(xb)
+
+    def _score_recon(self, xb):
+        return (xb - self._reconstruct(xb)).pow(2).flatten(1).mean(1)
+
+    def _score_recon_max(self, xb):
+        return (xb - self._reconstruct(xb)).pow(2).flatten(1).amax(1)
+
+    def _anomaly_score(self, x):
+        if self.score == "latent_nll":
+            return latent.gmm_nll(self.gmm_, self._encode(x))
+        if self.score == "latent_dist":
+            return latent.nearest_component_distance(self.gmm_, self._encode(x))
+        return self._batched(getattr(self, f"_score_{self.score}"), x)
+
+
+class AutoencoderDetector(DeepDetector):
+    """The sparse convolutional autoencoder (:class:`phbook.models.ae.SparseConvAE`)
+    as a detector; scores: ``"recon"``, ``"latent_nll"``, ``"latent_dist"``."""
+
+    model_class = SparseConvAE
+
+
+class VAEDetector(DeepDetector):
+    """The beta-VAE (:class:`phbook.models.vae.BetaVAE`) as a detector.
+
+    Scores (``score=``), each higher for more anomalous images:
+
+    ``"recon"``, ``"recon_max"``
+        mean (or largest pixel) squared error of the reconstruction decoded from
+        ``mu`` (deterministic);
+    ``"elbo"``
+        the negative ELBO with ``beta = 1``: the expected sum of squared errors over
+        ``n_samples`` posterior samples plus the KL divergence (an upper bound on the
+        negative log-likelihood, up to a constant);
+    ``"kl"``
+        the KL divergence of the posterior from the prior: how far the encoder has to
+        move the code to describe the image;
+    ``"latent_nll"``, ``"latent_dist"``
+        as in :class:`DeepDetector`, on the posterior means.
+    """
+
+    model_class = BetaVAE
+    scores = ("recon", "recon_max", "elbo", "kl", "latent_nll", "latent_dist")
+
+    def __init__(
+        self,
+        model=None,
+        *,
+        model_kwargs: dict | None = None,
+        fit_kwargs: dict | None = None,
+        name: str | None = None,
+        train: bool = True,
+        score: str = "recon",
+        n_samples: int = 8,
+        seed: int = 0,
+        gmm_components=tuple(range(1, 11)),
+        gmm_max_samples: int | None = 20000,
+        batch_size: int = 4096,
+        device=None,
+        contamination: float = 0.01,
+    ):
+        super().__init__(
+            model,
+            model_kwargs=model_kwargs,
+            fit_kwargs=fit_kwargs,
+            name=name,
+            train=train,
+            score=score,
+            gmm_components=gmm_components,
+            gmm_max_samples=gmm_max_samples,
+            batch_size=batch_size,
+            device=device,
+            contamination=contamination,
+        )
+        self.n_samples = n_samples
+        self.seed = seed
+
+    def _reconstruct(self, xb):
+        return self.model_.decode(self.model_.encode(xb)[0])
+
+    def _score_kl(self, xb):
+        return kl_divergence(*self.model_.encode(xb))
+
+    def _anomaly_score(self, x):
+        n = self.n_samples
+        if self.score == "elbo" and (int(n) != n or n < 1):
+            raise ValueError(f"n_samples must be at least 1, got {n}")
+        return super()._anomaly_score(x)
+
+    def _score_elbo(self, xb):
+        mu, logvar = self.model_.encode(xb)
+        # each frame's draws are a function of the frame and the seed alone
+        # (phbook.noise): its score does not depend on its neighbours in the batch
+        eps = frame_normal(xb, (int(self.n_samples), mu.shape[1]), self.seed)
+        recon = 0.0
+        for j in range(int(self.n_samples)):
+            z = reparameterize(mu, logvar, eps=eps[:, j])
+            recon = recon + reconstruction_error(xb, self.model_.decode(z))
+        return recon / self.n_samples + kl_divergence(mu, logvar)
