@@ -120,3 +120,90 @@ def test_dequantised_flow_scores_are_chunk_invariant():
     ref = det.anomaly_score(x)
     assert np.array_equal(_in_chunks(det, x, 13), ref)
     assert np.array_equal(det.anomaly_score(x[::-1]), ref[::-1])
+
+
+# ------------------------------------------------------- through phbook score
+
+
+@pytest.fixture(scope="module")
+def vae_model(tmp_path_factory):
+    """A small archive and a beta-VAE model file scored by its ELBO (Monte Carlo)."""
+    from scale_helpers import make_archive
+
+    from phbook import cli
+
+    folder = tmp_path_factory.mktemp("det")
+    arch = make_archive(folder / "archive", 1500, seed=8)
+    sel, model = folder / "sel.h5", folder / "vae.pt"
+    assert cli.main(["select", str(arch.root), "-n", "600", "-o", str(sel), "-q"]) == 0
+    args = ["train", str(sel), "--model", "beta-vae", "--latent-dim", "4"]
+    args += ["--epochs", "1", "--score", "elbo", "--n-samples", "4"]
+    assert cli.main([*args, "-o", str(model), "-q"]) == 0
+    return arch, model
+
+
+def test_phbook_score_is_the_same_for_any_chunk_and_worker_count(vae_model, tmp_path):
+    from phbook import score
+    from phbook.score import distributed
+
+    arch, model = vae_model
+    runs = {}
+    for chunk in (37, 1000):
+        out = tmp_path / f"c{chunk}.h5"
+        score.score(model, arch.root, out, chunk_frames=chunk, progress=False)
+        runs[f"chunk {chunk}"] = score.read_scores(out)[0]
+    with distributed.local_cluster(2, processes=False) as client:
+        out = tmp_path / "w2.h5"
+        score.score_dask(
+            model,
+            arch.root,
+            out,
+            client=client,
+            part_frames=400,
+            chunk_frames=128,
+            progress=False,
+        )
+        runs["2 workers"] = score.read_scores(out)[0]
+    ref = runs.pop("chunk 37")
+    key = ["file", "offset"]
+    ref = ref.sort_values(key).reset_index(drop=True)
+    assert len(ref) == 1500
+    for name, df in runs.items():
+        df = df.sort_values(key).reset_index(drop=True)
+        assert np.array_equal(df["score"].to_numpy(), ref["score"].to_numpy()), name
+
+
+def test_resume_with_other_scoring_options_is_refused(vae_model, tmp_path):
+    import json
+
+    from phbook import score
+
+    arch, model = vae_model
+    out = tmp_path / "s.h5"
+    real_write = score._Journal.write
+    calls = {"n": 0}
+
+    def flaky(self, part, chunk, result):
+        if calls["n"] == 2:
+            raise KeyboardInterrupt
+        calls["n"] += 1
+        real_write(self, part, chunk, result)
+
+    score._Journal.write = flaky
+    try:
+        with pytest.raises(KeyboardInterrupt):
+            score.score(model, arch.root, out, chunk_frames=100, progress=False)
+    finally:
+        score._Journal.write = real_write
+    manifest = score.journal_path(out) / "manifest.json"
+    m = json.loads(manifest.read_text())
+    assert m["scoring"]["device"] == "cpu"
+    m["scoring"]["device"] = "cuda"  # as if the run had started on a GPU
+    manifest.write_text(json.dumps(m))
+    with pytest.raises(score.ScoreError, match="scoring option device .was 'cuda'"):
+        score.score(model, arch.root, out, chunk_frames=100, progress=False)
+    # another chunk size is not another scoring option: the run resumes
+    m["scoring"]["device"] = "cpu"
+    manifest.write_text(json.dumps(m))
+    score.score(model, arch.root, out, chunk_frames=333, progress=False)
+    assert score.read_scores(out)[1]["n_scored"] == 1500
