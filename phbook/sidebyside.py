@@ -21,6 +21,9 @@ Built on :mod:`phbook.benchmark` (same data, same metrics, same tables):
 * :func:`chunk_invariance`: each detector scores the same frames in chunks of
   several sizes, in threads of several workers, and the scores are compared bit for
   bit.
+* :func:`residual_score_table`: why reconstruction detectors miss what they miss:
+  the same trained model scored by the mean, the maximum and tails of its squared
+  pixel residuals, per class and per injected fault.
 """
 
 from __future__ import annotations
@@ -48,6 +51,9 @@ __all__ = [
     "inject_faults",
     "real_injection_auc",
     "chunk_invariance",
+    "RESIDUAL_SCORES",
+    "residual_scores",
+    "residual_score_table",
 ]
 
 PYOD_FAMILY = "pyod"
@@ -386,3 +392,61 @@ def chunk_invariance(
                     worst = max(worst, float(np.max(np.abs(got - ref) / scale)))
         rows.append({"detector": name, "identical": bool(same), "max_rel_diff": worst})
     return pd.DataFrame(rows).set_index("detector")
+
+
+#: Pixel-residual scores compared by :func:`residual_scores`: the mean squared error
+#: over all pixels, the largest single-pixel error, and the mean of the ``k`` largest
+#: (a tail of the residual: a fault of ``k`` pixels adds its whole weight to it).
+RESIDUAL_SCORES = ("mean", "max", "top4", "top16", "top64")
+
+
+def residual_scores(det: Detector, images) -> dict[str, np.ndarray] | None:
+    """The :data:`RESIDUAL_SCORES` of a fitted reconstruction detector (a
+    :class:`~phbook.detectors.Transformed` whose inner detector has ``reconstruct``)
+    on ``images`` (ADC), from one reconstruction; None for other detectors."""
+    inner = getattr(det, "detector_", None)
+    if inner is None or not hasattr(inner, "reconstruct"):
+        return None
+    xs = np.asarray(det._apply(np.asarray(images, dtype=np.float32)), dtype=np.float32)
+    rec = np.asarray(inner.reconstruct(xs), dtype=np.float32).reshape(len(xs), -1)
+    r = np.sort((xs.reshape(len(xs), -1) - rec) ** 2, axis=1)[:, ::-1]
+    return {
+        "mean": r.mean(1),
+        "max": r[:, 0],
+        "top4": r[:, :4].mean(1),
+        "top16": r[:, :16].mean(1),
+        "top64": r[:, :64].mean(1),
+    }
+
+
+def residual_score_table(
+    result: benchmark.BenchmarkResult, data: datasets.PHBenchmark, real=None
+) -> pd.DataFrame:
+    """Overall and per-class ROC-AUC of each :data:`RESIDUAL_SCORES` variant of each
+    reconstruction detector of ``result`` (its first seed's model, not retrained),
+    and, with ``real`` frames, the AUC on each injected fault (:func:`inject_faults`).
+    Rows: (detector, score); columns: ``all``, the classes, then the faults."""
+    x_test = np.asarray(data.x_test, dtype=np.float32)
+    classes = result.classes
+    normal = classes == metrics.NORMAL
+    faulted = inject_faults(real) if real is not None else {}
+    rows = {}
+    for name, det in result.fitted.items():
+        test = residual_scores(det, x_test)
+        if test is None:
+            continue
+        clean = residual_scores(det, real) if real is not None else None
+        bad = {f: residual_scores(det, fr) for f, fr in faulted.items()}
+        for v in RESIDUAL_SCORES:
+            s = test[v]
+            row = {"all": metrics.roc_auc((~normal).astype(int), s)}
+            for cls in sorted(set(classes[~normal])):
+                keep = normal | (classes == cls)
+                row[cls] = metrics.roc_auc((classes[keep] == cls).astype(int), s[keep])
+            for f in faulted:
+                y = np.r_[np.zeros(len(real)), np.ones(len(real))]
+                row[f] = metrics.roc_auc(y, np.r_[clean[v], bad[f][v]])
+            rows[name, v] = row
+    out = pd.DataFrame(rows).T
+    out.index.names = ["detector", "score"]
+    return out
