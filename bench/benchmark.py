@@ -63,11 +63,11 @@ from phbook import benchmark, config, metrics, sidebyside  # noqa: E402
 
 #: the book's deep families and the benchmark rows that belong to each
 DEEP_FAMILIES = {
-    "AE": ("AE", "AE latent"),
+    "AE": ("AE", "AE latent", "AE mean"),
     "beta-VAE": ("VAE", "VAE latent"),
-    "AAE": ("AAE",),
-    "f-AnoGAN": ("f-AnoGAN",),
-    "FlowVAE": ("FlowVAE",),
+    "AAE": ("AAE", "AAE tail"),
+    "f-AnoGAN": ("f-AnoGAN", "f-AnoGAN tail"),
+    "FlowVAE": ("FlowVAE", "FlowVAE tail"),
     "PixelCNN": ("PixelCNN",),
 }
 

@@ -432,6 +432,8 @@ def residual_score_table(
     faulted = inject_faults(real) if real is not None else {}
     rows = {}
     for name, det in result.fitted.items():
+        if result.spaces.get(name) != "pixel":
+            continue  # a latent-space score of a model already in the table
         test = residual_scores(det, x_test)
         if test is None:
             continue

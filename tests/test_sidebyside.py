@@ -101,3 +101,19 @@ def test_supervised_cnn_needs_labels_and_learns_them():
         det.fit(x, np.zeros(400))
     det.fit(x[:300], np.where(y[:300] == 1, "blob", "normal"))
     assert metrics.roc_auc(y[300:], det.anomaly_score(x[300:])) > 0.95
+
+
+def test_residual_score_matches_the_detectors_own_scores():
+    rng = np.random.default_rng(0)
+    x = np.asarray(transforms.AsinhStretch()(rng.poisson(3, (200, 16, 16))), np.float32)
+    ae = detectors.AutoencoderDetector(
+        model_kwargs={"latent_dim": 4}, fit_kwargs={"epochs": 1, "batch_size": 64}
+    ).fit(x)
+    for k, score in ((1, "recon_max"), (256, "recon"), (4, "recon_top4")):
+        mine = detectors.ResidualScore(ae, k=k).fit(x).anomaly_score(x[:50])
+        ae.score = score
+        np.testing.assert_allclose(mine, ae.anomaly_score(x[:50]), rtol=1e-5, atol=1e-9)
+    with pytest.raises(ValueError, match="reconstruct"):
+        detectors.ResidualScore(detectors.PCAReconstruction(2)).fit(x)
+    with pytest.raises(ValueError, match="not fitted"):
+        detectors.ResidualScore(detectors.AutoencoderDetector()).fit(x)

@@ -33,6 +33,7 @@ One module per family, like :mod:`phbook.models` and the tests:
 * :mod:`~phbook.detectors.lensing`       RBM and the smooth-lens fit (chapter 10)
 * :mod:`~phbook.detectors.pyod_detectors` any PyOD / scikit-learn detector (chapter 9)
 * :mod:`~phbook.detectors.supervised`    the supervised ceiling, a CNN (chapter 9)
+* :mod:`~phbook.detectors.residual`      tail-of-residual scores of any trained model
 """
 
 from __future__ import annotations
@@ -58,6 +59,7 @@ from .gans import (
 from .lensing import RBMDetector, SmoothLensDetector
 from .likelihood import FlowVAEDetector, ImageFlowDetector, PixelCNNDetector
 from .pyod_detectors import PYOD_MODELS, PyODDetector, make_pyod
+from .residual import ResidualScore
 from .supervised import SupervisedCNNDetector
 
 __all__ = [
@@ -86,6 +88,7 @@ __all__ = [
     "PYOD_MODELS",
     "make_pyod",
     "SupervisedCNNDetector",
+    "ResidualScore",
     "RBMDetector",
     "KMeansDetector",
     "SmoothLensDetector",
