@@ -33,6 +33,13 @@ class ResidualScore(Detector):
         self.k = k
         self.refit = refit
 
+    def __sklearn_clone__(self):
+        # a clone keeps the trained model it scores (scikit-learn's clone would
+        # replace it by an unfitted copy, e.g. inside detectors.Transformed)
+        import copy
+
+        return copy.copy(self)
+
     def _fit(self, x):
         import copy
 
