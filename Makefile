@@ -28,12 +28,14 @@ else
 BOOK_OUT := _build/$(PROFILE)
 endif
 
-.PHONY: help install book student test unit notebooks book-check bench clean format lint
+.PHONY: help install book student test unit notebooks book-check bench clean format lint \
+	assignments
 
 help:
 	@echo "make book     execute every chapter (PROFILE=$(PROFILE)) and render _build/html"
 	@echo "make test     unit tests + every chapter through nbval (quick) + book check"
 	@echo "make student  the book with exercise solutions hidden (_build/student)"
+	@echo "make assignments  autograded student notebooks + autograder (_build/assignments)"
 	@echo "make bench    run every benchmark script in bench/ (PHBOOK_PROFILE honoured)"
 
 install: $(STAMP)
@@ -64,7 +66,7 @@ student: $(STAMP)
 
 test: $(STAMP)
 	@total=$$SECONDS; \
-	$(MAKE) --no-print-directory unit notebooks book-check; \
+	$(MAKE) --no-print-directory unit notebooks book-check assignments; \
 	echo "[phase] make test total (after install): $$((SECONDS - total)) s"
 
 unit: $(STAMP)
@@ -90,6 +92,18 @@ book-check: $(STAMP)
 	$(BIN)/jupyter-book build . -W --keep-going -q --all \
 		--config _build/check/_config.yml --path-output _build/check; rc=$$?; \
 	echo "[phase] book check (no execution): $$((SECONDS - start)) s"; exit $$rc
+
+# Every chapter's graded exercises -> otter-grader assignments: student notebooks
+# (solutions and hidden tests removed), autograder zips and an instructor README;
+# fails unless every solution passes and every blank question fails its hidden tests.
+assignments: $(STAMP)
+	@start=$$SECONDS; mkdir -p _build; \
+	OMP_NUM_THREADS=1 PHBOOK_PROFILE=quick $(BIN)/python -m assignments \
+		--out _build/assignments > _build/assignments.log 2>&1 \
+		|| { rc=$$?; tail -40 _build/assignments.log; exit $$rc; }; \
+	head -n -1 _build/assignments.log | grep -v "^WARNING" || true; \
+	echo "[phase] assignments (build + grading checks): $$((SECONDS - start)) s"; \
+	tail -n 1 _build/assignments.log
 
 bench: $(STAMP)
 	@for f in bench/*.py; do echo "== $$f"; $(BIN)/python $$f; done

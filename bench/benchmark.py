@@ -2,11 +2,11 @@
 
 Run ``python bench/benchmark.py`` (``PHBOOK_PROFILE=quick`` for the small, fast subset
 of detectors and epochs; the default is ``full``). Sizes, seeds and the detector list
-are ``phbook.config.sizes("benchmark")``; the work is done by :mod:`phbook.benchmark`,
-the same code chapter 9 runs. It prints progress, the summary table (mean ± spread over
-seeds), the fusions, the alert thresholds and the real-frame ranking, writes the tidy
-table as CSV and Markdown to ``<phbook data dir>/benchmark/`` and, as its last line,
-one JSON object:
+are ``phbook.config.sizes("benchmark")``; the work is done by
+:mod:`phbook.studies.benchmark`, the same code chapter 9 runs. It prints progress, the
+summary table (mean ± spread over seeds), the fusions, the alert thresholds and the
+real-frame ranking, writes the tidy table as CSV and Markdown to
+``<phbook data dir>/benchmark/`` and, as its last line, one JSON object:
 
 ``best_overall_auc``
     the highest ROC-AUC (all anomaly classes against normal frames, simulated
@@ -25,21 +25,21 @@ one JSON object:
     real sample); ``real_speckled`` is how many there are;
 ``pyod_best_auc``
     the best overall ROC-AUC of PyOD's detectors (``pyod_best`` names it), run on the
-    same arrays (:func:`phbook.sidebyside.pyod_specs`);
+    same arrays (:func:`phbook.studies.sidebyside.pyod_specs`);
 ``deep_family_auc``
     per deep family of the book (AE, beta-VAE, AAE, f-AnoGAN, FlowVAE, PixelCNN), the
     best overall ROC-AUC of its pixel- or latent-space scores;
 ``supervised_ceiling_auc``
     the overall ROC-AUC of the CNN trained with labels on a separate labelled set
-    (:func:`phbook.sidebyside.add_supervised`);
+    (:func:`phbook.studies.sidebyside.add_supervised`);
 ``real_injection_auc``
-    per fault injected into the real frames (:data:`phbook.sidebyside.FAULTS`), the
+    per fault injected into the real frames (:data:`phbook.studies.sidebyside.FAULTS`), the
     best ROC-AUC of a single phbook detector trained on simulation (null without the
     real sample); ``real_injection_best`` names the detectors;
 ``scores_chunk_invariant``
     true only if every phbook detector gave bit-identical scores on the same frames
     scored whole, in two chunk sizes and on two worker threads each
-    (:func:`phbook.sidebyside.chunk_invariance`); ``pyod_chunk_invariant`` says the
+    (:func:`phbook.studies.sidebyside.chunk_invariance`); ``pyod_chunk_invariant`` says the
     same of each PyOD detector;
 ``detectors``, ``families``, ``profile``, ``seeds``, ``wall_s``, ``cpu_s``, ``load_avg``
     what ran, how long the whole benchmark took (wall and CPU of this process) and the
@@ -59,7 +59,8 @@ sys.path.insert(0, str(ROOT))
 
 import pandas as pd  # noqa: E402
 
-from phbook import benchmark, config, metrics, sidebyside  # noqa: E402
+from phbook import config, metrics  # noqa: E402
+from phbook.studies import benchmark, sidebyside  # noqa: E402
 
 #: the book's deep families and the benchmark rows that belong to each
 DEEP_FAMILIES = {

@@ -24,9 +24,15 @@ Prints what it measures as it goes and, as its last line, one JSON object:
     fixed- and varying-redshift test sets, in the sizes of the profile
     (:func:`lensing_aucs`).
 
-Later work adds the other detector figures of the case-study chapters
-(``chase_best_latent_auc``, ``chase_pca_auc``): one function per measurement in
-``MEASUREMENTS`` below.
+``chase_scae_conv_layers``, ``chase_mlp_auc``, ``chase_dnmse_top100``,
+``chase_best_latent_auc``, ``chase_pca_auc``
+    chapter 11's CHASE study (:func:`chase_aucs`).
+
+``mergers_inconsistent``
+    chapter 12: method -> sample (all, pre-merger, post-merger) -> percentage of
+    inconsistent images (:func:`mergers_inconsistent`).
+
+One function per measurement in ``MEASUREMENTS`` below.
 """
 
 from __future__ import annotations
@@ -147,37 +153,45 @@ def measure_stamp_generation(sizes) -> dict:
 
 
 def chase_aucs(profile: str) -> dict:
-    """Chapter 11's protocol on simulated CHASE-like candidates (``transients`` sizes).
+    """Chapter 11's CHASE study on simulated candidates (``transients`` sizes), with
+    :func:`phbook.studies.chase.run_study`, the chapter's own function.
 
-    ``chase_best_latent_auc``: the best ROC-AUC of the one-hidden-layer MLP on the
-    latent codes of the nonlinear methods (sparse AE, VAE); ``chase_pca_auc``: the same
-    with the IncrementalPCA codes. Same data and checkpoint names as the chapter, so a
-    run after the chapter loads its trained networks.
+    ``chase_scae_conv_layers``: the convolutional layers of the SCAE's encoder (the
+    paper: 3); ``chase_mlp_auc`` and ``chase_dnmse_top100``: method -> ROC-AUC of the
+    one-hidden-layer MLP on the codes, and mean DNMSE of the 100 candidates nearest to
+    the real transients in latent space (paper's and book's rows);
+    ``chase_best_latent_auc`` / ``chase_pca_auc``: the best MLP ROC-AUC of the paper's
+    nonlinear codes (SCAE, CVAE) and that of IncrementalPCA. Same data and checkpoint
+    names as the chapter, so a run after the chapter loads its trained networks.
     """
-    from phbook import latent
+    import torch
+
+    from phbook.models.ae import ChaseSCAE
+    from phbook.studies import chase
 
     s = config.sizes("transients", profile)
-    log(f"chase: protocol on {s.n_pool} candidates, {s.n_labelled} labelled stamps")
-    sets = latent.protocol_sets(s.n_pool, s.n_labelled_set, s.n_test)
+    log(f"chase: study on {s.n_candidates} candidates per set, {s.n_mlp_train} labels")
+    sets = chase.chase_sets(s.n_candidates, s.n_reals, s.n_mlp_train, s.n_mlp_test)
     t0 = time.perf_counter()
-    res = latent.run_protocol(
-        sets["pool"].images,
-        sets["labelled"].images,
-        sets["labelled"].labels,
-        sets["test"].images,
-        sets["test"].labels,
-        n_labelled=s.n_labelled,
-        k=s.k,
-        epochs=s.epochs,
-        vae_epochs=s.vae_epochs,
+    res = chase.run_study(
+        sets,
+        max_epochs=s.max_epochs,
+        patience=s.patience,
         kl_warmup=s.kl_warmup,
         batch_size=s.batch_size,
         dict_epochs=s.dict_epochs,
+        top=100,
         name="ch11",
     )
-    log(f"chase: {time.perf_counter() - t0:.1f} s; MLP ROC-AUC {res.auc}")
+    log(f"chase: {time.perf_counter() - t0:.1f} s")
+    log(res.table().round(3).to_string())
+    convs = sum(isinstance(m, torch.nn.Conv2d) for m in ChaseSCAE().encoder.modules())
     return {
-        "chase_best_latent_auc": round(res.best_nonlinear_auc(), 4),
+        "chase_scae_conv_layers": int(convs),
+        "chase_mlp_auc": {m: round(v, 4) for m, v in res.auc.items()},
+        "chase_dnmse_top100": {m: round(v, 4) for m, v in res.dnmse_top(100).items()},
+        "chase_dnmse_any_order": round(res.nmse_mean, 4),
+        "chase_best_latent_auc": round(max(res.auc[m] for m in chase.NONLINEAR_METHODS), 4),
         "chase_pca_auc": round(res.auc["IncrementalPCA"], 4),
     }
 
@@ -218,6 +232,25 @@ def lensing_aucs(profile: str) -> dict:
     return out
 
 
+def mergers_inconsistent(profile: str) -> dict:
+    """Chapter 12's table of the galaxy lecture: the percentage of inconsistent images
+    (score above the 95% quantile of the ordinary galaxies') per merger sample, for
+    f-AnoGAN's WGAN-GP score and k-means (:mod:`phbook.studies.mergers`), with the
+    chapter's sizes and checkpoints."""
+    from phbook.studies import mergers
+
+    t0 = time.perf_counter()
+    scores, classes = mergers.merger_scores(config.sizes("galaxies", profile))
+    table = mergers.inconsistent_percentages(scores, classes)
+    log(f"mergers: {time.perf_counter() - t0:.1f} s\n{table.round(1).to_string()}")
+    return {
+        "mergers_inconsistent": {
+            method: {sample: round(float(v), 2) for sample, v in col.items()}
+            for method, col in table.items()
+        }
+    }
+
+
 #: Every measurement, in order; each returns a dict of figures for the JSON line.
 MEASUREMENTS = [
     measure_lensing_generation,
@@ -235,6 +268,7 @@ def main() -> dict:
     for measure in MEASUREMENTS:
         results.update(measure(sizes))
     results.update(chase_aucs(profile))
+    results.update(mergers_inconsistent(profile))
     results["profile"] = profile
     return results
 

@@ -12,7 +12,7 @@ trains the benchmark's VAE with several ``beta`` (the same epochs and data), and
 prints, for each, the active latent units, the training frames' mean squared error
 per pixel (the noise level the decoder reaches), and the ROC-AUC of several scores of
 the same model on the simulated test set and on the real frames with injected faults
-(:func:`phbook.sidebyside.inject_faults`). The last line is one JSON object:
+(:func:`phbook.studies.sidebyside.inject_faults`). The last line is one JSON object:
 ``{"beta": {"active_units", "pixel_mse", "auc": {score: auc}, "faults": {...}}}``.
 """
 
@@ -30,15 +30,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 import torch  # noqa: E402
 
-from phbook import (  # noqa: E402
-    benchmark,
-    config,
-    detectors,
-    metrics,
-    sidebyside,
-    transforms,  # noqa: E402
-)
+from phbook import config, detectors, metrics, transforms  # noqa: E402
 from phbook.models.vae import active_units  # noqa: E402
+from phbook.studies import benchmark, sidebyside  # noqa: E402
 
 BETAS = (1.0, 0.1, 0.01)
 

@@ -39,8 +39,9 @@ sys.path.insert(0, str(ROOT))
 import torch  # noqa: E402
 
 from phbook import config, datasets, detectors, metrics, transforms  # noqa: E402
+from phbook.studies import contamination  # noqa: E402
 
-LEVELS = (0.0, 0.01, 0.05, 0.10)
+LEVELS = contamination.LEVELS
 REPEATS = {"quick": 3, "full": 5}
 SPEED_FRAMES = {"quick": 20_000, "full": 100_000}
 ANOGAN_FRAMES = {"quick": 128, "full": 512}
@@ -61,28 +62,6 @@ def median_time(fn, repeats: int) -> tuple[float, float]:
         wall.append(time.perf_counter() - w)
         cpu.append(time.process_time() - c)
     return statistics.median(wall), statistics.median(cpu)
-
-
-def make_detectors(size, contamination: float) -> dict:
-    """Chapter 6's detectors (same settings and checkpoint names)."""
-    tag = f"c{round(contamination * 100):02d}"
-    common = {"epochs": size.epochs, "batch_size": size.batch_size}
-    found = {
-        "f-AnoGAN": detectors.FAnoGANDetector(
-            **common, encoder_epochs=size.encoder_epochs, name=f"ch6-fanogan-{tag}"
-        ),
-        "simultaneous-encoder GAN": detectors.SimultaneousEncoderGANDetector(
-            **common, encoder_epochs=size.encoder_epochs, name=f"ch6-simenc-{tag}"
-        ),
-        "AAE": detectors.AAEDetector(
-            epochs=size.aae_epochs, batch_size=128, name=f"ch6-aae-{tag}"
-        ),
-    }
-    if hasattr(detectors, "VAEDetector"):  # chapters 2-3, once merged
-        fit = {"epochs": size.ae_epochs, "batch_size": 128}
-        found["AE"] = detectors.AutoencoderDetector(fit_kwargs=fit, name=f"ch6-ae-{tag}")
-        found["beta-VAE"] = detectors.VAEDetector(fit_kwargs=fit, name=f"ch6-vae-{tag}")
-    return found
 
 
 def main() -> dict:
@@ -106,7 +85,7 @@ def main() -> dict:
             contamination=c,
         )
         x, x_test = stretch(ds.x_train)[:, None], stretch(ds.x_test)[:, None]
-        for label, det in make_detectors(size, c).items():
+        for label, det in contamination.make_detectors(size, c).items():
             t0 = time.perf_counter()
             det.fit(x)
             variants = {label: None}

@@ -18,7 +18,7 @@ import h5py
 import numpy as np
 
 from . import config
-from .sim import panoseti
+from .sim import galaxies, panoseti
 
 __all__ = ["PHBenchmark", "ph_benchmark", "GalaxyBenchmark", "galaxy_benchmark"]
 
@@ -241,8 +241,6 @@ def galaxy_benchmark(
     cached by :func:`phbook.sim.galaxies.load_or_simulate`; the two sets have
     different seeds, so they share no galaxy.
     """
-    from .sim import galaxies
-
     for name, value in (("n_train", n_train), ("n_test", n_test)):
         if int(value) != value or value < 1:
             raise ValueError(f"{name} must be a positive integer, got {value!r}")

@@ -37,8 +37,8 @@ from typing import Any
 
 import numpy as np
 
-from . import __version__
-from .detectors import Detector, PCAReconstruction, PyODDetector
+from . import __version__, detectors, transforms
+from .detectors import Detector, HillasCut, PCAReconstruction, PyODDetector
 from .detectors.pyod_detectors import PYOD_MODELS, SCALINGS
 from .io import pff
 
@@ -209,8 +209,6 @@ register(
 
 
 def _hillas_build(params: dict, fit_kwargs: dict) -> Detector:
-    from .detectors import HillasCut
-
     return HillasCut(
         tail=float(params["tail"]), contamination=float(params.get("contamination", 0.01))
     )
@@ -222,8 +220,6 @@ def _hillas_get(det: Detector) -> tuple[dict, dict]:
 
 
 def _hillas_set(params: dict, state: dict, image_shape: tuple) -> Detector:
-    from .detectors import HillasCut
-
     det = HillasCut(tail=float(params["tail"]))
     det.low_, det.high_ = _np(state["low"]), _np(state["high"])
     det.median_, det.scale_ = _np(state["median"]), _np(state["scale"])
@@ -231,27 +227,24 @@ def _hillas_set(params: dict, state: dict, image_shape: tuple) -> Detector:
 
 
 def _register_hillas() -> None:
-    from . import detectors
-
-    if hasattr(detectors, "HillasCut"):
-        register(
-            Family(
-                name="hillas-cut",
-                summary="box cut on Hillas image parameters, in ADC (the physics baseline)",
-                options=(
-                    Option(
-                        "tail",
-                        float,
-                        0.005,
-                        "fraction of training frames outside each end of a feature's box",
-                    ),
+    register(
+        Family(
+            name="hillas-cut",
+            summary="box cut on Hillas image parameters, in ADC (the physics baseline)",
+            options=(
+                Option(
+                    "tail",
+                    float,
+                    0.005,
+                    "fraction of training frames outside each end of a feature's box",
                 ),
-                build=_hillas_build,
-                get_state=_hillas_get,
-                set_state=_hillas_set,
-                normalisation="none",
-            )
+            ),
+            build=_hillas_build,
+            get_state=_hillas_get,
+            set_state=_hillas_set,
+            normalisation="none",
         )
+    )
 
 
 _register_hillas()
@@ -380,8 +373,6 @@ def deep_family(
     model_options, detector_options = tuple(model_options), tuple(detector_options)
 
     def cls():
-        from . import detectors
-
         return getattr(detectors, detector)
 
     def split(params: dict) -> tuple[dict, dict]:
@@ -441,60 +432,52 @@ def deep_family(
 
 
 def _register_deep() -> None:
-    """The neural networks of the book that this installation has."""
-    from . import detectors
-
-    if hasattr(detectors, "AutoencoderDetector"):
-        register(
-            deep_family(
-                "ae",
-                "AutoencoderDetector",
-                "sparse convolutional autoencoder: reconstruction error (chapter 2)",
-                (
-                    Option("latent_dim", int, 32, "latent dimensions"),
-                    Option(
-                        "channels", int_tuple, "32,32", "convolution channels, e.g. 32,32"
-                    ),
-                    Option("l1", float, 0.005, "L1 weight on the latent layer"),
+    """The neural networks of the book."""
+    register(
+        deep_family(
+            "ae",
+            "AutoencoderDetector",
+            "sparse convolutional autoencoder: reconstruction error (chapter 2)",
+            (
+                Option("latent_dim", int, 32, "latent dimensions"),
+                Option("channels", int_tuple, "32,32", "convolution channels, e.g. 32,32"),
+                Option("l1", float, 0.005, "L1 weight on the latent layer"),
+            ),
+            (
+                Option(
+                    "score",
+                    str,
+                    "recon",
+                    "anomaly score: recon, latent_nll or latent_dist",
                 ),
-                (
-                    Option(
-                        "score",
-                        str,
-                        "recon",
-                        "anomaly score: recon, latent_nll or latent_dist",
-                    ),
-                ),
-                aliases=("autoencoder",),
-            )
+            ),
+            aliases=("autoencoder",),
         )
-    if hasattr(detectors, "VAEDetector"):
-        register(
-            deep_family(
-                "beta-vae",
-                "VAEDetector",
-                "convolutional beta-VAE: ELBO, reconstruction or KL score (chapter 3)",
-                (
-                    Option("latent_dim", int, 32, "latent dimensions"),
-                    Option("beta", float, 1.0, "weight of the KL term"),
-                    Option(
-                        "channels", int_tuple, "16,32", "convolution channels, e.g. 16,32"
-                    ),
-                    Option("kl_warmup", int, 0, "epochs of KL annealing from 0 to beta"),
-                    Option("l1_weight", float, 0.0, "L1 penalty on all weights"),
+    )
+    register(
+        deep_family(
+            "beta-vae",
+            "VAEDetector",
+            "convolutional beta-VAE: ELBO, reconstruction or KL score (chapter 3)",
+            (
+                Option("latent_dim", int, 32, "latent dimensions"),
+                Option("beta", float, 1.0, "weight of the KL term"),
+                Option("channels", int_tuple, "16,32", "convolution channels, e.g. 16,32"),
+                Option("kl_warmup", int, 0, "epochs of KL annealing from 0 to beta"),
+                Option("l1_weight", float, 0.0, "L1 penalty on all weights"),
+            ),
+            (
+                Option(
+                    "score",
+                    str,
+                    "elbo",
+                    "anomaly score: elbo, recon, kl, latent_nll or latent_dist",
                 ),
-                (
-                    Option(
-                        "score",
-                        str,
-                        "elbo",
-                        "anomaly score: elbo, recon, kl, latent_nll or latent_dist",
-                    ),
-                    Option("n_samples", int, 8, "posterior samples of the ELBO score"),
-                ),
-                aliases=("vae",),
-            )
+                Option("n_samples", int, 8, "posterior samples of the ELBO score"),
+            ),
+            aliases=("vae",),
         )
+    )
 
 
 _register_deep()
@@ -521,8 +504,6 @@ class Identity:
 
 
 def _normalisations() -> dict[str, tuple[type, tuple[str, ...]]]:
-    from . import transforms
-
     return {
         "asinh": (transforms.AsinhStretch, ("softening", "x_max")),
         "linear": (transforms.LinearScale, ("scale",)),

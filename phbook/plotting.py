@@ -12,28 +12,12 @@ import matplotlib as mpl
 import matplotlib.pyplot as plt
 import numpy as np
 
-#: The colour map of single-channel images throughout the book.
-IMAGE_CMAP = "magma"
+from .style import IMAGE_CMAP, RC_PARAMS
 
 
 def use_style() -> None:
     """The book's matplotlib style: readable fonts, tight layouts, one colour map."""
-    mpl.rcParams.update(
-        {
-            "figure.dpi": 100,
-            "savefig.dpi": 150,
-            "figure.figsize": (6.4, 4.0),
-            "figure.constrained_layout.use": True,
-            "font.size": 10,
-            "axes.titlesize": 10,
-            "axes.labelsize": 10,
-            "axes.spines.top": False,
-            "axes.spines.right": False,
-            "image.cmap": IMAGE_CMAP,
-            "image.interpolation": "nearest",
-            "legend.frameon": False,
-        }
-    )
+    mpl.rcParams.update(RC_PARAMS)
 
 
 def _as_numpy_images(x) -> np.ndarray:

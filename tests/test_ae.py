@@ -4,7 +4,7 @@ import torch
 from torch import nn
 
 from phbook import detectors, metrics, train
-from phbook.models.ae import ConvDecoder, ConvEncoder, SparseConvAE
+from phbook.models.ae import ChaseSCAE, ConvDecoder, ConvEncoder, SparseConvAE
 
 
 def blobs(n=600, size=16, seed=0):
@@ -47,22 +47,32 @@ def test_odd_sizes_are_padded_evenly_and_cropped():
 
 
 def test_architecture_follows_the_paper():
+    """Huijse et al. (2018): three 3x3 stride-2 convolutions of 32 filters with ReLU, a
+    linear latent layer of 21 units with L1 0.005 on its weights, a mirrored decoder
+    with nearest-neighbour upsampling and ReLU, a linear output, NAdam."""
     torch.manual_seed(0)
-    model = SparseConvAE(16)
+    model = ChaseSCAE()
+    assert model.image_hw == (21, 21) and model.latent_dim == 21 and model.l1 == 0.005
     convs = [m for m in model.encoder.modules() if isinstance(m, nn.Conv2d)]
+    assert len(convs) == 3
     assert all(
         c.kernel_size == (3, 3) and c.stride == (2, 2) and c.out_channels == 32
         for c in convs
     )
-    assert any(
-        isinstance(m, nn.Upsample) and m.mode == "nearest" for m in model.decoder.modules()
-    )
-    # ReLU after every hidden layer, none after the output convolution
+    assert sum(isinstance(m, nn.ReLU) for m in model.encoder.body) == 3
+    assert model.to_latent.out_features == 21
+    # the decoder: three nearest-neighbour upsamplings, each followed by a 3x3
+    # convolution; ReLU after every stage but the last
+    ups = [m for m in model.decoder.body if isinstance(m, nn.Upsample)]
+    assert len(ups) == 3 and all(u.mode == "nearest" for u in ups)
+    dconvs = [m for m in model.decoder.body if isinstance(m, nn.Conv2d)]
+    assert [c.out_channels for c in dconvs] == [32, 32, 1]
+    assert all(c.kernel_size == (3, 3) and c.stride == (1, 1) for c in dconvs)
     assert isinstance(model.decoder.body[-1], nn.Conv2d)
-    assert sum(isinstance(m, nn.ReLU) for m in model.decoder.body) == 1
-    assert sum(isinstance(m, nn.ReLU) for m in model.encoder.body) == 2
+    assert sum(isinstance(m, nn.ReLU) for m in model.decoder.body) == 2
+    assert isinstance(model.configure_optimizers(1e-3, 0.0), torch.optim.NAdam)
     # the latent and output layers are linear: they can take negative values
-    x = torch.randn(64, 1, 16, 16)
+    x = torch.randn(64, 1, 21, 21)
     assert (model.encode(x) < 0).any()
     with torch.no_grad():
         model.decoder.body[-1].bias.fill_(-1.0)
@@ -70,6 +80,7 @@ def test_architecture_follows_the_paper():
     # the layer after the latent is followed by a ReLU: the decoder's input is >= 0
     h = torch.relu(model.from_latent(model.encode(x)))
     assert (h >= 0).all()
+    assert model(x).shape == x.shape
 
 
 def test_loss_is_mse_plus_l1_on_the_latent_weights():

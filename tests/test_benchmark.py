@@ -5,9 +5,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from phbook import benchmark as B
 from phbook import config, datasets, detectors, metrics, transforms
 from phbook.sim import panoseti
+from phbook.studies import benchmark as B
 
 
 @pytest.fixture(scope="module")

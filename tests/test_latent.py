@@ -117,3 +117,14 @@ def test_encode_gives_mu_for_a_vae_and_z_for_an_autoencoder():
     np.testing.assert_allclose(z, mu.numpy(), rtol=1e-5, atol=1e-6)
     ae = SparseConvAE(16, latent_dim=1)
     assert latent.encode(ae, x, batch_size=3).shape == (10, 1)
+
+
+def test_neighbour_label_fraction_hand_computed():
+    z_pool = np.array([[0.0], [1.0], [10.0], [11.0]])
+    labels = np.array([1, 1, 0, 0])
+    got = latent.neighbour_label_fraction(np.array([[0.5], [10.4]]), z_pool, labels, k=2)
+    np.testing.assert_allclose(got, [1.0, 0.0])
+    got = latent.neighbour_label_fraction(np.array([[0.2]]), z_pool, labels, k=3)
+    np.testing.assert_allclose(got, [2 / 3])
+    with pytest.raises(ValueError, match="3 labels for 4 pool codes"):
+        latent.neighbour_label_fraction(z_pool, z_pool, labels[:3], k=1)

@@ -6,7 +6,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from phbook import benchmark, detectors, sidebyside, transforms
+from phbook import detectors, transforms
+from phbook.studies import benchmark, sidebyside
 
 
 def _real_like(n=40, seed=0):

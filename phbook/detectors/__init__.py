@@ -40,7 +40,13 @@ from __future__ import annotations
 
 from ..arrays import as_images, batched
 from .autoencoders import AutoencoderDetector, DeepDetector, VAEDetector
-from .base import Detector, ScoreFusion, Transformed
+from .base import (
+    Detector,
+    ScoreFusion,
+    Transformed,
+    empirical_p_values,
+    fuse_scores,
+)
 from .classic import (
     DictionaryLearningDetector,
     HillasCut,
@@ -92,4 +98,6 @@ __all__ = [
     "RBMDetector",
     "KMeansDetector",
     "SmoothLensDetector",
+    "empirical_p_values",
+    "fuse_scores",
 ]

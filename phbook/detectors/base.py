@@ -3,6 +3,8 @@ score fusion and input transformations."""
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import numpy as np
 from sklearn.base import BaseEstimator, OutlierMixin
 
@@ -10,7 +12,13 @@ from .. import config
 from ..arrays import as_images, batched
 from ..pvalues import log_p_values
 
-__all__ = ["Detector", "ScoreFusion", "Transformed"]
+__all__ = [
+    "Detector",
+    "ScoreFusion",
+    "Transformed",
+    "empirical_p_values",
+    "fuse_scores",
+]
 
 
 def _flat(x: np.ndarray) -> np.ndarray:
@@ -109,14 +117,47 @@ class _TorchBase(Detector):
 # ------------------------------------------------------------------------ score fusion
 
 
+def empirical_p_values(reference, scores) -> np.ndarray:
+    """``(#{reference >= s} + 1) / (n + 1)`` for each score ``s``: its empirical
+    p-value against normal reference scores. A step function: :class:`ScoreFusion`
+    and :func:`fuse_scores` use its continuous version
+    (:func:`phbook.pvalues.p_values`), equal to it at the reference scores, so that
+    fused scores do not tie."""
+    ref = np.sort(np.asarray(reference, dtype=np.float64).ravel())
+    if ref.size == 0:
+        raise ValueError("reference scores are empty")
+    s = np.asarray(scores, dtype=np.float64).ravel()
+    above = ref.size - np.searchsorted(ref, s, side="left")
+    return (above + 1) / (ref.size + 1)
+
+
+def fuse_scores(
+    references: Sequence[np.ndarray],
+    scores: Sequence[np.ndarray],
+    method: str = "fisher",
+) -> np.ndarray:
+    """Fuse detectors from their scores, as :class:`ScoreFusion` does: Fisher's
+    ``sum -log p`` or rank averaging ``mean(1 - p)`` of the continuous p-values
+    (:func:`phbook.pvalues.log_p_values`) against each detector's normal
+    ``references``."""
+    if method not in ("fisher", "mean_rank"):
+        raise ValueError(f"method must be 'fisher' or 'mean_rank', got {method!r}")
+    if len(references) != len(scores) or not scores:
+        raise ValueError("give one reference per score array, and at least one")
+    logp = np.column_stack(
+        [log_p_values(r, s) for r, s in zip(references, scores, strict=True)]
+    )
+    return -logp.sum(axis=1) if method == "fisher" else (1 - np.exp(logp)).mean(axis=1)
+
+
 class ScoreFusion(Detector):
     """Combine detectors whose scores live on different scales.
 
-    Each detector's score is turned into a p-value against its scores on the
+    Each detector's score is turned into an empirical p-value against its scores on the
     training frames, ``p = (#{training scores >= s} + 1) / (n + 1)``: the fraction of
-    normal frames at least as odd, made continuous (interpolated between training
-    scores, an exponential tail beyond the largest; :mod:`phbook.pvalues`) so that
-    fused scores do not tie. Then ``method="fisher"`` sums ``-log p`` over the
+    normal frames at least as odd, made continuous (:mod:`phbook.pvalues`:
+    interpolated between training scores, an exponential tail beyond the largest)
+    so that fused scores do not tie. Then ``method="fisher"`` sums ``-log p`` over the
     detectors (Fisher's method: a frame odd for several detectors at once scores high)
     and ``method="mean_rank"`` averages ``1 - p`` (rank averaging). The detectors are fitted
     on the same frames; pass already fitted detectors with ``refit=False``.
@@ -161,10 +202,8 @@ class ScoreFusion(Detector):
         return np.exp(self.log_p_values(x))
 
     def _anomaly_score(self, x):
-        logp = self.log_p_values(x)
-        if self.method == "fisher":
-            return -logp.sum(axis=1)
-        return (1 - np.exp(logp)).mean(axis=1)
+        scores = [det.anomaly_score(x) for det in self.detectors]
+        return fuse_scores(self.reference_, scores, self.method)
 
 
 # ------------------------------------------------------------ input transformations

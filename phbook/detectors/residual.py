@@ -8,7 +8,7 @@ model (any detector with ``reconstruct``: autoencoders, the beta-VAE, the AAE, f
 the flow VAE) by the mean of its ``k`` largest squared pixel residuals: ``k = 1`` is the
 maximum, ``k`` = all pixels the mean, and a small ``k`` in between adds up a compact
 anomaly without being set by one noisy pixel. Chapter 9 measures each choice on the same
-trained models (:func:`phbook.sidebyside.residual_score_table`).
+trained models (:func:`phbook.studies.sidebyside.residual_score_table`).
 """
 
 from __future__ import annotations

@@ -39,6 +39,8 @@ __all__ = [
     "ConvDecoder",
     "SparseConvAE",
     "mse_per_image",
+    "CHASE_CHANNELS",
+    "ChaseSCAE",
 ]
 
 
@@ -253,3 +255,32 @@ class SparseConvAE(nn.Module):
         mse = mse_per_image(x, self(x)).mean()
         l1 = self.l1 * self.latent_l1()
         return {"loss": mse + l1, "mse": mse, "l1": l1}
+
+
+#: The encoder of Huijse et al.'s CHASE study: three 3x3 stride-2 convolutions of 32
+#: filters each (the decoder mirrors them).
+CHASE_CHANNELS = (32, 32, 32)
+
+
+class ChaseSCAE(SparseConvAE):
+    """The sparse convolutional autoencoder (SCAE) of Huijse et al. (2018), as published.
+
+    Three 3x3 convolutions of 32 filters with stride 2 and ReLU (:data:`CHASE_CHANNELS`),
+    a fully connected latent layer of ``latent_dim`` = 21 *linear* units whose weights
+    carry an L1 penalty of weight ``l1`` (the paper's 0.005), a mirrored decoder
+    (nearest-neighbour upsampling, 3x3 convolutions, ReLU, a linear output layer), the
+    mean squared error, and NAdam (Adam with Nesterov momentum) as its optimiser.
+    """
+
+    def __init__(
+        self,
+        image_size: int | Sequence[int] = 21,
+        latent_dim: int = 21,
+        l1: float = 0.005,
+        channels: Sequence[int] = CHASE_CHANNELS,
+    ):
+        super().__init__(image_size, latent_dim, channels, l1, upsample="nearest")
+
+    def configure_optimizers(self, lr: float, weight_decay: float):
+        """NAdam, the paper's optimiser (used by :func:`phbook.train.fit`)."""
+        return torch.optim.NAdam(self.parameters(), lr=lr, weight_decay=weight_decay)

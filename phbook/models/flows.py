@@ -46,6 +46,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .ae import as_image_batch
+from .vae import BetaVAE, kl_divergence
+
 __all__ = [
     "LatentFlow",
     "PlanarFlow",
@@ -678,14 +681,6 @@ def make_flows(
 
 
 def _default_base(image_size, **vae_kwargs):
-    try:
-        from .vae import BetaVAE
-    except ImportError as exc:  # pragma: no cover - only before chapter 3's VAE exists
-        raise ImportError(
-            "FlowVAE builds on phbook.models.vae.BetaVAE, which is not available here; "
-            "pass base=... (a model with encoder, to_latent, decode, latent_dim, beta, "
-            "kl_warmup)"
-        ) from exc
     return BetaVAE(image_size=image_size, **vae_kwargs)
 
 
@@ -789,8 +784,6 @@ class FlowVAE(nn.Module):
 
     def _encode(self, x):
         if hasattr(self.base, "image_hw"):
-            from .ae import as_image_batch
-
             x = as_image_batch(x, self.base.image_hw)
         h = self.base.encoder(x)
         mu, logvar = self.base.to_latent(h).chunk(2, dim=1)
@@ -845,8 +838,6 @@ class FlowVAE(nn.Module):
         x_hat = self.decode(zk)
         recon = self.reconstruction_nll(x, x_hat)
         if self.n_flows == 0:
-            from .vae import kl_divergence
-
             kl = kl_divergence(post["mu"], post["logvar"])
         else:
             kl = post["log_q"][0] - standard_normal_logpdf(zk)

@@ -52,6 +52,7 @@ __all__ = [
     "beta_vae_loss",
     "active_units",
     "BetaVAE",
+    "ChaseCVAE",
 ]
 
 
@@ -223,3 +224,83 @@ class BetaVAE(nn.Module):
         terms = beta_vae_loss(x, x_hat, mu, logvar, self.kl_weight, l1)
         terms["kl_weight"] = torch.tensor(self.kl_weight)
         return terms
+
+
+class ChaseCVAE(BetaVAE):
+    """The convolutional VAE (CVAE) of Huijse et al. (2018), as published.
+
+    The encoder and decoder of :class:`phbook.models.ae.ChaseSCAE` (three 3x3 stride-2
+    convolutions of 32 filters, nearest-neighbour upsampling, linear output), with two
+    linear fully connected layers for ``mu`` and ``logvar`` after the last convolution,
+    a sampling layer, no L1 penalty, NAdam, and KL annealing. The reconstruction term is
+    the squared error over ``2 sigma^2`` plus ``P/2 log sigma^2``, a Gaussian decoder
+    whose pixel variance ``sigma^2`` is fitted to the data (the study's public code
+    learns it; here it is the batch's mean squared error, its maximum-likelihood
+    value): with a fixed ``sigma^2`` the KL weight 1 would stand for a noise level of
+    the book's choosing. KL annealing: the KL weight rises linearly from 0 to
+    ``beta`` = 1 over ``kl_warmup`` epochs (``kl_warmup=0``: the full ELBO from the
+    first step, which can let the posterior collapse onto the prior). The validation
+    loss is always the full negative ELBO (KL weight ``beta``), so that early stopping
+    compares epochs on one scale.
+    """
+
+    def __init__(
+        self,
+        image_size: int | Sequence[int] = 21,
+        latent_dim: int = 21,
+        kl_warmup: int = 10,
+        beta: float = 1.0,
+        channels: Sequence[int] = (32, 32, 32),
+    ):
+        super().__init__(
+            image_size,
+            latent_dim,
+            beta=beta,
+            channels=channels,
+            l1_weight=0.0,
+            kl_warmup=kl_warmup,
+            upsample="nearest",
+        )
+        del self.to_latent
+        self.fc_mu = nn.Linear(self.encoder.n_features, self.latent_dim)
+        self.fc_logvar = nn.Linear(self.encoder.n_features, self.latent_dim)
+
+    def encode(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """``(mu, logvar)`` of ``q(z|x)`` from the two linear layers."""
+        h = self.encoder(as_image_batch(x, self.image_hw))
+        return self.fc_mu(h), self.fc_logvar(h)
+
+    @staticmethod
+    def nll(x: torch.Tensor, x_hat: torch.Tensor) -> torch.Tensor:
+        """Per image, the Gaussian negative log-likelihood of ``x`` given ``x_hat`` (nats,
+        without the constant ``P/2 log 2 pi``): the squared error over ``2 sigma^2``
+        plus ``P/2 log sigma^2``, with the pixel variance ``sigma^2`` at its maximum-
+        likelihood value, the batch's mean squared error (held constant in the
+        gradient; Rybkin et al.'s optimal-sigma VAE)."""
+        se = reconstruction_error(x, x_hat)
+        n_pix = x[0].numel()
+        sigma2 = (se.mean() / n_pix).detach().clamp_min(1e-6)
+        return 0.5 * se / sigma2 + 0.5 * n_pix * torch.log(sigma2)
+
+    def _terms(self, batch, weight: float) -> dict[str, torch.Tensor]:
+        x = as_image_batch(batch, self.image_hw, "batch")
+        x_hat, mu, logvar = self(x)
+        nll = self.nll(x, x_hat).mean()
+        kl = kl_divergence(mu, logvar).mean()
+        mse = (x - x_hat).pow(2).mean()
+        return {"loss": nll + weight * kl, "nll": nll, "kl": kl, "mse": mse}
+
+    def loss(self, batch) -> dict[str, torch.Tensor]:
+        """``loss = nll + w * kl`` with ``w`` the annealed KL weight (also logged as
+        ``kl_weight``), and the pixel MSE for reference."""
+        terms = self._terms(batch, self.kl_weight)
+        terms["kl_weight"] = torch.tensor(self.kl_weight)
+        return terms
+
+    def validation_loss(self, batch) -> dict[str, torch.Tensor]:
+        """The loss terms with the full KL weight ``beta`` (the negative ELBO)."""
+        return self._terms(batch, self.beta)
+
+    def configure_optimizers(self, lr: float, weight_decay: float):
+        """NAdam, the paper's optimiser (used by :func:`phbook.train.fit`)."""
+        return torch.optim.NAdam(self.parameters(), lr=lr, weight_decay=weight_decay)

@@ -240,10 +240,8 @@ def scored_parts(
 
 
 def _import_scoring() -> bool:
-    import importlib
-
-    for name in ("torch", "phbook.modelfile", "phbook.score"):
-        importlib.import_module(name)
+    # Dask sends this function by reference: a worker imports this module to run it,
+    # and with it phbook's scoring modules and PyTorch.
     return True
 
 

@@ -58,6 +58,7 @@ from .profiles import bin_pixels, moffat, pixel_grid, saturate, sersic
 __all__ = [
     "CLASSES",
     "NORMAL_CLASSES",
+    "POST_PROCESSED",
     "MERGER_CLASSES",
     "PIPELINE_CLASSES",
     "DEFAULT_FRACTIONS",
@@ -115,7 +116,21 @@ DEFAULT_SETTINGS: dict[str, Any] = {
     "nucleus_peak_range": (1.5, 10.0),  # saturated: peak / full well
     "mask_area_range": (0.05, 0.25),  # masked: fraction of the stamp
     "edge_cut_range": (0.1, 0.5),  # edge_cut: fraction of the stamp without data
+    # post-processing of the light like a radiative-transfer code's (off by default,
+    # on in POST_PROCESSED): dust lanes that absorb light along the major axis, and
+    # star-forming clumps that take light from the smooth profile
+    "dust_lane_probability": 0.0,
+    "dust_tau_range": (1.0, 2.5),  # central optical depth of a lane
+    "dust_width": 0.25,  # arcsec, Gaussian half-width of a lane
+    "clump_probability": 0.0,
+    "clump_fraction_range": (0.08, 0.2),  # of the main galaxy's light
+    "clump_sigma": 0.08,  # arcsec, Gaussian width of a clump
 }
+
+#: Settings of the post-processed simulator: most galaxies get a dust lane and
+#: clumps, like the radiative-transfer images of a cosmological simulation (the
+#: galaxy lecture's Illustris/TNG with dust) against its stellar light alone.
+POST_PROCESSED: dict[str, Any] = {"dust_lane_probability": 0.7, "clump_probability": 0.7}
 
 UNITS = {
     "images": "e- per pixel, sky subtracted",
@@ -134,9 +149,12 @@ UNITS = {
     "star_mag": "AB mag of the bright star",
     "saturated_pixels": "pixels clipped at the full well",
     "blank_fraction": "fraction of the stamp set to zero (masks, edges)",
+    "dust_tau": "central optical depth of a dust lane (0 = none)",
+    "dust_offset": "arcsec, offset of the lane from the centre along the minor axis",
+    "clump_fraction": "fraction of the main galaxy's light in clumps (0 = none)",
 }
 
-_STREAM_PLAN, _STREAM_PARAMS, _STREAM_NOISE = 31, 32, 33
+_STREAM_PLAN, _STREAM_PARAMS, _STREAM_NOISE, _STREAM_POST = 31, 32, 33, 34
 _SUP = 2
 
 
@@ -243,7 +261,31 @@ def _plan(classes, seed, s, size):
     p["edge_side"] = rng.integers(0, 4, n)
     p["edge_cut"] = np.where(is_["edge_cut"], rng.uniform(*s["edge_cut_range"], n), 0.0)
     p["edge_tilt"] = rng.uniform(-0.05, 0.05, n)
+
+    # radiative-transfer-like post-processing, from a stream of its own so that the
+    # parameters above do not depend on it
+    rng = _ds.rng_for(seed, _STREAM_POST)
+    dusty = rng.uniform(size=n) < s["dust_lane_probability"]
+    p["dust_tau"] = np.where(dusty, rng.uniform(*s["dust_tau_range"], n), 0.0)
+    p["dust_offset"] = np.where(dusty, rng.normal(0.0, 0.1, n), 0.0)
+    clumpy = rng.uniform(size=n) < s["clump_probability"]
+    p["clump_fraction"] = np.where(clumpy, rng.uniform(*s["clump_fraction_range"], n), 0.0)
     return p
+
+
+def _clumps(xs, ys, x0, y0, r_e, q, phi, sigma, rng, n_clumps=4):
+    """Gaussian clumps (M, H, W) scattered over the ellipse of each galaxy, each
+    image normalised to 1. Parameters have shape (M, 1, 1), sizes in pixels."""
+    m = len(x0)
+    rad = r_e[:, None] * rng.uniform(0.2, 1.2, (m, n_clumps, 1, 1))
+    ang = rng.uniform(0, 2 * np.pi, (m, n_clumps, 1, 1))
+    weight = rng.uniform(0.5, 1.5, (m, n_clumps, 1, 1))
+    u, v = rad * np.cos(ang), rad * q[:, None] * np.sin(ang)
+    cx = x0[:, None] + u * np.cos(phi[:, None]) - v * np.sin(phi[:, None])
+    cy = y0[:, None] + u * np.sin(phi[:, None]) + v * np.cos(phi[:, None])
+    r2 = (xs - cx) ** 2 + (ys - cy) ** 2
+    img = (weight * np.exp(-0.5 * r2 / sigma**2)).sum(axis=1)
+    return img / img.sum(axis=(1, 2), keepdims=True)
 
 
 # ----------------------------------------------------------------------- render
@@ -404,6 +446,33 @@ def _render_chunk(task: dict) -> dict:
         )
         share = np.where(col["plume"][k], 0.6, 1.0) * fr[k] * total_light[k]
         model[k] += shells * share[:, None, None] * _SUP**2
+    # radiative-transfer-like post-processing: clumps take light from the smooth
+    # profile, then a dust lane along the major axis absorbs part of what is there
+    k = np.flatnonzero(col["clump_fraction"] > 0)
+    if len(k):
+        f_c = col["clump_fraction"][k][:, None, None]
+        clumps = _clumps(
+            xs[None],
+            ys[None],
+            a("x0", k),
+            a("y0", k),
+            a("r_e", k) / ps,
+            a("q", k),
+            a("phi", k),
+            s["clump_sigma"] / ps,
+            _ds.rng_for(task["seed"], _STREAM_POST, task["chunk"]),
+        )
+        model[k] = model[k] * (1 - f_c) + clumps * f_c * flux[k][:, None, None] * _SUP**2
+    k = np.flatnonzero(col["dust_tau"] > 0)
+    if len(k):
+        dx, dy = xs[None] - a("x0", k), ys[None] - a("y0", k)
+        phi = a("phi", k)
+        u = dx * np.cos(phi) + dy * np.sin(phi)
+        v = -dx * np.sin(phi) + dy * np.cos(phi)
+        w = s["dust_width"] / ps
+        lane = np.exp(-0.5 * ((v - a("dust_offset", k) / ps) / w) ** 2)
+        lane *= np.exp(-0.5 * (u / (1.5 * a("r_e", k) / ps)) ** 2)
+        model[k] *= np.exp(-a("dust_tau", k) * lane)
     model = bin_pixels(model, _SUP)
     # PSF convolution, one kernel per image
     fwhm_px = col["fwhm"] / ps

@@ -35,8 +35,9 @@ from concurrent.futures import ThreadPoolExecutor
 import numpy as np
 import pandas as pd
 
-from . import benchmark, config, datasets, metrics, transforms
-from .detectors import Detector, PyODDetector, SupervisedCNNDetector, Transformed
+from .. import config, datasets, metrics, transforms
+from ..detectors import Detector, PyODDetector, SupervisedCNNDetector, Transformed
+from . import benchmark
 
 __all__ = [
     "PYOD_FAMILY",
@@ -60,60 +61,9 @@ PYOD_FAMILY = "pyod"
 SUPERVISED = "Supervised CNN"
 _NOT_PHBOOK = (PYOD_FAMILY, "supervised", "fusion")
 
-# Sizes of these studies, by profile (phbook.config holds the profile switch).
-# PyOD's deep detectors keep PyOD's defaults except the number of epochs in the
-# quick profile (its default 30-100 epochs of batches of 32 would take minutes).
-config.register_sizes(
-    "sidebyside",
-    quick={
-        "pyod": (
-            "IForest",
-            "LOF",
-            "KNN",
-            "ECOD",
-            "COPOD",
-            "OCSVM",
-            "AutoEncoder",
-            "VAE",
-            "DeepSVDD",
-        ),
-        "pyod_params": {
-            "AutoEncoder": {"epoch_num": 5, "batch_size": 64},
-            "VAE": {"epoch_num": 5, "batch_size": 64},
-            "DeepSVDD": {"epochs": 10, "batch_size": 64},
-        },
-        "labelled_normal": 2000,
-        "labelled_per_class": 200,
-        "supervised_epochs": 12,
-        "supervised_batch_size": 128,
-        "strength_bins": 4,
-        "chunk_sizes": (97, 1000),
-        "workers": (1, 2),
-        "invariance_frames": 1000,
-    },
-    full={
-        "pyod": (
-            "IForest",
-            "LOF",
-            "KNN",
-            "ECOD",
-            "COPOD",
-            "OCSVM",
-            "AutoEncoder",
-            "VAE",
-            "DeepSVDD",
-        ),
-        "pyod_params": {},
-        "labelled_normal": 10000,
-        "labelled_per_class": 1000,
-        "supervised_epochs": 20,
-        "supervised_batch_size": 256,
-        "strength_bins": 5,
-        "chunk_sizes": (97, 4096),
-        "workers": (1, 2),
-        "invariance_frames": 4000,
-    },
-)
+# Sizes of these studies: sizes("sidebyside") in phbook/sizes.json. PyOD's deep
+# detectors keep PyOD's defaults except the number of epochs in the quick profile
+# (its default 30-100 epochs of batches of 32 would take minutes).
 
 
 def _stretched(det: Detector) -> Transformed:

@@ -12,7 +12,8 @@ The same code makes the table of ``bench/benchmark.py`` and of chapter 9:
   precision, TPR at FPR 1e-2 and 1e-3, F1-max, the training time and the scoring
   throughput.
 * :func:`summarize` gives the mean and the spread over seeds; :func:`fuse_scores`
-  combines detectors by empirical p-values (as :class:`phbook.detectors.ScoreFusion`);
+  combines detectors by empirical p-values (the code of
+  :class:`phbook.detectors.ScoreFusion`);
   :func:`alert_table` sets thresholds for a false-alarm budget per hour
   (:mod:`phbook.alerts`); :func:`rank_real` ranks the real frames of a PFF file.
 
@@ -33,7 +34,9 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from . import alerts, config, datasets, detectors, metrics, pvalues, transforms
+from .. import alerts, config, datasets, detectors, metrics, transforms
+from ..detectors.base import empirical_p_values, fuse_scores
+from ..io import pff
 
 __all__ = [
     "DetectorSpec",
@@ -449,31 +452,6 @@ def to_markdown(summary: pd.DataFrame, digits: int = 3) -> str:
 # ------------------------------------------------------------------------ fusion
 
 
-def empirical_p_values(reference, scores) -> np.ndarray:
-    """``(#{reference >= s} + 1) / (n + 1)`` for each score ``s``, made continuous
-    (:func:`phbook.pvalues.p_values`): the p-value of
-    :class:`phbook.detectors.ScoreFusion` against normal reference scores."""
-    return pvalues.p_values(reference, scores)
-
-
-def fuse_scores(
-    references: Sequence[np.ndarray],
-    scores: Sequence[np.ndarray],
-    method: str = "fisher",
-) -> np.ndarray:
-    """Fuse detectors from their scores, exactly as :class:`~phbook.detectors.ScoreFusion`
-    does: Fisher's ``sum -log p`` or rank averaging ``mean(1 - p)`` of the empirical
-    p-values against each detector's normal ``references``."""
-    if method not in ("fisher", "mean_rank"):
-        raise ValueError(f"method must be 'fisher' or 'mean_rank', got {method!r}")
-    if len(references) != len(scores) or not scores:
-        raise ValueError("give one reference per score array, and at least one")
-    logp = np.column_stack(
-        [pvalues.log_p_values(r, s) for r, s in zip(references, scores, strict=True)]
-    )
-    return -logp.sum(axis=1) if method == "fisher" else (1 - np.exp(logp)).mean(axis=1)
-
-
 def fusion_search(
     result: BenchmarkResult,
     members: Sequence[str] | None = None,
@@ -625,8 +603,6 @@ def alert_table(
 def real_frames(path: str | Path | None = None):
     """The real ph256 frames of the sample file (``phbook.config.real_data_dir``), or
     None when the sample is absent (the caller says so and skips)."""
-    from .io import pff
-
     if path is None:
         folder = config.real_data_dir()
         if folder is None:
