@@ -66,9 +66,9 @@ from phbook.studies import benchmark, sidebyside  # noqa: E402
 DEEP_FAMILIES = {
     "AE": ("AE", "AE latent", "AE mean"),
     "beta-VAE": ("VAE", "VAE latent"),
-    "AAE": ("AAE", "AAE tail"),
-    "f-AnoGAN": ("f-AnoGAN", "f-AnoGAN tail"),
-    "FlowVAE": ("FlowVAE", "FlowVAE tail"),
+    "AAE": ("AAE", "AAE max"),
+    "f-AnoGAN": ("f-AnoGAN", "f-AnoGAN max"),
+    "FlowVAE": ("FlowVAE", "FlowVAE max"),
     "PixelCNN": ("PixelCNN",),
 }
 
