@@ -23,8 +23,27 @@ real-frame ranking, writes the tidy table as CSV and Markdown to
     how many of the speckled whole-quabo frames (found from the data) the best
     detector ranks among the 5 most anomalous of the real frames (null without the
     real sample); ``real_speckled`` is how many there are;
-``detectors``, ``families``, ``profile``, ``seeds``, ``wall_s``, ``cpu_s``
-    what ran, and how long the whole benchmark took (wall and CPU of this process).
+``pyod_best_auc``
+    the best overall ROC-AUC of PyOD's detectors (``pyod_best`` names it), run on the
+    same arrays (:func:`phbook.studies.sidebyside.pyod_specs`);
+``deep_family_auc``
+    per deep family of the book (AE, beta-VAE, AAE, f-AnoGAN, FlowVAE, PixelCNN), the
+    best overall ROC-AUC of its pixel- or latent-space scores;
+``supervised_ceiling_auc``
+    the overall ROC-AUC of the CNN trained with labels on a separate labelled set
+    (:func:`phbook.studies.sidebyside.add_supervised`);
+``real_injection_auc``
+    per fault injected into the real frames (:data:`phbook.studies.sidebyside.FAULTS`), the
+    best ROC-AUC of a single phbook detector trained on simulation (null without the
+    real sample); ``real_injection_best`` names the detectors;
+``scores_chunk_invariant``
+    true only if every phbook detector gave bit-identical scores on the same frames
+    scored whole, in two chunk sizes and on two worker threads each
+    (:func:`phbook.studies.sidebyside.chunk_invariance`); ``pyod_chunk_invariant`` says the
+    same of each PyOD detector;
+``detectors``, ``families``, ``profile``, ``seeds``, ``wall_s``, ``cpu_s``, ``load_avg``
+    what ran, how long the whole benchmark took (wall and CPU of this process) and the
+    machine's 1-minute load average at the start and the end.
 """
 
 from __future__ import annotations
@@ -41,7 +60,17 @@ sys.path.insert(0, str(ROOT))
 import pandas as pd  # noqa: E402
 
 from phbook import config, metrics  # noqa: E402
-from phbook.studies import benchmark  # noqa: E402
+from phbook.studies import benchmark, sidebyside  # noqa: E402
+
+#: the book's deep families and the benchmark rows that belong to each
+DEEP_FAMILIES = {
+    "AE": ("AE", "AE latent", "AE mean"),
+    "beta-VAE": ("VAE", "VAE latent"),
+    "AAE": ("AAE", "AAE max"),
+    "f-AnoGAN": ("f-AnoGAN", "f-AnoGAN max"),
+    "FlowVAE": ("FlowVAE", "FlowVAE max"),
+    "PixelCNN": ("PixelCNN",),
+}
 
 
 def log(msg: str) -> None:
@@ -51,7 +80,9 @@ def log(msg: str) -> None:
 def main() -> dict:
     wall0, cpu0 = time.perf_counter(), time.process_time()
     size = config.sizes("benchmark")
+    side = config.sizes("sidebyside")
     profile = config.profile()
+    load0 = os.getloadavg()[0]
     log(
         f"profile {profile}, device {config.device()}, "
         f"OMP_NUM_THREADS={os.environ.get('OMP_NUM_THREADS', 'unset')}, "
@@ -59,8 +90,11 @@ def main() -> dict:
     )
     data = benchmark.load_data(size)
     log(repr(data))
-    result = benchmark.run(data, benchmark.detector_specs(size), size.seeds, log=log)
-    benchmark.add_fusions(result)
+    specs = benchmark.detector_specs(size) + sidebyside.pyod_specs(side)
+    result = benchmark.run(data, specs, size.seeds, log=log)
+    sidebyside.add_supervised(result, data, side, log=log)
+    benchmark.add_fusions(result, sidebyside.phbook_fusions(result))
+    mine = sidebyside.phbook_detectors(result)
 
     summary = benchmark.summarize(result.table)
     out = config.data_dir() / "benchmark"
@@ -94,9 +128,7 @@ def main() -> dict:
             .to_string()
         )
 
-    search = benchmark.fusion_search(
-        result, [d for d in result.detectors if result.families[d] != "fusion"]
-    )
+    search = benchmark.fusion_search(result, mine)
     log(
         "\nfusions of 2-3 detectors (seed 0; picking the best on the test set is "
         "optimistic):"
@@ -109,12 +141,47 @@ def main() -> dict:
     with pd.option_context("display.width", 200, "display.max_columns", 30):
         log(alerts.drop(columns="threshold").to_string())
 
-    best = top.index[0]
+    unsup = top[~top["family"].isin(["supervised", "pyod"])]
+    best = unsup.index[0]
+    pyod_rows = top[top["family"] == "pyod"]
+    deep_auc = {
+        fam: round(float(top.loc[[n for n in names if n in top.index], "auc"].max()), 4)
+        for fam, names in DEEP_FAMILIES.items()
+        if any(n in top.index for n in names)
+    }
+    ceiling = float(top.loc[sidebyside.SUPERVISED, "auc"])
+    log(
+        f"\nbest phbook {best} {top.loc[best, 'auc']:.3f}; best PyOD "
+        f"{pyod_rows.index[0]} {pyod_rows['auc'].iloc[0]:.3f}; supervised ceiling "
+        f"{ceiling:.3f}; deep families {deep_auc}"
+    )
+    strength = sidebyside.auc_by_strength(
+        result, data.strength_test, bins=side.strength_bins
+    )
+    per_bin = strength[strength["class"] == "all"].pivot(
+        index="detector", columns="strength", values="auc"
+    )
+    log("\nROC-AUC by anomaly strength (all classes, bin centres):")
+    log(per_bin.loc[top.index].round(3).to_string())
+    x_inv = data.x_test[: side.invariance_frames]
+    inv = sidebyside.chunk_invariance(
+        {n: d for n, d in result.fitted.items() if n in mine or n in pyod_rows.index},
+        x_inv,
+        side.chunk_sizes,
+        side.workers,
+    )
+    log(
+        f"\nscores of {len(x_inv)} frames whole, in chunks of {list(side.chunk_sizes)}"
+        f" on {list(side.workers)} worker threads: bit-identical?"
+    )
+    log(inv.to_string())
+    chunk_ok = bool(inv.loc[[n for n in inv.index if n in mine], "identical"].all())
     labels = (result.classes != "normal").astype(int)
     bright = (data.strength_test >= 0.5) | (labels == 0)
     auc_bright = metrics.roc_auc(labels[bright], result.scores_of()[best][bright])
     log(f"\n{best}: ROC-AUC {auc_bright:.3f} on anomalies of strength >= 0.5")
     real_top5, n_speckled, real_summary = None, None, {}
+    injection, injection_best = None, None
     frames = benchmark.real_frames()
     if frames is None:
         log("\nreal sample absent (set PHBOOK_REAL_DATA): real-frame ranking skipped")
@@ -133,6 +200,20 @@ def main() -> dict:
                 f"top 8 frames {order}"
             )
         real_top5 = real_summary[best]
+        inj = sidebyside.real_injection_auc(
+            lambda x: benchmark.score_frames(result, x), frames.images
+        )
+        log(f"\nROC-AUC on the {len(frames)} real frames with injected faults:")
+        log(inj.loc[top.index].round(3).to_string())
+        singles = inj.loc[[n for n in inj.index if n in mine]]
+        injection = {f: round(float(singles[f].max()), 4) for f in singles.columns}
+        injection_best = {f: str(singles[f].idxmax()) for f in singles.columns}
+    variants = sidebyside.residual_score_table(
+        result, data, frames.images if frames is not None else None
+    )
+    log("\nresidual scores of the same trained models (ROC-AUC):")
+    with pd.option_context("display.width", 250, "display.max_columns", 40):
+        log(variants.round(3).to_string())
     return {
         "best_overall_auc": round(float(top.loc[best, "auc"]), 4),
         "best_detector": best,
@@ -142,12 +223,23 @@ def main() -> dict:
         "real_speckled_in_top5": real_top5,
         "real_speckled": n_speckled,
         "real_speckled_in_top5_by_detector": real_summary or None,
+        "pyod_best_auc": round(float(pyod_rows["auc"].iloc[0]), 4),
+        "pyod_best": str(pyod_rows.index[0]),
+        "deep_family_auc": deep_auc,
+        "supervised_ceiling_auc": round(ceiling, 4),
+        "real_injection_auc": injection,
+        "real_injection_best": injection_best,
+        "scores_chunk_invariant": chunk_ok,
+        "pyod_chunk_invariant": {
+            n: bool(inv.loc[n, "identical"]) for n in inv.index if n in pyod_rows.index
+        },
         "detectors": result.detectors,
         "families": sorted(set(result.families.values())),
         "profile": profile,
         "seeds": list(size.seeds),
         "wall_s": round(time.perf_counter() - wall0, 1),
         "cpu_s": round(time.process_time() - cpu0, 1),
+        "load_avg": [round(load0, 2), round(os.getloadavg()[0], 2)],
     }
 
 

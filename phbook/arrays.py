@@ -13,6 +13,7 @@ from collections.abc import Callable
 import numpy as np
 
 from . import config
+from .noise import SCORE_BLOCK
 
 __all__ = ["as_images", "batched"]
 
@@ -35,21 +36,39 @@ def as_images(X, name: str = "X") -> np.ndarray:
     return np.ascontiguousarray(x, dtype=np.float32)
 
 
-def batched(fn: Callable, x, batch_size: int = 4096, device=None) -> np.ndarray:
+def batched(
+    fn: Callable, x, batch_size: int = 4096, device=None, block: int | None = None
+) -> np.ndarray:
     """Apply a torch function to ``x`` in batches on ``device``; returns a NumPy array.
 
     ``fn`` maps a float32 tensor batch (on ``device``) to one value per sample (the
     result has shape ``(N,)``) or one vector per sample (``(N, d)``). Used by
     the deep detectors so that scoring memory stays bounded whatever the size of ``x``.
+
+    ``fn`` always sees blocks of exactly ``block`` frames (default
+    :data:`phbook.noise.SCORE_BLOCK`; the last block is padded with zero frames whose
+    results are dropped): a matrix product's last bit can depend on how many rows it
+    is computed on, and this way a frame's result does not depend on the chunk or
+    batch size it was scored in. ``batch_size`` is rounded up to a whole number of
+    blocks.
     """
     import torch
 
     dev = config.device() if device is None else torch.device(device)
+    block = SCORE_BLOCK if block is None else int(block)
+    step = max(1, -(-int(batch_size) // block)) * block
     out = []
     with torch.no_grad():
-        for start in range(0, len(x), batch_size):
-            xb = torch.as_tensor(x[start : start + batch_size], dtype=torch.float32).to(dev)
-            out.append(fn(xb).detach().float().cpu().numpy().reshape(len(xb), -1))
+        for start in range(0, len(x), step):
+            xs = torch.as_tensor(x[start : start + step], dtype=torch.float32)
+            for b in range(0, len(xs), block):
+                xb = xs[b : b + block]
+                n = len(xb)
+                if n < block:
+                    pad = xb.new_zeros((block - n, *xb.shape[1:]))
+                    xb = torch.cat([xb, pad])
+                res = fn(xb.to(dev)).detach().float().cpu().numpy()
+                out.append(res.reshape(block, -1)[:n])
     if not out:
         return np.empty(0)
     arr = np.concatenate(out, axis=0)

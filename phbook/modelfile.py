@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import hashlib
 import io
+import json
 import os
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -37,7 +38,8 @@ from typing import Any
 import numpy as np
 
 from . import __version__, detectors, transforms
-from .detectors import Detector, HillasCut, PCAReconstruction
+from .detectors import Detector, HillasCut, PCAReconstruction, PyODDetector
+from .detectors.pyod_detectors import PYOD_MODELS, SCALINGS
 from .errors import ModelFileError  # raised by phbook.score too
 from .io import pff
 
@@ -243,6 +245,58 @@ def _register_hillas() -> None:
 
 
 _register_hillas()
+
+
+# --- any PyOD detector (phbook.detectors.pyod_detectors): the reader's familiar baselines
+
+
+def _pyod_build(params: dict, fit_kwargs: dict) -> Detector:
+    return PyODDetector(
+        str(params["pyod_model"]),
+        scale=str(params["pyod_scale"]),
+        params=json.loads(params["pyod_params"] or "{}"),
+        seed=int(params["pyod_seed"]),
+        keep_training_frames=True,
+        contamination=float(params.get("contamination", 0.01)),
+    )
+
+
+def _pyod_get(det: Detector) -> tuple[dict, dict]:
+    # PyOD's fitted objects are not arrays: the file keeps the training frames and
+    # the options, and loading refits the detector on them (deterministic: seeded)
+    params = {
+        "pyod_model": str(det.estimator),
+        "pyod_scale": str(det.scale),
+        "pyod_params": json.dumps(det.params or {}, sort_keys=True),
+        "pyod_seed": int(det.seed),
+    }
+    return params, {"x_train": det.x_train_}
+
+
+def _pyod_set(params: dict, state: dict, image_shape: tuple) -> Detector:
+    det = _pyod_build(params, {})
+    return det.fit(_np(state["x_train"]).reshape(-1, *image_shape))
+
+
+def _register_pyod() -> None:
+    register(
+        Family(
+            name="pyod",
+            summary="any PyOD detector on flattened frames (KNN, LOF, ECOD, IForest, ...)",
+            options=(
+                Option("pyod_model", str, "KNN", "PyOD class", tuple(PYOD_MODELS)),
+                Option("pyod_scale", str, "none", "feature scaling", SCALINGS),
+                Option("pyod_params", str, "{}", "constructor arguments as JSON"),
+                Option("pyod_seed", int, 0, "seed of randomised PyOD detectors"),
+            ),
+            build=_pyod_build,
+            get_state=_pyod_get,
+            set_state=_pyod_set,
+        )
+    )
+
+
+_register_pyod()
 
 
 # --- neural networks: any DeepDetector of phbook.detectors

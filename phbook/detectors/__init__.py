@@ -35,6 +35,9 @@ One module per family, like :mod:`phbook.models` and the tests:
 * :mod:`~phbook.detectors.ffjord`        flow VAE with an FFJORD flow, FFJORD frame
   density (chapter 7)
 * :mod:`~phbook.detectors.lensing`       RBM and the smooth-lens fit (chapter 10)
+* :mod:`~phbook.detectors.pyod_detectors` any PyOD / scikit-learn detector (chapter 9)
+* :mod:`~phbook.detectors.supervised`    the supervised ceiling, a CNN (chapter 9)
+* :mod:`~phbook.detectors.residual`      tail-of-residual scores of any trained model
 """
 
 from __future__ import annotations
@@ -66,6 +69,9 @@ from .gans import (
 )
 from .lensing import RBMDetector, SmoothLensDetector
 from .likelihood import FlowVAEDetector, ImageFlowDetector, PixelCNNDetector
+from .pyod_detectors import PYOD_MODELS, PyODDetector, make_pyod
+from .residual import ResidualScore
+from .supervised import SupervisedCNNDetector
 from .vqvae import VQVAEDetector
 
 __all__ = [
@@ -90,6 +96,11 @@ __all__ = [
     "ImageFlowDetector",
     "FlowVAEDetector",
     "Transformed",
+    "PyODDetector",
+    "PYOD_MODELS",
+    "make_pyod",
+    "SupervisedCNNDetector",
+    "ResidualScore",
     "RBMDetector",
     "KMeansDetector",
     "SmoothLensDetector",

@@ -10,6 +10,7 @@ from sklearn.base import BaseEstimator, OutlierMixin
 
 from .. import config
 from ..arrays import as_images, batched
+from ..pvalues import log_p_values
 
 __all__ = [
     "Detector",
@@ -118,7 +119,10 @@ class _TorchBase(Detector):
 
 def empirical_p_values(reference, scores) -> np.ndarray:
     """``(#{reference >= s} + 1) / (n + 1)`` for each score ``s``: its empirical
-    p-value against normal reference scores (what :class:`ScoreFusion` uses)."""
+    p-value against normal reference scores. A step function: :class:`ScoreFusion`
+    and :func:`fuse_scores` use its continuous version
+    (:func:`phbook.pvalues.p_values`), equal to it at the reference scores, so that
+    fused scores do not tie."""
     ref = np.sort(np.asarray(reference, dtype=np.float64).ravel())
     if ref.size == 0:
         raise ValueError("reference scores are empty")
@@ -133,16 +137,17 @@ def fuse_scores(
     method: str = "fisher",
 ) -> np.ndarray:
     """Fuse detectors from their scores, as :class:`ScoreFusion` does: Fisher's
-    ``sum -log p`` or rank averaging ``mean(1 - p)`` of the empirical p-values
-    against each detector's normal ``references``."""
+    ``sum -log p`` or rank averaging ``mean(1 - p)`` of the continuous p-values
+    (:func:`phbook.pvalues.log_p_values`) against each detector's normal
+    ``references``."""
     if method not in ("fisher", "mean_rank"):
         raise ValueError(f"method must be 'fisher' or 'mean_rank', got {method!r}")
     if len(references) != len(scores) or not scores:
         raise ValueError("give one reference per score array, and at least one")
-    p = np.column_stack(
-        [empirical_p_values(r, s) for r, s in zip(references, scores, strict=True)]
+    logp = np.column_stack(
+        [log_p_values(r, s) for r, s in zip(references, scores, strict=True)]
     )
-    return -np.log(p).sum(axis=1) if method == "fisher" else (1 - p).mean(axis=1)
+    return -logp.sum(axis=1) if method == "fisher" else (1 - np.exp(logp)).mean(axis=1)
 
 
 class ScoreFusion(Detector):
@@ -150,7 +155,9 @@ class ScoreFusion(Detector):
 
     Each detector's score is turned into an empirical p-value against its scores on the
     training frames, ``p = (#{training scores >= s} + 1) / (n + 1)``: the fraction of
-    normal frames at least as odd. Then ``method="fisher"`` sums ``-log p`` over the
+    normal frames at least as odd, made continuous (:mod:`phbook.pvalues`:
+    interpolated between training scores, an exponential tail beyond the largest)
+    so that fused scores do not tie. Then ``method="fisher"`` sums ``-log p`` over the
     detectors (Fisher's method: a frame odd for several detectors at once scores high)
     and ``method="mean_rank"`` averages ``1 - p`` (rank averaging). The detectors are fitted
     on the same frames; pass already fitted detectors with ``refit=False``.
@@ -179,14 +186,20 @@ class ScoreFusion(Detector):
                 det.fit(x)
             self.reference_.append(np.sort(det.anomaly_score(x)))
 
-    def p_values(self, x) -> np.ndarray:
-        """(n, n_detectors) empirical p-values of each frame under each detector."""
+    def log_p_values(self, x) -> np.ndarray:
+        """(n, n_detectors) ``log p`` of each frame under each detector: continuous
+        and calibrated (:func:`phbook.pvalues.log_p_values`), so frames odder than
+        every training frame still rank by how much odder (no ties at the top)."""
         return np.column_stack(
             [
-                empirical_p_values(ref, det.anomaly_score(x))
+                log_p_values(ref, det.anomaly_score(x))
                 for det, ref in zip(self.detectors, self.reference_, strict=True)
             ]
         )
+
+    def p_values(self, x) -> np.ndarray:
+        """(n, n_detectors) p-values of each frame under each detector."""
+        return np.exp(self.log_p_values(x))
 
     def _anomaly_score(self, x):
         scores = [det.anomaly_score(x) for det in self.detectors]

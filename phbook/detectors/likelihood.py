@@ -10,6 +10,7 @@ from ..arrays import as_images
 from ..models.flows import FlowVAE
 from ..models.pixelcnn import IndependentPixels, PixelCNN
 from ..models.realnvp import RealNVP
+from ..noise import frame_normal, frame_uniform
 from .base import _TorchBase
 
 __all__ = ["PixelCNNDetector", "ImageFlowDetector", "FlowVAEDetector"]
@@ -276,17 +277,19 @@ class ImageFlowDetector(_TorchLikelihoodDetector):
         return self.anomaly_score(X)
 
     def _anomaly_score(self, x):
-        import torch
-
         _check_integer_images(x)
         if int(self.n_samples) != self.n_samples or self.n_samples < 1:
             raise ValueError(
                 f"n_samples must be a positive integer, got {self.n_samples!r}"
             )
-        gen = torch.Generator(device=self._device()).manual_seed(self.seed)
-        return self._batched(
-            lambda xb: self.model_.bits_per_pixel(xb, self.n_samples, gen), x
-        )
+        k = int(self.n_samples)
+
+        def bpp(xb):
+            # per-frame dequantisation noise (phbook.noise): batch-independent scores
+            u = frame_uniform(xb, (k, *xb.shape[1:]), self.seed).transpose(0, 1)
+            return self.model_.bits_per_pixel(xb, k, noise=u)
+
+        return self._batched(bpp, x)
 
 
 class FlowVAEDetector(_TorchLikelihoodDetector):
@@ -373,16 +376,19 @@ class FlowVAEDetector(_TorchLikelihoodDetector):
         import torch
 
         x = self._checked(X)
-        k = self.n_samples if n_samples is None else n_samples
-        dev = self._device()
-        gen = torch.Generator(device=dev).manual_seed(self.seed)
-        out = {"elbo": [], "iwae": []}
-        with torch.no_grad():
-            for start in range(0, len(x), self.batch_size):
-                xb = torch.as_tensor(x[start : start + self.batch_size]).to(dev)
-                for key, v in self.model_.log_likelihood_bounds(xb, k, gen).items():
-                    out[key].append(v.double().cpu().numpy())
-        return {key: np.concatenate(v) for key, v in out.items()}
+        k = int(self.n_samples if n_samples is None else n_samples)
+        if k < 1:
+            raise ValueError(f"n_samples must be a positive integer, got {k!r}")
+
+        def bounds(xb):
+            # per-frame posterior draws (phbook.noise): batch-independent scores
+            d = self.model_.latent_dim
+            eps = frame_normal(xb, (k, d), self.seed).transpose(0, 1)
+            b = self.model_.log_likelihood_bounds(xb, k, eps=eps)
+            return torch.stack([b["elbo"], b["iwae"]], 1)
+
+        both = self._batched(bounds, x).reshape(len(x), 2).astype(np.float64)
+        return {"elbo": both[:, 0], "iwae": both[:, 1]}
 
     def reconstruct(self, X) -> np.ndarray:
         """Reconstructions from ``mu`` pushed through the flows, ``(N, 1, H, W)``."""

@@ -794,16 +794,26 @@ class FlowVAE(nn.Module):
         return self.base.decode(z)
 
     def posterior_sample(
-        self, x: torch.Tensor, n_samples: int = 1, generator: torch.Generator | None = None
+        self,
+        x: torch.Tensor,
+        n_samples: int = 1,
+        generator: torch.Generator | None = None,
+        eps: torch.Tensor | None = None,
     ) -> dict[str, torch.Tensor]:
         """``n_samples`` draws of ``zK ~ qK(z|x)`` per image with their densities.
 
         Returns ``z0``, ``zK`` (``(S, N, D)``), ``log_q`` (``log qK(zK|x)``, ``(S, N)``),
-        ``mu`` and ``logvar``.
+        ``mu`` and ``logvar``. ``eps`` (``(S, N, D)``) gives the standard normal
+        draws, e.g. per-frame ones (:func:`phbook.noise.frame_normal`).
         """
         mu, logvar, ctx = self._encode(x)
         s, n, d = int(n_samples), mu.shape[0], mu.shape[1]
-        eps = torch.randn((s, n, d), generator=generator, device=mu.device, dtype=mu.dtype)
+        if eps is None:
+            eps = torch.randn(
+                (s, n, d), generator=generator, device=mu.device, dtype=mu.dtype
+            )
+        elif tuple(eps.shape) != (s, n, d):
+            raise ValueError(f"eps must have shape {(s, n, d)}, got {tuple(eps.shape)}")
         z0 = mu + torch.exp(0.5 * logvar) * eps
         # the flows' parameters are computed once per image and shared by its draws
         zk, logdet = self.flows(z0, ctx)
@@ -897,18 +907,23 @@ class FlowVAE(nn.Module):
 
     @torch.no_grad()
     def log_likelihood_bounds(
-        self, x: torch.Tensor, n_samples: int = 16, generator: torch.Generator | None = None
+        self,
+        x: torch.Tensor,
+        n_samples: int = 16,
+        generator: torch.Generator | None = None,
+        eps: torch.Tensor | None = None,
     ) -> dict[str, torch.Tensor]:
         """The ELBO and the importance-weighted (IWAE) bound on ``log p(x)``, per image.
 
         With ``k = n_samples`` draws ``zK_j ~ qK(z|x)`` and weights
         ``w_j = p(x|zK_j) p(zK_j) / qK(zK_j|x)``, ``elbo = mean_j log w_j`` and
         ``iwae = log mean_j w_j`` (Burda et al. 2016); ``elbo <= iwae <= log p(x)``,
-        and ``iwae`` tightens as ``k`` grows.
+        and ``iwae`` tightens as ``k`` grows. ``eps``: the draws, as in
+        :meth:`posterior_sample`.
         """
         if int(n_samples) != n_samples or n_samples < 1:
             raise ValueError(f"n_samples must be a positive integer, got {n_samples!r}")
-        post = self.posterior_sample(x, n_samples, generator)
+        post = self.posterior_sample(x, n_samples, generator, eps)
         s, n, d = post["zK"].shape
         x_hat = self.decode(post["zK"].reshape(s * n, d))
         x_rep = x.reshape(n, -1).repeat(s, 1)

@@ -339,28 +339,43 @@ class RealNVP(nn.Module):
         return prior + logdet + log_dy
 
     def log_prob(
-        self, x: torch.Tensor, n_samples: int = 1, generator: torch.Generator | None = None
+        self,
+        x: torch.Tensor,
+        n_samples: int = 1,
+        generator: torch.Generator | None = None,
+        noise: torch.Tensor | None = None,
     ) -> torch.Tensor:
         """A lower bound on ``log P(x)`` of integer images (nats), ``(N,)``.
 
         ``log (1/k) sum_j p(x + u_j - 1/2)`` over ``k = n_samples`` uniform draws
-        ``u_j``: a stochastic lower bound that tightens as ``k`` grows.
+        ``u_j``: a stochastic lower bound that tightens as ``k`` grows. ``noise``
+        (``(k, *x.shape)``, in [0, 1)) gives the draws, e.g. per-frame ones
+        (:func:`phbook.noise.frame_uniform`).
         """
         if int(n_samples) != n_samples or n_samples < 1:
             raise ValueError(f"n_samples must be a positive integer, got {n_samples!r}")
         x = self._inputs(x).round()
+        if noise is not None and tuple(noise.shape) != (int(n_samples), *x.shape):
+            raise ValueError(
+                f"noise must have shape {(int(n_samples), *x.shape)}, "
+                f"got {tuple(noise.shape)}"
+            )
         logs = []
-        for _ in range(int(n_samples)):
-            u = torch.rand(x.shape, generator=generator, device=x.device, dtype=x.dtype)
+        for j in range(int(n_samples)):
+            if noise is None:
+                u = torch.rand(x.shape, generator=generator, device=x.device, dtype=x.dtype)
+            else:
+                u = noise[j]
             logs.append(self.log_density(x + u - 0.5))
         return torch.logsumexp(torch.stack(logs), 0) - math.log(n_samples)
 
     def bits_per_pixel(
-        self, x: torch.Tensor, n_samples: int = 1, generator=None
+        self, x: torch.Tensor, n_samples: int = 1, generator=None, noise=None
     ) -> torch.Tensor:
-        """``-log2 P(x)`` (its bound) per pixel value, per image."""
+        """``-log2 P(x)`` (its bound) per pixel value, per image (``noise``: as in
+        :meth:`log_prob`)."""
         n_values = self.in_channels * self.image_size[0] * self.image_size[1]
-        return -self.log_prob(x, n_samples, generator) / (n_values * math.log(2.0))
+        return -self.log_prob(x, n_samples, generator, noise) / (n_values * math.log(2.0))
 
     def loss(self, batch) -> dict[str, torch.Tensor]:
         """Bits per pixel of the dequantised batch (one uniform draw per image)."""

@@ -89,11 +89,16 @@ def l1_penalty(module: nn.Module, include_bias: bool = False) -> torch.Tensor:
 
 
 def reparameterize(
-    mu: torch.Tensor, logvar: torch.Tensor, generator: torch.Generator | None = None
+    mu: torch.Tensor,
+    logvar: torch.Tensor,
+    generator: torch.Generator | None = None,
+    eps: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """A sample ``z = mu + exp(logvar / 2) * eps``, ``eps ~ N(0, I)``, differentiable in
-    ``mu`` and ``logvar`` (the reparameterisation trick)."""
-    eps = torch.randn(mu.shape, generator=generator, device=mu.device, dtype=mu.dtype)
+    ``mu`` and ``logvar`` (the reparameterisation trick). ``eps`` (shape of ``mu``)
+    gives the draws, e.g. per-frame ones from :func:`phbook.noise.frame_normal`."""
+    if eps is None:
+        eps = torch.randn(mu.shape, generator=generator, device=mu.device, dtype=mu.dtype)
     return mu + torch.exp(0.5 * logvar) * eps
 
 

@@ -56,6 +56,15 @@ class _Journal:
                     "delete it or pass overwrite=True (--overwrite) to start again"
                 ) from None
             changed = [k for k in manifest if k != "seconds" and old.get(k) != manifest[k]]
+            if "scoring" in changed:
+                # name the scoring option that differs, and both values
+                was, now = old.get("scoring") or {}, manifest["scoring"]
+                changed.remove("scoring")
+                changed += [
+                    f"scoring option {k} (was {was.get(k)!r}, now {now.get(k)!r})"
+                    for k in sorted(set(was) | set(now))
+                    if was.get(k) != now.get(k)
+                ]
             if changed:
                 raise ScoreError(
                     f"{self.dir}: an unfinished run with another {', '.join(changed)} "

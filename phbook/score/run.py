@@ -19,6 +19,7 @@ from tqdm.auto import tqdm
 from .. import __version__, modelfile
 from .. import config as _config
 from ..io import writing
+from ..noise import NOISE_SCHEME, SCORE_BLOCK
 from . import distributed
 from .journal import _Journal, journal_path
 from .layout import FORMAT, JOURNAL_FORMAT
@@ -72,12 +73,31 @@ class ScoreReport:
         return asdict(self)
 
 
+def _scoring_options(model: Any) -> dict[str, Any]:
+    """What, besides the model file, could change a frame's score: the device type
+    (GPU and CPU arithmetic differ in the last bits), the per-frame noise scheme and
+    block size of :mod:`phbook.noise`, and the torch version. The chunk size is not
+    among them: a frame's score does not depend on it (tests/test_deterministic_scores)."""
+    import torch
+
+    det = model.detector
+    dev = det._device() if hasattr(det, "_device") else torch.device("cpu")
+    return {
+        "device": torch.device(dev).type,
+        "noise": NOISE_SCHEME,
+        "score_block": int(SCORE_BLOCK),
+        "torch": str(torch.__version__),
+    }
+
+
 def _manifest(plan: Plan, model: Any) -> dict[str, Any]:
-    """What identifies a run; the chunk size and strictness may change on resumption."""
+    """What identifies a run; the chunk size and strictness may change on resumption,
+    the scoring options (:func:`_scoring_options`) may not."""
     return {
         "format": JOURNAL_FORMAT,
         "model_sha256": model.sha256,
         "plan": plan.signature(),
+        "scoring": _scoring_options(model),
     }
 
 

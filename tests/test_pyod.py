@@ -1,0 +1,93 @@
+"""PyOD and scikit-learn detectors as phbook detectors (issue 17)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from sklearn.ensemble import IsolationForest
+from sklearn.neighbors import LocalOutlierFactor
+
+from phbook import alerts, detectors, metrics, modelfile
+from phbook.detectors import PyODDetector, make_pyod
+
+
+def _data(n=400, seed=0):
+    rng = np.random.default_rng(seed)
+    x = rng.normal(size=(n, 8, 8)).astype(np.float32)
+    odd = rng.normal(size=(40, 8, 8)).astype(np.float32)
+    odd[:, 2:5, 2:5] += 4.0
+    return x, odd
+
+
+@pytest.mark.parametrize("est", ["KNN", "ECOD", "IForest", "LOF", "COPOD", "OCSVM"])
+def test_pyod_detectors_score_anomalies_high(est):
+    x, odd = _data()
+    det = PyODDetector(est).fit(x)
+    s_norm, s_odd = det.anomaly_score(x[:40]), det.anomaly_score(odd)
+    labels = np.r_[np.zeros(40), np.ones(40)]
+    assert metrics.roc_auc(labels, np.r_[s_norm, s_odd]) > 0.9
+    # the phbook conventions: score_samples is the negative, predict flags outliers
+    np.testing.assert_array_equal(det.score_samples(odd), -s_odd)
+    assert (det.predict(odd) == -1).mean() > (det.predict(x[:40]) == -1).mean() + 0.2
+
+
+@pytest.mark.parametrize(
+    "est", [IsolationForest(random_state=0), LocalOutlierFactor(novelty=True)]
+)
+def test_scikit_learn_sign_is_turned_around(est):
+    x, odd = _data()
+    det = PyODDetector(est).fit(x)
+    assert det.sign_ == "normality"
+    assert np.median(det.anomaly_score(odd)) > np.median(det.anomaly_score(x[:40]))
+    # forcing the wrong reading flips the ranking: the sign is not an accident
+    wrong = PyODDetector(est, sign="anomaly").fit(x)
+    assert np.median(wrong.anomaly_score(odd)) < np.median(wrong.anomaly_score(x[:40]))
+
+
+def test_scaling_is_fitted_on_training_images():
+    x, _ = _data()
+    x = x * np.linspace(1, 100, 64, dtype=np.float32).reshape(8, 8)
+    det = PyODDetector("KNN", scale="standard").fit(x)
+    z = det._features(det._checked(x))
+    np.testing.assert_allclose(z.mean(0), 0, atol=1e-6)
+    np.testing.assert_allclose(z.std(0), 1, atol=1e-6)
+    rob = PyODDetector("KNN", scale="robust").fit(x)
+    assert np.allclose(np.median(rob._features(rob._checked(x)), 0), 0, atol=1e-6)
+    with pytest.raises(ValueError, match="scale must be one of"):
+        PyODDetector("KNN", scale="minmax").fit(x)
+    with pytest.raises(ValueError, match="unknown PyOD detector 'Nope'"):
+        PyODDetector("Nope").fit(x)
+
+
+def test_deep_pyod_detector_repeats_its_scores():
+    x, odd = _data(200)
+    det = PyODDetector("VAE", params={"epoch_num": 1, "latent_dim": 2}).fit(x)
+    np.testing.assert_array_equal(det.anomaly_score(odd), det.anomaly_score(odd))
+    svdd = make_pyod("DeepSVDD", n_features=64, epochs=1)
+    assert svdd.n_features == 64 and svdd.verbose == 0
+
+
+def test_wrapped_detectors_fuse_and_take_alert_thresholds():
+    x, odd = _data()
+    fusion = detectors.ScoreFusion(
+        [PyODDetector("KNN"), PyODDetector("ECOD"), detectors.PCAReconstruction(4)]
+    ).fit(x)
+    s = fusion.anomaly_score(np.concatenate([x[:40], odd]))
+    labels = np.r_[np.zeros(40), np.ones(40)]
+    assert metrics.roc_auc(labels, s) > 0.9
+    knn = PyODDetector("KNN").fit(x)
+    th = alerts.threshold_for_rate(knn.anomaly_score(x), 1.0, 0.3)
+    assert np.mean(knn.anomaly_score(odd) > th.threshold) > 0.5
+
+
+def test_pyod_model_file_round_trip(tmp_path):
+    x, odd = _data()
+    det = PyODDetector(
+        "IForest", params={"n_estimators": 50}, seed=3, keep_training_frames=True
+    ).fit(x)
+    path = modelfile.save(
+        tmp_path / "m.pt", det, "pyod", dp="ph256", normalisation={"kind": "none"}
+    )
+    m = modelfile.load(path)
+    assert m.family == "pyod" and m.params["pyod_model"] == "IForest"
+    np.testing.assert_array_equal(m.detector.anomaly_score(odd), det.anomaly_score(odd))
