@@ -455,9 +455,10 @@ def _cmd_train(args) -> int:
 def _cmd_score(args) -> int:
     import h5py
 
-    from . import modelfile
+    from . import config, modelfile
     from . import score as _score
 
+    config.use_threads()  # one thread unless PHBOOK_THREADS says otherwise
     model = modelfile.load(args.model, device=args.device)
     query = None
     if not str(args.source).lower().endswith((".h5", ".hdf5", ".hdf")):

@@ -46,7 +46,7 @@ which the lensing chapter states where it compares AUCs:
   sources of 23-25 mag (arc SNR about 180) a smooth lens refitted to each image
   absorbs most of the perturbation, and even a converged refit separates the classes
   only weakly (ROC-AUC 0.83 with the default score of
-  :class:`phbook.lensfit.SmoothLensDetector`, against 0.97 at 21-23 mag);
+  :class:`phbook.detectors.SmoothLensDetector`, against 0.97 at 21-23 mag);
 * the ``perturbation_snr`` column says by how many noise sigmas the substructure changes
   each image (median about 100 for both anomaly classes at the default settings), so a
   chapter can show how detectability depends on it;

@@ -2,7 +2,7 @@
 supervised ceiling, where each detector stops seeing, injected faults in real frames,
 and a check that scores do not depend on how the frames were chunked.
 
-Built on :mod:`phbook.benchmark` (same data, same metrics, same tables):
+Built on :mod:`phbook.studies.benchmark` (same data, same metrics, same tables):
 
 * :func:`pyod_specs`: PyOD's detectors (the ones a reader would pick first) as
   benchmark rows of family ``pyod``, on the same arrays as phbook's: the asinh stretch
@@ -100,7 +100,7 @@ def phbook_detectors(result: benchmark.BenchmarkResult) -> list[str]:
 
 
 def phbook_fusions(result: benchmark.BenchmarkResult) -> dict:
-    """:data:`phbook.benchmark.FUSIONS` with "Fusion all" restricted to the book's
+    """:data:`phbook.studies.benchmark.FUSIONS` with "Fusion all" restricted to the book's
     own detectors (PyOD and the supervised ceiling are comparisons, not members)."""
     return {**benchmark.FUSIONS, "Fusion all": (tuple(phbook_detectors(result)), "fisher")}
 
