@@ -107,11 +107,7 @@ class DeepDetector(_TorchBase):
         return self.model_class(image_size=x.shape[2:], **(self.model_kwargs or {}))
 
     def _fit(self, x):
-        if self.score not in self.scores:
-            raise ValueError(
-                f"score={self.score!r} is not a score of {type(self).__name__}; "
-                f"valid values: {', '.join(self.scores)}"
-            )
+        self._check_score()
         self._check_single_channel(x)
         if not self.train and self.model is None:
             raise ValueError("train=False needs a trained model (model=...)")

@@ -32,6 +32,14 @@ class Detector(OutlierMixin, BaseEstimator):
     number per image, higher for more anomalous images.
     """
 
+    def _check_score(self) -> None:
+        """Raise a clear error when ``score`` is not one of the class's ``scores``."""
+        if self.score not in self.scores:
+            raise ValueError(
+                f"score={self.score!r} is not a score of {type(self).__name__}; "
+                f"valid values: {', '.join(self.scores)}"
+            )
+
     def __init__(self, contamination: float = 0.01):
         self.contamination = contamination
 

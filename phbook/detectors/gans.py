@@ -392,11 +392,7 @@ class SimultaneousEncoderGANDetector(_TorchDetector):
         import torch
 
         self._check_single_channel(x)
-        if self.score not in self.scores:
-            raise ValueError(
-                f"score={self.score!r} is not a score of {type(self).__name__}; "
-                f"valid values: {', '.join(self.scores)}"
-            )
+        self._check_score()
         torch.manual_seed(self.seed)
         model = SimultaneousEncoderGAN.build(
             x.shape[2:],
@@ -478,11 +474,7 @@ class AAEDetector(_TorchDetector):
         import torch
 
         self._check_single_channel(x)
-        if self.score not in self.scores:
-            raise ValueError(
-                f"score={self.score!r} is not a score of {type(self).__name__}; "
-                f"valid values: {', '.join(self.scores)}"
-            )
+        self._check_score()
         torch.manual_seed(self.seed)
         model = AdversarialAutoencoder(
             x.shape[2:],

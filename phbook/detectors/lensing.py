@@ -190,11 +190,7 @@ class SmoothLensDetector(Detector):
         from sklearn.decomposition import PCA
         from sklearn.neighbors import NearestNeighbors
 
-        if self.score not in self.scores:
-            raise ValueError(
-                f"score={self.score!r} is not a score of SmoothLensDetector; valid "
-                f"values: {', '.join(self.scores)}"
-            )
+        self._check_score()
         if x.shape[1] != 1:
             raise ValueError(f"SmoothLensDetector takes one channel, got {x.shape[1]}")
         lib = self.library

@@ -347,11 +347,7 @@ class FlowVAEDetector(_TorchLikelihoodDetector):
         self.val_fraction = val_fraction
 
     def _fit(self, x):
-        if self.score not in self.scores:
-            raise ValueError(
-                f"score={self.score!r} is not a score of FlowVAEDetector; valid values: "
-                + ", ".join(self.scores)
-            )
+        self._check_score()
         self._check_single_channel(x)
         if not 0 <= self.val_fraction < 0.5:
             raise ValueError(f"val_fraction must lie in [0, 0.5), got {self.val_fraction}")

@@ -65,11 +65,7 @@ class VQVAEDetector(_TorchLikelihoodDetector):
         self.prior_fit_kwargs = prior_fit_kwargs
 
     def _fit(self, x):
-        if self.score not in self.scores:
-            raise ValueError(
-                f"score={self.score!r} is not a score of VQVAEDetector; valid values: "
-                + ", ".join(self.scores)
-            )
+        self._check_score()
         self._check_single_channel(x)
         model = self._build(
             lambda: VQVAE(image_size=x.shape[2:], **(self.model_kwargs or {}))
