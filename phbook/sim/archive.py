@@ -48,6 +48,7 @@ from .. import __version__
 from .. import config as _config
 from ..io import archive as _archive
 from ..io import pff
+from .panoseti import simulate
 
 __all__ = [
     "LICK_DOMES",
@@ -113,14 +114,7 @@ class RunSpec:
 
 
 def default_source(n: int, **kwargs):
-    """The pulse-height simulator :func:`phbook.sim.panoseti.simulate` (lazy import)."""
-    try:
-        from .panoseti import simulate
-    except ImportError as exc:
-        raise ImportError(
-            "phbook.sim.panoseti.simulate is not available; pass a frame source "
-            "(a callable with its signature) as source="
-        ) from exc
+    """The pulse-height simulator :func:`phbook.sim.panoseti.simulate`."""
     return simulate(n, **kwargs)
 
 
