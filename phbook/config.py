@@ -237,6 +237,10 @@ def checkpoint_dir() -> Path:
 REAL_PH256_NAME = "start_2025-08-02T05:31:36Z.dp_ph256.bpp_2.module_254.seqno_0.pff"
 
 
+#: where a non-editable install puts the shipped real sample, below ``sys.prefix``
+INSTALLED_DATA = Path("share", "phbook", "data", "panoseti")
+
+
 def _real_data_candidates() -> list[Path]:
     """Folders that may hold real PANOSETI files, most preferred first."""
     env = os.environ.get("PHBOOK_REAL_DATA", "").strip()
@@ -248,6 +252,9 @@ def _real_data_candidates() -> list[Path]:
             root.parent / "shared" / "data" / "panoseti",
             root / "shared" / "data" / "panoseti",
         ]
+    # a wheel (pip install, Colab) installs data/panoseti as data files under the
+    # environment's prefix: [tool.setuptools.data-files] in pyproject.toml
+    candidates.append(Path(sys.prefix) / INSTALLED_DATA)
     return candidates
 
 
