@@ -67,7 +67,7 @@ from . import maroc as _maroc
 from .baselines import BASELINE_RANGE, read_baselines
 
 #: Bumped whenever the simulated distributions change, so that cached datasets are rebuilt.
-SIMULATOR_VERSION = 2
+SIMULATOR_VERSION = 3
 PIXEL_DEG = 0.3125  #: angular size of a pixel (deg)
 QUABO_PIX = 16  #: a quabo is 16 x 16 pixels
 MODULE_PIX = 32  #: a module is 2 x 2 quabos
