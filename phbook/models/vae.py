@@ -38,8 +38,10 @@ from .ae import ConvDecoder, ConvEncoder, as_image_batch, image_hw
 BETAS = {"small": 0.003, "medium": 0.03, "large": 0.3}
 #: The weight of the L1 penalty on all weights of the book's VAEs.
 L1_WEIGHT = 1e-5
-#: A beta large enough that the posterior collapses without a KL warm-up (chapter 3).
-BETA_COLLAPSE = 0.7
+#: A beta near the collapse threshold (chapter 3): trained without a KL warm-up the
+#: posterior collapses onto the prior, with the warm-up it keeps active units (chapter 3's
+#: ``collapse_*`` sizes: a few thousand frames, 30 epochs, a 10-epoch warm-up).
+BETA_COLLAPSE = 1.0
 
 __all__ = [
     "BETAS",
