@@ -24,6 +24,11 @@ Prints what it measures as it goes and, as its last line, one JSON object:
     fixed- and varying-redshift test sets, in the sizes of the profile
     (:func:`lensing_aucs`).
 
+``deeplense_regime_auc``, ``deeplense_regime_ordered``
+    chapter 10's DeepLense-like regime (fixed redshift): model (RBM, conv AE, conv VAE,
+    AAE) -> ROC-AUC, and whether they follow the paper's ordering
+    (:func:`deeplense_regime`).
+
 ``chase_scae_conv_layers``, ``chase_mlp_auc``, ``chase_dnmse_top100``,
 ``chase_best_latent_auc``, ``chase_pca_auc``
     chapter 11's CHASE study (:func:`chase_aucs`).
@@ -232,6 +237,25 @@ def lensing_aucs(profile: str) -> dict:
     return out
 
 
+def deeplense_regime(profile: str) -> dict:
+    """The four networks of Alexander et al. in the DeepLense-like regime (fixed macro
+    lens and source population, fixed redshift), with chapter 10's sizes and
+    checkpoints of ``profile`` (:mod:`phbook.studies.deeplense`)."""
+    from phbook.studies import deeplense
+
+    t0 = time.process_time()
+    res = deeplense.run(("fixed",), profile)
+    auc = res.auc["ours, fixed"]
+    log(
+        f"DeepLense regime (fixed redshift), {time.process_time() - t0:.0f} CPU s "
+        f"(main process):\n{res.auc.round(3).to_string()}"
+    )
+    return {
+        "deeplense_regime_auc": {m: round(float(auc[m]), 4) for m in deeplense.MODELS},
+        "deeplense_regime_ordered": res.ordered("fixed"),
+    }
+
+
 def mergers_inconsistent(profile: str) -> dict:
     """Chapter 12's table of the galaxy lecture: the percentage of inconsistent images
     (score above the 95% quantile of the ordinary galaxies') per merger sample, for
@@ -257,6 +281,7 @@ MEASUREMENTS = [
     measure_lensing_baseline,
     measure_stamp_generation,
     lambda sizes: lensing_aucs(config.profile()),
+    lambda sizes: deeplense_regime(config.profile()),
 ]
 
 

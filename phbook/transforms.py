@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import numpy as np
 
-__all__ = ["AsinhStretch", "LinearScale", "rebin"]
+__all__ = ["AsinhStretch", "SqrtStretch", "LinearScale", "rebin"]
 
 
 def _as_float(x) -> np.ndarray:
@@ -65,6 +65,51 @@ class AsinhStretch:
 
     def __repr__(self) -> str:
         return f"AsinhStretch(softening={self.softening}, x_max={self.x_max})"
+
+
+class SqrtStretch:
+    """``y = (sqrt(x + v) - sqrt(v)) / (sqrt(x_max + v) - sqrt(v))``: a variance-
+    stabilising stretch for counts with Poisson noise on top of a noise floor ``v``.
+
+    When a pixel's variance is its expected counts plus ``v`` (sky, read noise), the
+    noise of ``sqrt(x + v)`` is 1/2 whatever the brightness (Anscombe's transform), so
+    a squared error in ``y`` weighs every pixel by its signal-to-noise ratio, as a
+    chi-square does. ``noise_variance`` is the pixel noise variance in ``y``. Works on
+    NumPy arrays or torch tensors; returns float32 NumPy arrays.
+    """
+
+    def __init__(self, noise_floor: float, x_max: float = 5000.0):
+        if noise_floor <= 0 or x_max <= 0:
+            raise ValueError(
+                f"noise_floor and x_max must be positive, got {noise_floor} and {x_max}"
+            )
+        self.noise_floor = float(noise_floor)
+        self.x_max = float(x_max)
+        root = np.sqrt(self.noise_floor)
+        self._scale = float(np.sqrt(self.x_max + self.noise_floor) - root)
+        self._root = float(root)
+        #: the pixel noise variance of the stretched images
+        self.noise_variance = 0.25 / self._scale**2
+
+    def __call__(self, x) -> np.ndarray:
+        return self.forward(x)
+
+    def forward(self, x) -> np.ndarray:
+        """Counts (sky subtracted) -> stretched values (0 for the sky, 1 at x_max)."""
+        x = _as_float(x)
+        root = np.sqrt(np.clip(x + np.float32(self.noise_floor), 0.0, None))
+        return ((root - np.float32(self._root)) / np.float32(self._scale)).astype(
+            np.float32
+        )
+
+    def inverse(self, y) -> np.ndarray:
+        """Stretched values -> counts."""
+        y = _as_float(y)
+        root = y * np.float32(self._scale) + np.float32(self._root)
+        return (root**2 - np.float32(self.noise_floor)).astype(np.float32)
+
+    def __repr__(self) -> str:
+        return f"SqrtStretch(noise_floor={self.noise_floor}, x_max={self.x_max})"
 
 
 class LinearScale:

@@ -141,7 +141,8 @@ class BetaVAE(nn.Module):
     or nearest-neighbour upsampling and 3x3 convolutions, and a linear output layer.
 
     ``beta`` weights the KL term, ``l1_weight`` the L1 penalty on all weights, and
-    ``kl_warmup`` (epochs) anneals the KL weight from 0 to ``beta``.
+    ``kl_warmup`` (epochs) anneals the KL weight from 0 to ``beta``, after ``kl_delay``
+    epochs of reconstruction only (the schedule of Alexander et al.'s VAE for lenses).
     """
 
     def __init__(
@@ -153,6 +154,7 @@ class BetaVAE(nn.Module):
         l1_weight: float = 0.0,
         kl_warmup: int = 0,
         upsample: str = "transpose",
+        kl_delay: int = 0,
     ):
         super().__init__()
         if latent_dim < 1:
@@ -163,11 +165,14 @@ class BetaVAE(nn.Module):
             raise ValueError(f"l1_weight must be >= 0, got {l1_weight}")
         if kl_warmup < 0:
             raise ValueError(f"kl_warmup must be >= 0 epochs, got {kl_warmup}")
+        if kl_delay < 0:
+            raise ValueError(f"kl_delay must be >= 0 epochs, got {kl_delay}")
         self.image_hw = image_hw(image_size)
         self.latent_dim = int(latent_dim)
         self.beta = float(beta)
         self.l1_weight = float(l1_weight)
         self.kl_warmup = int(kl_warmup)
+        self.kl_delay = int(kl_delay)
         self.hparams = {
             "image_size": list(self.image_hw),
             "latent_dim": self.latent_dim,
@@ -177,12 +182,14 @@ class BetaVAE(nn.Module):
             "kl_warmup": self.kl_warmup,
             "upsample": upsample,
         }
+        if self.kl_delay:  # only when used: older saved models keep their hparams
+            self.hparams["kl_delay"] = self.kl_delay
         self.encoder = ConvEncoder(self.image_hw, channels)
         self.to_latent = nn.Linear(self.encoder.n_features, 2 * self.latent_dim)
         self.from_latent = nn.Linear(self.latent_dim, self.encoder.n_features)
         self.decoder = ConvDecoder(self.image_hw, channels, upsample=upsample)
         #: the KL weight of the current epoch (``beta`` once the warm-up is over)
-        self.kl_weight = 0.0 if self.kl_warmup else self.beta
+        self.kl_weight = 0.0 if (self.kl_warmup or self.kl_delay) else self.beta
 
     # -- the model
     def encode(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -212,14 +219,18 @@ class BetaVAE(nn.Module):
     # -- training
     @property
     def schedule_epochs(self) -> int:
-        """Epochs trained with a KL weight below ``beta`` (the warm-up): never
-        restored as the best epoch by :func:`phbook.train.fit`."""
-        return self.kl_warmup
+        """Epochs trained with a KL weight below ``beta`` (the delay and the warm-up):
+        never restored as the best epoch by :func:`phbook.train.fit`."""
+        return self.kl_delay + self.kl_warmup
 
     def on_epoch_start(self, state) -> None:
-        """KL annealing: weight ``beta * min(1, epoch / kl_warmup)`` this epoch."""
-        if self.kl_warmup:
-            self.kl_weight = self.beta * min(1.0, state.epoch / self.kl_warmup)
+        """KL annealing: weight 0 for ``kl_delay`` epochs, then
+        ``beta * min(1, (epoch - kl_delay) / kl_warmup)``."""
+        epoch = state.epoch - self.kl_delay
+        if epoch < 0:
+            self.kl_weight = 0.0
+        elif self.kl_warmup:
+            self.kl_weight = self.beta * min(1.0, epoch / self.kl_warmup)
         else:
             self.kl_weight = self.beta
 

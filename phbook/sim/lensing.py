@@ -58,6 +58,13 @@ which the lensing chapter states where it compares AUCs:
 * noise is really added (Poisson on the total counts plus Gaussian read noise): a widely
   used public generator computes the noise and then returns the noiseless image.
 
+A second, easier regime, ``simulate(..., regime="deeplense")``, fixes the macro lens
+and the source population as DeepLenseSim Model I does (an SIE of 1e12 solar masses,
+theta_E 1.28", e1 0.1, shear gamma1 0.05, a Sersic source of 0.25" and n = 1; only the
+source position and brightness change from lens to lens; :data:`DEEPLENSE_SETTINGS`
+gives the source of each number). The substructure classes and the instrument are
+those above. It is the regime in which the networks of Alexander et al. were measured.
+
 Units: angles in arcsec, masses in solar masses, velocity dispersion in km/s, images in
 electrons per pixel of the co-added exposure with the mean sky subtracted.
 
@@ -87,7 +94,10 @@ __all__ = [
     "CLASSES",
     "NORMAL_CLASSES",
     "DEFAULT_SETTINGS",
+    "DEEPLENSE_SETTINGS",
+    "REGIMES",
     "EUCLID_VIS",
+    "deeplense_theta_E",
     "simulate",
     "load_or_simulate",
     "point_mass_theta_E",
@@ -153,6 +163,51 @@ DEFAULT_SETTINGS: dict[str, Any] = {
     "read_noise": EUCLID_VIS["read_noise"],
     "sky_brightness": EUCLID_VIS["sky_brightness"],
     "zero_point": EUCLID_VIS["zero_point"],
+}
+
+#: The DeepLense-like regime (``simulate(..., regime="deeplense")``): the macro lens
+#: and the source population of DeepLenseSim "Model I" (github.com/mwt5345/DeepLenseSim,
+#: ``deeplense/lens.py``: ``make_single_halo``, ``make_source_light``, ``simple_sim``;
+#: its ``Model_I/README.md`` calls it the set that most closely matches the papers of
+#: Alexander et al.), with the substructure classes and the instrument of the default
+#: regime. Each number and its source:
+#:
+#: * ``lens_mass`` 1e12 M_sun: ``lens.make_single_halo(1e12)`` in ``Model_I/sim_*.py``;
+#:   the Einstein radius follows DeepLenseSim's ``mass_to_radius`` (see
+#:   :func:`deeplense_theta_E`): 1.28 arcsec at z_lens 0.5, z_source 1.0;
+#: * SIE ``e1`` 0.1, ``e2`` 0 (axis ratio 0.82, position angle 0), centred on the
+#:   field, and external shear ``gamma1`` 0.05, ``gamma2`` 0: ``make_single_halo``;
+#: * Sersic source of ``R_sersic`` 0.25 arcsec, ``n_sersic`` 1, ``e1`` -0.1, ``e2`` 0.1
+#:   (fixed in that code), centred at a position uniform in the square of half-width
+#:   0.35 arcsec (``np.random.uniform(-0.35, 0.35, 2)``): ``make_source_light``;
+#: * brightness: DeepLenseSim keeps the source amplitude and draws the exposure time
+#:   log-uniformly over 0.5 dex (``10**np.random.uniform(3, 3.5)``), a factor 3.2 in
+#:   counts; we keep the Euclid exposure and draw the source magnitude uniformly over
+#:   the same 1.25 mag, 21-22.25 (the bright end of the default regime's 21-23).
+#:
+#: Not copied: their 150 x 150 pixels of 0.05 arcsec and SNR of about 25 (the images
+#: stay Euclid-VIS-like, as in the default regime), and their substructure (the
+#: ``cdm`` and ``vortex`` classes stay those of the default regime).
+DEEPLENSE_SETTINGS: dict[str, Any] = {
+    **DEFAULT_SETTINGS,
+    "lens_center_max": 0.0,
+    "source_mag_range": (21.0, 22.25),
+    "lens_mass": 1e12,  # M_sun
+    "lens_e1": 0.1,
+    "lens_e2": 0.0,
+    "gamma1": 0.05,
+    "gamma2": 0.0,
+    "source_r_sersic": 0.25,  # arcsec
+    "source_n_sersic": 1.0,
+    "source_e1": -0.1,
+    "source_e2": 0.1,
+    "source_offset_box": 0.35,  # arcsec, half-width of the square of source centres
+}
+
+#: The named regimes of :func:`simulate` and their settings.
+REGIMES: dict[str, dict[str, Any]] = {
+    "default": DEFAULT_SETTINGS,
+    "deeplense": DEEPLENSE_SETTINGS,
 }
 
 UNITS = {
@@ -255,6 +310,37 @@ def point_mass_theta_E(mass: ArrayLike, sigma_crit_angle: ArrayLike) -> np.ndarr
     return np.sqrt(np.asarray(mass, dtype=float) / (np.pi * sigma_crit_angle))
 
 
+def deeplense_theta_E(
+    mass: ArrayLike,
+    z_lens: ArrayLike,
+    z_source: ArrayLike,
+    settings: Mapping[str, Any] | None = None,
+) -> np.ndarray:
+    """Einstein radius (arcsec) that DeepLenseSim gives a halo of ``mass`` (M_sun).
+
+    DeepLenseSim's ``mass_to_radius``: ``theta_E = sqrt(4 G M / c**2 * D_ls / (D_l
+    D_s))`` with *luminosity* distances and ``D_ls = D_s - D_l`` (flat Lambda-CDM,
+    ``settings["H0"]`` and ``["Om0"]``, default 70 and 0.3). It is not the
+    angular-diameter formula, but it is what their images have: 1.28 arcsec for
+    1e12 M_sun at z_lens 0.5, z_source 1.0.
+    """
+    from astropy import constants
+    from astropy import units as u
+    from astropy.cosmology import FlatLambdaCDM
+
+    s = DEFAULT_SETTINGS if settings is None else settings
+    z_l, z_s = np.asarray(z_lens, dtype=float), np.asarray(z_source, dtype=float)
+    if np.any(z_s <= z_l):
+        raise ValueError("the source must lie behind the lens (z_source > z_lens)")
+    cosmo = FlatLambdaCDM(H0=s["H0"], Om0=s["Om0"])
+    d_l = cosmo.luminosity_distance(z_l).to_value(u.m)
+    d_s = cosmo.luminosity_distance(z_s).to_value(u.m)
+    m = np.asarray(mass, dtype=float) * constants.M_sun.value
+    g_c2 = constants.G.value / constants.c.value**2
+    theta = np.sqrt(4 * g_c2 * m * (d_s - d_l) / (d_l * d_s))
+    return np.degrees(theta) * 3600.0
+
+
 # -------------------------------------------------------------------- parameters
 
 
@@ -281,7 +367,6 @@ def _plan(n, seed, classes, redshift, settings, subhalo_profile):
     """Every random parameter of every image, drawn vectorised in the main process."""
     from astropy.cosmology import FlatLambdaCDM
     from lenstronomy.Cosmo.lens_cosmo import LensCosmo
-    from lenstronomy.Util import param_util
 
     s = settings
     rng = _ds.rng_for(seed, _STREAM_PARAMS)
@@ -298,34 +383,10 @@ def _plan(n, seed, classes, redshift, settings, subhalo_profile):
     lens_cosmo = LensCosmo(p["z_lens"].to_numpy(), p["z_source"].to_numpy(), cosmo=cosmo)
     sigma_crit = np.broadcast_to(lens_cosmo.sigma_crit_angle, (n,)).astype(float)
     p["sigma_crit"] = sigma_crit  # M_sun / arcsec^2
-    p["sigma_v"] = _uniform(rng, s["sigma_v_range"], n)
-    p["theta_E"] = lens_cosmo.sis_sigma_v2theta_E(p["sigma_v"].to_numpy())
-    p["mass_E"] = np.pi * p["theta_E"] ** 2 * sigma_crit
-    half = s["lens_center_max"]
-    p["lens_x"] = rng.uniform(-half, half, n)
-    p["lens_y"] = rng.uniform(-half, half, n)
-    p["lens_q"] = _uniform(rng, s["lens_q_range"], n)
-    p["lens_phi"] = rng.uniform(0, np.pi, n)
-    e1, e2 = param_util.phi_q2_ellipticity(p["lens_phi"].to_numpy(), p["lens_q"].to_numpy())
-    p["lens_e1"], p["lens_e2"] = e1, e2
-    p["gamma"] = _uniform(rng, s["shear_range"], n)
-    p["gamma_phi"] = rng.uniform(0, np.pi, n)
-    g1, g2 = param_util.shear_polar2cartesian(
-        p["gamma_phi"].to_numpy(), p["gamma"].to_numpy()
-    )
-    p["gamma1"], p["gamma2"] = g1, g2
-    sx, sy = _in_disc(rng, s["source_offset_max"] * p["theta_E"].to_numpy(), n)
-    p["source_x"] = p["lens_x"] + sx
-    p["source_y"] = p["lens_y"] + sy
-    p["source_mag"] = _uniform(rng, s["source_mag_range"], n)
-    p["source_r_sersic"] = _uniform(rng, s["source_r_sersic_range"], n)
-    p["source_n_sersic"] = _uniform(rng, s["source_n_sersic_range"], n)
-    p["source_q"] = _uniform(rng, s["source_q_range"], n)
-    p["source_phi"] = rng.uniform(0, np.pi, n)
-    e1, e2 = param_util.phi_q2_ellipticity(
-        p["source_phi"].to_numpy(), p["source_q"].to_numpy()
-    )
-    p["source_e1"], p["source_e2"] = e1, e2
+    if s.get("lens_mass") is None:
+        _macro_default(p, rng, s, lens_cosmo, n)
+    else:
+        _macro_deeplense(p, rng, s, lens_cosmo, n)
 
     # CDM subhalos: a Poisson number per cdm image, power-law masses, uniform positions
     is_cdm = classes == "cdm"
@@ -378,6 +439,72 @@ def _plan(n, seed, classes, redshift, settings, subhalo_profile):
     p.loc[is_vortex, "vortex_phi"] = rng.uniform(0, np.pi, m)
     p["f_sub"] = (p["sub_mass_total"] + p["vortex_mass"]) / p["mass_E"]
     return p, subs
+
+
+def _macro_default(p, rng, s, lens_cosmo, n):
+    """The default regime's macro lens and source: every parameter drawn per lens."""
+    from lenstronomy.Util import param_util
+
+    sigma_crit = p["sigma_crit"].to_numpy()
+    p["sigma_v"] = _uniform(rng, s["sigma_v_range"], n)
+    p["theta_E"] = lens_cosmo.sis_sigma_v2theta_E(p["sigma_v"].to_numpy())
+    p["mass_E"] = np.pi * p["theta_E"] ** 2 * sigma_crit
+    half = s["lens_center_max"]
+    p["lens_x"] = rng.uniform(-half, half, n)
+    p["lens_y"] = rng.uniform(-half, half, n)
+    p["lens_q"] = _uniform(rng, s["lens_q_range"], n)
+    p["lens_phi"] = rng.uniform(0, np.pi, n)
+    e1, e2 = param_util.phi_q2_ellipticity(p["lens_phi"].to_numpy(), p["lens_q"].to_numpy())
+    p["lens_e1"], p["lens_e2"] = e1, e2
+    p["gamma"] = _uniform(rng, s["shear_range"], n)
+    p["gamma_phi"] = rng.uniform(0, np.pi, n)
+    g1, g2 = param_util.shear_polar2cartesian(
+        p["gamma_phi"].to_numpy(), p["gamma"].to_numpy()
+    )
+    p["gamma1"], p["gamma2"] = g1, g2
+    sx, sy = _in_disc(rng, s["source_offset_max"] * p["theta_E"].to_numpy(), n)
+    p["source_x"] = p["lens_x"] + sx
+    p["source_y"] = p["lens_y"] + sy
+    p["source_mag"] = _uniform(rng, s["source_mag_range"], n)
+    p["source_r_sersic"] = _uniform(rng, s["source_r_sersic_range"], n)
+    p["source_n_sersic"] = _uniform(rng, s["source_n_sersic_range"], n)
+    p["source_q"] = _uniform(rng, s["source_q_range"], n)
+    p["source_phi"] = rng.uniform(0, np.pi, n)
+    e1, e2 = param_util.phi_q2_ellipticity(
+        p["source_phi"].to_numpy(), p["source_q"].to_numpy()
+    )
+    p["source_e1"], p["source_e2"] = e1, e2
+
+
+def _macro_deeplense(p, rng, s, lens_cosmo, n):
+    """The DeepLense regime's macro lens and source: fixed but for the source position
+    and brightness (see :data:`DEEPLENSE_SETTINGS`)."""
+    from lenstronomy.Util import param_util
+
+    sigma_crit = p["sigma_crit"].to_numpy()
+    p["theta_E"] = deeplense_theta_E(
+        s["lens_mass"], p["z_lens"].to_numpy(), p["z_source"].to_numpy(), s
+    )
+    p["sigma_v"] = lens_cosmo.sis_theta_E2sigma_v(p["theta_E"].to_numpy())
+    p["mass_E"] = np.pi * p["theta_E"] ** 2 * sigma_crit
+    p["lens_x"] = np.zeros(n)
+    p["lens_y"] = np.zeros(n)
+    phi, q = param_util.ellipticity2phi_q(s["lens_e1"], s["lens_e2"])
+    p["lens_q"], p["lens_phi"] = np.full(n, q), np.full(n, phi)
+    p["lens_e1"], p["lens_e2"] = np.full(n, s["lens_e1"]), np.full(n, s["lens_e2"])
+    phi, gamma = param_util.shear_cartesian2polar(s["gamma1"], s["gamma2"])
+    p["gamma"], p["gamma_phi"] = np.full(n, gamma), np.full(n, phi)
+    p["gamma1"], p["gamma2"] = np.full(n, s["gamma1"]), np.full(n, s["gamma2"])
+    half = s["source_offset_box"]
+    p["source_x"] = rng.uniform(-half, half, n)
+    p["source_y"] = rng.uniform(-half, half, n)
+    p["source_mag"] = _uniform(rng, s["source_mag_range"], n)
+    p["source_r_sersic"] = np.full(n, s["source_r_sersic"])
+    p["source_n_sersic"] = np.full(n, s["source_n_sersic"])
+    phi, q = param_util.ellipticity2phi_q(s["source_e1"], s["source_e2"])
+    p["source_q"], p["source_phi"] = np.full(n, q), np.full(n, phi)
+    p["source_e1"] = np.full(n, s["source_e1"])
+    p["source_e2"] = np.full(n, s["source_e2"])
 
 
 def _vortex_elements(row, n_elements):
@@ -542,6 +669,12 @@ def _check_args(n, seed, fractions, redshift, num_pix, subhalo_profile, supersam
     return seed, fractions
 
 
+def _regime_settings(regime: str) -> dict[str, Any]:
+    if regime not in REGIMES:
+        raise ValueError(f"regime must be one of {tuple(REGIMES)}, got {regime!r}")
+    return REGIMES[regime]
+
+
 def simulate(
     n: int,
     *,
@@ -553,6 +686,7 @@ def simulate(
     supersampling: int = 2,
     noise: bool = True,
     settings: Mapping[str, Any] | None = None,
+    regime: str = "default",
     workers: int | None = None,
     progress: bool | None = None,
 ) -> SimulatedSet:
@@ -581,7 +715,11 @@ def simulate(
     noise
         ``False`` returns the noiseless expected counts (for figures and tests).
     settings
-        Overrides of :data:`DEFAULT_SETTINGS` (ranges are ``(low, high)`` tuples).
+        Overrides of the regime's settings (ranges are ``(low, high)`` tuples).
+    regime
+        ``"default"`` (:data:`DEFAULT_SETTINGS`: every parameter of the macro lens and
+        the source drawn per lens) or ``"deeplense"`` (:data:`DEEPLENSE_SETTINGS`: the
+        fixed macro lens and source population of DeepLenseSim Model I).
     workers
         Processes for the rendering (default: the CPU cores available).
     progress
@@ -599,7 +737,7 @@ def simulate(
     seed, fractions = _check_args(
         n, seed, fractions, redshift, num_pix, subhalo_profile, supersampling
     )
-    s = _ds.resolve_settings(DEFAULT_SETTINGS, settings)
+    s = _ds.resolve_settings(_regime_settings(regime), settings)
     classes = _ds.class_plan(n, fractions, CLASSES, _ds.rng_for(seed, _STREAM_PLAN))
     params, subs = _plan(n, seed, classes, redshift, s, subhalo_profile)
     tasks, sizes = [], []
@@ -640,6 +778,7 @@ def simulate(
         "n": n,
         "fractions": fractions,
         "redshift": redshift,
+        "regime": regime,
         "num_pix": int(num_pix),
         "pixel_scale": s["fov"] / num_pix,
         "subhalo_profile": subhalo_profile,
@@ -763,6 +902,7 @@ def load_or_simulate(
     supersampling: int = 2,
     noise: bool = True,
     settings: Mapping[str, Any] | None = None,
+    regime: str = "default",
     workers: int | None = None,
     progress: bool | None = None,
     refresh: bool = False,
@@ -776,7 +916,7 @@ def load_or_simulate(
     seed, fractions = _check_args(
         n, seed, fractions, redshift, num_pix, subhalo_profile, supersampling
     )
-    s = _ds.resolve_settings(DEFAULT_SETTINGS, settings)
+    s = _ds.resolve_settings(_regime_settings(regime), settings)
     description = {
         "n": int(n),
         "seed": seed,
@@ -788,5 +928,7 @@ def load_or_simulate(
         "noise": bool(noise),
         "settings": s,
     }
+    if regime != "default":  # the default regime keeps the file names it had
+        description["regime"] = regime
     kwargs = dict(description, settings=s, workers=workers, progress=progress)
     return _ds.load_or_simulate("lensing", simulate, description, kwargs, refresh=refresh)

@@ -1,0 +1,148 @@
+"""The DeepLense-like regime of chapter 10: the paper's four networks where they work.
+
+Alexander et al. :cite:`alexander2020decoding` measured a restricted Boltzmann
+machine, a deep convolutional autoencoder (DCAE), a convolutional VAE and an
+adversarial autoencoder (AAE) on DeepLense simulations whose macro lens and source
+population are fixed (DeepLenseSim Model I). On the book's default lenses, whose macro
+model varies in thirteen parameters, the four sit near chance. This study trains the
+same four on ``phbook.sim.lensing.simulate(..., regime="deeplense")`` and returns
+their ROC-AUCs beside the paper's. The VAE follows the paper's schedule:
+reconstruction only for ``vae_delay`` epochs, then the KL weight ramped from 0 to 1
+over ``vae_warmup`` epochs (:class:`phbook.models.vae.BetaVAE`'s ``kl_delay`` and
+``kl_warmup``). Every network is scored by its reconstruction error, as in the paper's
+code (github.com/DeepLense-Unsupervised/unsupervised-lensing keeps a reconstruction
+loss per model).
+
+Used by chapter 10 and by ``bench/case_studies.py`` (``deeplense_regime_auc``).
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+
+import numpy as np
+import pandas as pd
+
+from .. import config, detectors, metrics, transforms
+from ..lensfit import sky_variance
+from ..sim import lensing
+
+__all__ = ["PAPER", "MODELS", "DeepLenseResult", "paper_models", "run"]
+
+#: ROC-AUCs of Alexander et al. (2020) on their simulations: (fixed, varying) redshift.
+PAPER = {
+    "RBM": (0.515, 0.509),
+    "conv AE": (0.730, 0.670),
+    "conv VAE": (0.899, 0.735),
+    "AAE": (0.932, 0.769),
+}
+#: The paper's ordering, worst to best.
+MODELS = tuple(PAPER)
+
+
+@dataclass
+class DeepLenseResult:
+    """Test sets, scores, AUCs and CPU seconds of one run of :func:`run`."""
+
+    test: dict
+    scores: dict
+    auc: pd.DataFrame
+    seconds: dict = field(default_factory=dict)
+
+    def ordered(self, redshift: str = "fixed") -> bool:
+        """Whether the AUCs follow the paper's ordering RBM < DCAE < CVAE < AAE."""
+        values = self.auc.loc[list(MODELS), f"ours, {redshift}"].to_numpy()
+        return bool(np.all(np.diff(values) > 0))
+
+
+def paper_models(size, redshift: str, noise_floor: float) -> tuple:
+    """``(stretch, models)``: the four models of Alexander et al., sized by ``size``
+    (``config.sizes("deeplense")``), and the transform of the images they see.
+
+    The images go through a square-root stretch (:class:`phbook.transforms.
+    SqrtStretch`, ``noise_floor`` the sky and read-noise variance in counts), which
+    gives every pixel the same noise variance ``sigma2``: a squared error is then a
+    chi-square. The VAE's decoder is a Gaussian of that variance, so its loss is
+    ``recon / (2 sigma2) + w * KL`` with the KL weight ``w`` ramped from 0 to 1, which
+    is ``recon + w * beta * KL`` with ``beta = 2 sigma2`` (the form
+    :class:`phbook.models.vae.BetaVAE` takes). The RBM scales the images to [0, 1].
+    """
+    common = {"epochs": size.epochs, "batch_size": size.batch_size}
+    arch = {"latent_dim": size.latent_dim, "channels": size.channels}
+    vae_fit = {**common, "epochs": size.vae_epochs}
+    stretch = transforms.SqrtStretch(noise_floor, x_max=5000.0)
+    beta = 2.0 * stretch.noise_variance
+    return stretch, {
+        "RBM": detectors.RBMDetector(
+            n_components=size.rbm_components, n_iter=size.rbm_iter
+        ),
+        "conv AE": detectors.AutoencoderDetector(
+            model_kwargs={**arch, "l1": 0.0},
+            fit_kwargs=common,
+            name=f"deeplense-ae-{redshift}",
+        ),
+        "conv VAE": detectors.VAEDetector(
+            model_kwargs={
+                **arch,
+                "beta": beta,
+                "kl_delay": size.vae_delay,
+                "kl_warmup": size.vae_warmup,
+            },
+            fit_kwargs=vae_fit,
+            name=f"deeplense-vae-{redshift}",
+            score="recon",
+        ),
+        "AAE": detectors.AAEDetector(
+            size.latent_dim,
+            size.channels,
+            epochs=size.epochs,
+            batch_size=size.batch_size,
+            adv_weight=size.aae_adv_weight,
+            name=f"deeplense-aae-{redshift}",
+        ),
+    }
+
+
+def run(
+    redshifts=None, profile: str | None = None, progress: bool | None = False
+) -> DeepLenseResult:
+    """Simulate the DeepLense-like sets, train the four models, score the test sets.
+
+    ``redshifts``: the redshift sets to run (default: the profile's ``redshifts``).
+
+    Training sets hold smooth lenses only (``n_train``); test sets equal thirds of
+    normal, cdm and vortex lenses (``n_test``), all simulated and cached.
+    """
+    size = config.sizes("deeplense", profile)
+    redshifts = tuple(size.redshifts if redshifts is None else redshifts)
+    test, scores, seconds, rows = {}, {}, {}, {m: {"model": m} for m in MODELS}
+    for redshift in redshifts:
+        kw = {
+            "redshift": redshift,
+            "regime": "deeplense",
+            "num_pix": size.num_pix,
+            "progress": progress,
+        }
+        train = lensing.load_or_simulate(
+            size.n_train, seed=21, fractions={"normal": 1}, **kw
+        )
+        test[redshift] = lensing.load_or_simulate(size.n_test, seed=22, **kw)
+        floor = float(sky_variance(train.images))
+        stretch, models = paper_models(size, redshift, floor)
+        x_train, x_test = stretch(train.images), stretch(test[redshift].images)
+        scores[redshift] = {}
+        for name, det in models.items():
+            start = time.process_time()
+            det.fit(x_train)
+            scores[redshift][name] = det.anomaly_score(x_test)
+            seconds[redshift, name] = time.process_time() - start
+            rows[name][f"ours, {redshift}"] = metrics.roc_auc(
+                test[redshift].labels, scores[redshift][name]
+            )
+    for name in MODELS:
+        for i, redshift in enumerate(("fixed", "varying")):
+            if redshift in redshifts:
+                rows[name][f"paper, {redshift}"] = PAPER[name][i]
+    auc = pd.DataFrame(list(rows.values())).set_index("model")
+    return DeepLenseResult(test, scores, auc, seconds)
