@@ -154,6 +154,7 @@ def test_contaminated_sets_are_exact_and_nested():
 def test_bin2_averages_blocks():
     x = np.arange(16, dtype=np.float32).reshape(1, 1, 4, 4)
     assert np.allclose(L.bin2(x)[0, 0], [[2.5, 4.5], [10.5, 12.5]])
+    assert np.array_equal(L.bin2(x[:, 0]), L.bin2(x))
 
 
 def test_training_is_deterministic_by_seed():

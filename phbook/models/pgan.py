@@ -205,7 +205,8 @@ class ProgressiveCritic(_Progressive):
         """The last hidden layer, ``(N, channels[0] * 16)``."""
         if x.shape[-1] != self.side or x.shape[-2] != self.side:
             raise ValueError(
-                f"images must be {self.side}x{self.side} at stage {self.stage}, got {tuple(x.shape)}"
+                f"images must be {self.side}x{self.side} at stage {self.stage}, "
+                f"got {tuple(x.shape)}"
             )
         s = self.stage
         h = self.blocks[s](self.from_image[s](x))

@@ -61,7 +61,11 @@ VARIANTS = ("with encoder", "without encoder")
 
 
 def bin2(x: np.ndarray) -> np.ndarray:
-    """Mean over 2x2 pixel blocks: ``(N, 1, H, W)`` -> ``(N, 1, H/2, W/2)``."""
+    """Mean over 2x2 pixel blocks: ``(N, 1, H, W)`` or ``(N, H, W)`` ->
+    ``(N, 1, H/2, W/2)``."""
+    x = np.asarray(x)
+    if x.ndim == 3:
+        x = x[:, None]
     n, c, h, w = x.shape
     if h % 2 or w % 2:
         raise ValueError(f"image sides must be even, got {h}x{w}")
