@@ -174,12 +174,15 @@ def test_study_table_drops_and_verdict():
     rng = np.random.default_rng(2)
     normal = rng.normal(size=(40, 1, 32, 32)).astype(np.float32)
     sub = (rng.normal(size=(10, 1, 32, 32)) + 3).astype(np.float32)
-    x_test = np.concatenate([normal[:8], sub[:8]])
-    y_test = np.r_[np.zeros(8), np.ones(8)]
+    # held-out test images: the training sets use normal[:32] and sub[:3]
+    x_test = np.concatenate([normal[32:], sub[3:]])
+    y_test = np.r_[np.zeros(8), np.ones(7)]
     res = L.run_study(normal, sub, x_test, y_test, TINY, levels=(0.0, 0.1), name=None)
     assert len(res) == 2 * 2 * 2
     assert set(res["variant"]) == set(L.VARIANTS)
     assert res["auc"].between(0, 1).all()
+    # an anomaly three noise sigmas brighter everywhere is found by both variants
+    assert (res[res["fraction"] == 0.0]["auc"] > 0.9).all(), res
     drop = L.drops(res)
     for variant in L.VARIANTS:
         part = res[res["variant"] == variant].pivot(
