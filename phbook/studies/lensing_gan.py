@@ -86,6 +86,7 @@ def lens_data(
     *,
     redshift: str = "fixed",
     seed: int = 21,
+    simulate_kwargs: Mapping[str, Any] | None = None,
 ) -> dict[str, np.ndarray]:
     """The study's images, stretched and binned to 32x32.
 
@@ -94,17 +95,21 @@ def lens_data(
     subhalos, half with a vortex (seed ``seed``); ``x_test``, ``y_test``:
     ``size["n_test"]`` simulated test lenses in thirds (seed ``seed + 1``) and their
     labels (1 = substructure). The simulations are cached
-    (:func:`phbook.sim.lensing.load_or_simulate`).
+    (:func:`phbook.sim.lensing.load_or_simulate`, which also gets
+    ``simulate_kwargs``, e.g. another simulator regime's ``settings``; the normal
+    images must then come from the same regime).
     """
+    extra = dict(simulate_kwargs or {})
     sub = lensing.load_or_simulate(
         int(size["n_sub"]),
         seed=seed,
         fractions={"cdm": 1, "vortex": 1},
         redshift=redshift,
         progress=False,
+        **extra,
     )
     test = lensing.load_or_simulate(
-        int(size["n_test"]), seed=seed + 1, redshift=redshift, progress=False
+        int(size["n_test"]), seed=seed + 1, redshift=redshift, progress=False, **extra
     )
     return {
         "normal": bin2(stretch(normal_images)),
