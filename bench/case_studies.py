@@ -29,6 +29,15 @@ Prints what it measures as it goes and, as its last line, one JSON object:
     AAE) -> ROC-AUC, and whether they follow the paper's ordering
     (:func:`deeplense_regime`).
 
+``lensing_contamination_drop``
+    chapter 10's contamination study of the seed proposal's GAN: variant
+    (``with_encoder``, ``without_encoder``) -> ROC-AUC lost from 0 to 10% substructure
+    lenses in training, mean over seeds; ``lensing_contamination_drop_sd`` their
+    seed-to-seed standard deviations, ``lensing_contamination_beyond_scatter`` whether
+    the drop is smaller with the encoder beyond that scatter, and
+    ``lensing_contamination_auc`` the mean ROC-AUC per variant and level
+    (:func:`lensing_contamination`).
+
 ``chase_scae_conv_layers``, ``chase_mlp_auc``, ``chase_dnmse_top100``,
 ``chase_best_latent_auc``, ``chase_pca_auc``
     chapter 11's CHASE study (:func:`chase_aucs`).
@@ -256,6 +265,64 @@ def deeplense_regime(profile: str) -> dict:
     }
 
 
+def lensing_contamination(profile: str = "full") -> dict:
+    """Chapter 10's contamination study (:mod:`phbook.studies.lensing_gan`) with the
+    ``lensing_gan`` sizes of ``profile``: the same data, stretch and checkpoint names
+    as the chapter, so a run after the chapter's full build loads its trained
+    networks. :func:`main` runs the full sizes in every profile: the quick ones train
+    the GANs for a dozen steps, too few to show anything (``lensing_contamination_
+    sizes`` names the profile whose sizes were used)."""
+    from phbook.studies import lensing_gan
+
+    size = config.sizes("lensing_gan", profile)
+    normal = lensing.load_or_simulate(
+        config.sizes("lensing", profile).n_train,
+        seed=11,
+        fractions={"normal": 1},
+        redshift="fixed",
+        progress=False,
+    ).images
+    data = lensing_gan.lens_data(size, normal, lensing_gan.chapter_stretch(normal))
+    log(
+        f"lensing contamination: {len(lensing_gan.LEVELS)} levels x 2 variants x "
+        f"{size.n_seeds} seeds, {size.n_train} training lenses, {size.epochs} epochs"
+    )
+    t0 = time.perf_counter()
+    # the chapter's checkpoint names when the sizes are the chapter's, others when not
+    # (a quick build's checkpoints are not overwritten with full-size networks)
+    name = "ch10-pgan" if profile == config.profile() else f"bench-pgan-{profile}"
+    res = lensing_gan.run_study(
+        data["normal"],
+        data["substructure"],
+        data["x_test"],
+        data["y_test"],
+        size,
+        name=name,
+    )
+    drop = lensing_gan.drops(res, high=0.10)
+    holds, text = lensing_gan.verdict(drop)
+    log(f"lensing contamination: {time.perf_counter() - t0:.1f} s")
+    log(lensing_gan.summary(res).round(3).to_string())
+    log(text)
+    key = {"with encoder": "with_encoder", "without encoder": "without_encoder"}
+    means = res.groupby(["variant", "fraction"])["auc"].mean()
+    return {
+        "lensing_contamination_drop": {
+            key[v]: round(float(drop.loc[v, "mean"]), 4) for v in key
+        },
+        "lensing_contamination_drop_sd": {
+            key[v]: round(float(drop.loc[v, "sd"]), 4) for v in key
+        },
+        "lensing_contamination_beyond_scatter": holds,
+        "lensing_contamination_auc": {
+            key[v]: {f"{f:g}": round(float(means[v, f]), 4) for f in lensing_gan.LEVELS}
+            for v in key
+        },
+        "lensing_contamination_n_seeds": int(size.n_seeds),
+        "lensing_contamination_sizes": profile,
+    }
+
+
 def mergers_inconsistent(profile: str) -> dict:
     """Chapter 12's table of the galaxy lecture: the percentage of inconsistent images
     (score above the 95% quantile of the ordinary galaxies') per merger sample, for
@@ -292,6 +359,7 @@ def main() -> dict:
     results: dict = {}
     for measure in MEASUREMENTS:
         results.update(measure(sizes))
+    results.update(lensing_contamination("full"))
     results.update(chase_aucs(profile))
     results.update(mergers_inconsistent(profile))
     results["profile"] = profile

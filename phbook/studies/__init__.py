@@ -6,6 +6,8 @@
   contaminated data (``bench/gan.py``)
 * :mod:`phbook.studies.benchmark`      chapter 9: every detector on one simulated
   benchmark (``bench/benchmark.py``)
+* :mod:`phbook.studies.lensing_gan`    chapter 10: the seed proposal's GAN trained on
+  contaminated lenses (``bench/case_studies.py``)
 * :mod:`phbook.studies.chase`          chapter 11: the CHASE study of Huijse et al.
   (``bench/case_studies.py``)
 * :mod:`phbook.studies.mergers`, :mod:`phbook.studies.galaxy_sims`  chapter 12:
