@@ -21,8 +21,8 @@ its solution, the solution's code in a ``python`` fence with otter's
     ````
 
 It is followed by one code cell per test case, tagged ``tests-public`` or
-``tests-hidden`` (plus ``remove-cell`` and ``nbval-skip``: the book neither shows nor
-runs them). The book shows the solution in a dropdown (``make student`` drops it);
+``tests-hidden`` (plus ``remove-cell``, ``nbval-skip`` and ``skip-execution``: the book
+neither shows nor runs them; the solution they call is not executed by the book). The book shows the solution in a dropdown (``make student`` drops it);
 otter assign removes the solutions and the hidden tests from the student notebook.
 """
 

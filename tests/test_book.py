@@ -81,9 +81,30 @@ def test_every_chapter_asserts_a_claim():
         hidden = [
             "".join(c["source"])
             for c in cells
-            if c["cell_type"] == "code" and "remove-cell" in c["metadata"].get("tags", [])
+            if c["cell_type"] == "code"
+            and "remove-cell" in (tags := c["metadata"].get("tags", []))
+            and not GRADED_TEST_TAGS & set(tags)
         ]
         assert any(re.search(r"^\s*assert\b", h, flags=re.M) for h in hidden), nb.name
+
+
+#: Test cells of graded exercises; they call a solution that only exists in a markdown
+#: dropdown, so neither nbval nor the book build may execute them.
+GRADED_TEST_TAGS = {"tests-public", "tests-hidden"}
+
+
+@pytest.mark.parametrize(
+    "nb", sorted((ROOT / "book").glob("*.ipynb")), ids=lambda p: p.name
+)
+def test_graded_test_cells_are_neither_shown_nor_executed(nb):
+    """``skip-execution`` (nbclient, used by the book build), ``nbval-skip`` (nbval) and
+    ``remove-cell`` (the rendered book) on every graded test cell: without the first,
+    the full build stops at the first one (NameError on the exercise's function)."""
+    for c in json.loads(nb.read_text())["cells"]:
+        tags = set(c["metadata"].get("tags", []))
+        if c["cell_type"] == "code" and GRADED_TEST_TAGS & tags:
+            missing = {"remove-cell", "nbval-skip", "skip-execution"} - tags
+            assert not missing, f"{nb.name}: graded test cell without {sorted(missing)}"
 
 
 if __name__ == "__main__":  # rewrite every chapter's setup cell from _config.yml
