@@ -36,9 +36,12 @@ class PCAReconstruction(Detector):
         self.pca_ = PCA(n_components=k, svd_solver="auto", random_state=0).fit(flat)
 
     def _anomaly_score(self, x):
-        flat = _flat(x)
+        # float64: a float32 product's last bit depends on how BLAS blocks the rows
+        # and on memory alignment, so the same frame scored in another chunk (a resumed
+        # `phbook score`) could differ by one unit in the last place
+        flat = _flat(x).astype(np.float64)
         recon = self.pca_.inverse_transform(self.pca_.transform(flat))
-        return ((flat - recon) ** 2).mean(axis=1)
+        return ((flat - recon) ** 2).mean(axis=1).astype(np.float32)
 
 
 class _SklearnFlat(Detector):
@@ -131,9 +134,12 @@ class IncrementalPCADetector(Detector):
         return self.pca_.transform(_flat(self._checked(X)))
 
     def _anomaly_score(self, x):
-        flat = _flat(x)
+        # float64: a float32 product's last bit depends on how BLAS blocks the rows
+        # and on memory alignment, so the same frame scored in another chunk (a resumed
+        # `phbook score`) could differ by one unit in the last place
+        flat = _flat(x).astype(np.float64)
         recon = self.pca_.inverse_transform(self.pca_.transform(flat))
-        return ((flat - recon) ** 2).mean(axis=1)
+        return ((flat - recon) ** 2).mean(axis=1).astype(np.float32)
 
 
 class DictionaryLearningDetector(Detector):
