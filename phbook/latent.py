@@ -15,6 +15,7 @@ from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
+from scipy.special import logsumexp
 from sklearn.decomposition import PCA
 from sklearn.mixture import GaussianMixture
 
@@ -27,6 +28,7 @@ __all__ = [
     "select_gmm",
     "gmm_nll",
     "nearest_component_distance",
+    "sample_gmm",
     "typical_members",
     "neighbour_label_fraction",
 ]
@@ -152,8 +154,33 @@ def select_gmm(
 
 
 def gmm_nll(gmm: GaussianMixture, z) -> np.ndarray:
-    """Negative log-likelihood of each code under the mixture: an anomaly score."""
-    return -gmm.score_samples(_codes(z))
+    """Negative log-likelihood of each code under the mixture: an anomaly score.
+
+    The same number as ``-gmm.score_samples(z)`` (to rounding), computed row by row
+    without matrix products, so that a code's score does not depend on which other
+    codes are scored with it: BLAS picks its kernels by the number of rows, and
+    scikit-learn's ``score_samples`` moved in the 16th digit with the chunk size.
+    """
+    z = _codes(z)
+    d = gmm.means_.shape[1]
+    log_det = _log_det_precision_cholesky(gmm)  # (K,)
+    log_prob = -0.5 * (d * np.log(2 * np.pi) + _distances_sq(gmm, z)) + log_det
+    return -logsumexp(log_prob + np.log(gmm.weights_), axis=1)
+
+
+def _log_det_precision_cholesky(gmm: GaussianMixture) -> np.ndarray:
+    """log det of each component's precision Cholesky factor: (K,)."""
+    chol, kind = gmm.precisions_cholesky_, gmm.covariance_type
+    n_comp, d = gmm.means_.shape
+    if kind == "full":
+        return np.log(np.diagonal(chol, axis1=1, axis2=2)).sum(1)
+    if kind == "tied":
+        return np.full(n_comp, np.log(np.diag(chol)).sum())
+    if kind == "diag":
+        return np.log(chol).sum(1)
+    if kind == "spherical":
+        return d * np.log(chol)
+    raise ValueError(f"unknown covariance_type {kind!r}")  # pragma: no cover
 
 
 def nearest_component_distance(gmm: GaussianMixture, z, metric: str = "mahalanobis"):
@@ -192,8 +219,8 @@ def _mahalanobis_sq(gmm: GaussianMixture, diff: np.ndarray) -> np.ndarray:
     kind = gmm.covariance_type
     if kind == "full":
         y = np.einsum("nkd,kde->nke", diff, chol)
-    elif kind == "tied":
-        y = diff @ chol
+    elif kind == "tied":  # einsum, not a matrix product: rows independent of the batch
+        y = np.einsum("nkd,de->nke", diff, chol)
     elif kind == "diag":
         y = diff * chol[None, :, :]
     elif kind == "spherical":
@@ -201,6 +228,36 @@ def _mahalanobis_sq(gmm: GaussianMixture, diff: np.ndarray) -> np.ndarray:
     else:  # pragma: no cover - scikit-learn knows no other kind
         raise ValueError(f"unknown covariance_type {kind!r}")
     return (y**2).sum(-1)
+
+
+def sample_gmm(gmm: GaussianMixture, n: int, seed: int = 0) -> np.ndarray:
+    """``n`` codes drawn from the fitted mixture, in random order: ``(n, d)``.
+
+    Unlike ``GaussianMixture.sample`` the draws are not sorted by component, and each
+    component is sampled through the Cholesky factor of its covariance (which the fit
+    has already shown to exist), not through numpy's SVD-based ``multivariate_normal``,
+    which warns that a covariance is "not positive-semidefinite" when latent dimensions
+    the model does not use leave it nearly singular.
+    """
+    if n < 1:
+        raise ValueError(f"n must be at least 1, got {n}")
+    rng = np.random.default_rng(seed)
+    n_comp, d = gmm.means_.shape
+    comp = rng.choice(n_comp, size=n, p=gmm.weights_ / gmm.weights_.sum())
+    eps = rng.standard_normal((n, d))
+    cov, kind = gmm.covariances_, gmm.covariance_type
+    if kind == "full":
+        factors = np.linalg.cholesky(cov)[comp]  # (n, d, d)
+        step = np.einsum("nde,ne->nd", factors, eps)
+    elif kind == "tied":
+        step = np.einsum("de,ne->nd", np.linalg.cholesky(cov), eps)
+    elif kind == "diag":
+        step = np.sqrt(cov)[comp] * eps
+    elif kind == "spherical":
+        step = np.sqrt(cov)[comp, None] * eps
+    else:  # pragma: no cover - scikit-learn knows no other kind
+        raise ValueError(f"unknown covariance_type {kind!r}")
+    return gmm.means_[comp] + step
 
 
 def typical_members(gmm: GaussianMixture, z, n: int = 8) -> dict[int, np.ndarray]:

@@ -67,6 +67,22 @@ def test_latent_scores_against_references():
     assert latent.nearest_component_distance(gmm, far)[0] > dist.max()
 
 
+@pytest.mark.parametrize("cov", ["full", "tied", "diag", "spherical"])
+def test_latent_scores_do_not_depend_on_the_batch(cov):
+    """A code's score is the same number, to the last bit, whatever codes are scored
+    with it (chunked and out-of-core scoring rely on it), and agrees with
+    scikit-learn's score_samples to rounding."""
+    z, _ = mixture(n_per=400, d=8, k=3, seed=1)
+    gmm = GaussianMixture(3, covariance_type=cov, random_state=0).fit(z)
+    nll = latent.gmm_nll(gmm, z)
+    np.testing.assert_allclose(nll, -gmm.score_samples(z), rtol=1e-12, atol=1e-12)
+    dist = latent.nearest_component_distance(gmm, z)
+    for n in (1, 3, 17, 250, len(z) - 1):
+        assert np.array_equal(latent.gmm_nll(gmm, z[:n]), nll[:n]), n
+        assert np.array_equal(latent.gmm_nll(gmm, z[-n:]), nll[-n:]), n
+        assert np.array_equal(latent.nearest_component_distance(gmm, z[:n]), dist[:n])
+
+
 @pytest.mark.parametrize("cov", ["diag", "tied", "spherical"])
 def test_mahalanobis_for_every_covariance_type(cov):
     z, _ = mixture(k=2)
@@ -128,3 +144,42 @@ def test_neighbour_label_fraction_hand_computed():
     np.testing.assert_allclose(got, [2 / 3])
     with pytest.raises(ValueError, match="3 labels for 4 pool codes"):
         latent.neighbour_label_fraction(z_pool, z_pool, labels[:3], k=1)
+
+
+@pytest.mark.parametrize("cov", ["full", "tied", "diag", "spherical"])
+def test_sample_gmm_draws_from_the_mixture(cov):
+    z, _ = mixture(n_per=2000, d=3, k=3, seed=2)
+    gmm = GaussianMixture(3, covariance_type=cov, random_state=0).fit(z)
+    draws = latent.sample_gmm(gmm, 30000, seed=1)
+    assert draws.shape == (30000, 3)
+    labels = gmm.predict(draws)
+    counts = np.bincount(labels, minlength=3) / 30000
+    np.testing.assert_allclose(counts, gmm.weights_, atol=0.02)
+    # not sorted by component, unlike GaussianMixture.sample
+    assert (np.diff(labels[:200]) != 0).any()
+    for k in range(3):
+        np.testing.assert_allclose(draws[labels == k].mean(0), gmm.means_[k], atol=0.15)
+    # the same seed gives the same draws, another seed others
+    assert np.array_equal(latent.sample_gmm(gmm, 30000, seed=1), draws)
+    assert not np.array_equal(latent.sample_gmm(gmm, 30000, seed=2), draws)
+    with pytest.raises(ValueError, match="at least 1"):
+        latent.sample_gmm(gmm, 0)
+
+
+def test_sample_gmm_of_a_nearly_singular_fit_does_not_warn():
+    """Codes in float32 with a wide spread in the used dimensions and almost none in
+    the unused ones: GaussianMixture.sample warns that the covariance "is not
+    symmetric positive-semidefinite" (numpy's SVD check); sample_gmm does not."""
+    import warnings
+
+    rng = np.random.default_rng(0)
+    z = np.concatenate(
+        [10 * rng.normal(size=(500, 3)), 1e-3 * rng.normal(size=(500, 13))], 1
+    )
+    gmm = GaussianMixture(2, random_state=0).fit(z.astype(np.float32))
+    with pytest.warns(RuntimeWarning, match="positive-semidefinite"):
+        gmm.sample(1000)  # the warning this function avoids
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        draws = latent.sample_gmm(gmm, 1000, seed=0)
+    assert np.isfinite(draws).all()

@@ -40,7 +40,7 @@ BETAS = {"small": 0.003, "medium": 0.03, "large": 0.3}
 L1_WEIGHT = 1e-5
 #: A beta near the collapse threshold (chapter 3): trained without a KL warm-up the
 #: posterior collapses onto the prior, with the warm-up it keeps active units (chapter 3's
-#: ``collapse_*`` sizes: a few thousand frames, 30 epochs, a 10-epoch warm-up).
+#: ``collapse_*`` sizes: a few thousand frames, 30 epochs, a 20-epoch warm-up).
 BETA_COLLAPSE = 1.0
 
 __all__ = [

@@ -297,8 +297,7 @@ def generate(
     model = model.cpu().eval()
     mu = latent.encode(model, y[:, None], device="cpu")
     gmm = GaussianMixture(n_components, covariance_type="full", random_state=seed)
-    z = gmm.fit(mu).sample(n_generate)[0]
-    z = z[np.random.default_rng(seed).permutation(len(z))]  # sample() sorts by component
+    z = latent.sample_gmm(gmm.fit(mu.astype(np.float64)), n_generate, seed=seed)
     with torch.no_grad():
         y_gen = model.decode(torch.as_tensor(z, dtype=torch.float32))[:, 0].numpy()
     samples = stretch.inverse(y_gen)
