@@ -50,3 +50,45 @@ def test_below_chance_lists_the_inverted_classes():
     out = metrics.below_chance(table)
     assert list(out["class"]) == ["dim"] and out["auc"].iloc[0] < 0.1
     assert isinstance(out, pd.DataFrame)
+
+
+def test_warmup_vs_collapse_pairs_schedules_per_seed():
+    """One row per (schedule, seed), both schedules of a seed from the same initial
+    network, warm-up runs judged after their warm-up, and a reload gives the same."""
+    data = datasets.ph_benchmark_data(SIZE)
+    size = {
+        "collapse_n_train": 200,
+        "collapse_epochs": 3,
+        "collapse_warmup": 2,
+        "collapse_seeds": [0, 1],
+        "batch_size": 64,
+    }
+    runs = beta_vaes.warmup_vs_collapse(data.x_fit, data.x_val, size, beta=0.5)
+    t = runs.table
+    assert list(t["schedule"]) == ["no warm-up", "warm-up"] * 2
+    assert list(t["seed"]) == [0, 0, 1, 1]
+    assert runs.warmup == 2 and runs.beta == 0.5
+    assert set(runs.histories) == {
+        (s, n) for s in ("no warm-up", "warm-up") for n in (0, 1)
+    }
+    for (schedule, _), h in runs.histories.items():
+        assert len(h) == 3
+        weights = h["train_kl_weight"].to_numpy()
+        if schedule == "warm-up":
+            assert (weights[:2] < 0.5).all() and weights[-1] == 0.5
+            best = h.attrs["best_epoch"]
+            assert best is None or best > 2
+        else:
+            assert (weights == 0.5).all()
+    kept = t["kept code"].to_numpy()
+    expected = (t["KL (nats)"] >= beta_vaes.COLLAPSED_KL) & (t["active units"] > 0)
+    assert (kept == expected.to_numpy()).all()
+    assert runs.kept("warm-up") == int(kept[1::2].sum())
+    summary = runs.summary()
+    assert list(summary.index) == ["no warm-up", "warm-up"]
+    assert (summary["runs"] == 2).all()
+    # the second call loads the checkpoints: the same numbers
+    again = beta_vaes.warmup_vs_collapse(data.x_fit, data.x_val, size, beta=0.5)
+    pd.testing.assert_frame_equal(again.table, t)
+    with pytest.raises(ValueError, match="seed"):
+        beta_vaes.warmup_vs_collapse(data.x_fit, data.x_val, size, seeds=[])

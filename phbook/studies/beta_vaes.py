@@ -18,6 +18,7 @@ from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
+import torch
 from sklearn.decomposition import PCA
 
 from .. import train
@@ -32,6 +33,9 @@ __all__ = [
     "book_betas",
     "make_vae",
     "load_or_train",
+    "COLLAPSED_KL",
+    "CollapseRuns",
+    "warmup_vs_collapse",
 ]
 
 #: the small and large betas are this factor below and above the noise-matched one
@@ -117,3 +121,93 @@ def load_or_train(data: BenchmarkData, size, *, lr: float = 2e-3) -> BetaVAEs:
             lr=lr,
         )
     return BetaVAEs(noise_var, betas, models, histories)
+
+
+#: a run has collapsed when its validation KL is below this (nats) or no unit is active
+COLLAPSED_KL = 0.01
+
+
+@dataclass
+class CollapseRuns:
+    """:func:`warmup_vs_collapse`: one row per run in ``table`` (``schedule``, ``seed``,
+    ``KL (nats)`` and ``active units`` on the validation frames, ``val recon``,
+    ``kept code``) and the loss history of each run, keyed ``(schedule, seed)``."""
+
+    beta: float
+    warmup: int
+    table: pd.DataFrame
+    histories: dict
+
+    def kept(self, schedule: str) -> int:
+        """How many runs of ``schedule`` (``"no warm-up"`` or ``"warm-up"``) kept a code."""
+        return int(self.table.loc[self.table["schedule"] == schedule, "kept code"].sum())
+
+    def summary(self) -> pd.DataFrame:
+        """Per schedule: runs, runs that kept a code, mean KL and mean active units."""
+        g = self.table.groupby("schedule", sort=False)
+        return pd.DataFrame(
+            {
+                "runs": g.size(),
+                "kept a code": g["kept code"].sum(),
+                "mean KL (nats)": g["KL (nats)"].mean(),
+                "mean active units": g["active units"].mean(),
+            }
+        )
+
+
+def warmup_vs_collapse(
+    x_train: np.ndarray,
+    x_val: np.ndarray,
+    size,
+    *,
+    beta: float = V.BETA_COLLAPSE,
+    seeds=None,
+    lr: float = 2e-3,
+) -> CollapseRuns:
+    """Train :func:`make_vae` at ``beta`` without and with the KL warm-up, once per seed.
+
+    ``size`` (chapter 3's :func:`phbook.config.sizes`) gives ``collapse_n_train``
+    frames of ``x_train``, ``collapse_epochs``, ``collapse_warmup`` (epochs),
+    ``collapse_seeds`` (unless ``seeds`` is given) and ``batch_size``. The seed sets the
+    initial weights and the batch order, so each pair of runs starts from the same
+    network. Near the collapse threshold the outcome of one run is a matter of chance;
+    several seeds show how the warm-up shifts the odds. Checkpoints
+    ``vae-threshold-<schedule>-beta<beta>-seed<seed>``.
+    """
+    seeds = list(size["collapse_seeds"] if seeds is None else seeds)
+    if not seeds:
+        raise ValueError("give at least one seed")
+    warmup = int(size["collapse_warmup"])
+    x = x_train[: size["collapse_n_train"]]
+    rows, histories = [], {}
+    for seed in seeds:
+        for schedule, kl_warmup in (("no warm-up", 0), ("warm-up", warmup)):
+            torch.manual_seed(seed)
+            model, history = train.load_or_train(
+                f"vae-threshold-{'annealed' if kl_warmup else 'plain'}"
+                f"-beta{beta:g}-seed{seed}",
+                make_vae(beta, kl_warmup=kl_warmup),
+                x,
+                x_val=x_val,
+                epochs=size["collapse_epochs"],
+                batch_size=size["batch_size"],
+                lr=lr,
+                seed=seed,
+            )
+            dev = next(model.parameters()).device
+            with torch.no_grad():
+                mu, logvar = model.encode(torch.as_tensor(x_val).to(dev))
+            kl = float(V.kl_divergence(mu, logvar).mean())
+            units = V.active_units(mu.cpu())
+            rows.append(
+                {
+                    "schedule": schedule,
+                    "seed": seed,
+                    "KL (nats)": kl,
+                    "active units": units,
+                    "val recon": float(history["val_recon"].iloc[-1]),
+                    "kept code": kl >= COLLAPSED_KL and units > 0,
+                }
+            )
+            histories[schedule, seed] = history
+    return CollapseRuns(float(beta), warmup, pd.DataFrame(rows), histories)
