@@ -486,20 +486,35 @@ def _background_tail(t, inst: Instrument, rng: np.random.Generator) -> np.ndarra
     The photoelectron count k is drawn from P(k | charge > t), proportional to
     Pois(k) P(N(gain k, sd_k) > t); the charge from the Gaussian truncated below at t,
     by inverting its upper-tail CDF (stable far into the tail).
+
+    All entries are drawn at once. The random stream is the one of drawing, for each
+    distinct ``t`` in increasing order, ``rng.choice`` of the counts and then one uniform
+    per entry, so the frames of a seed do not depend on how this is computed.
     """
     from scipy.special import ndtr, ndtri
 
     t = np.atleast_1d(np.asarray(t, np.float64))
-    w, mean, sd = _dark_pixel_components(inst)
     out = np.empty(len(t), np.float32)
-    for value in np.unique(t):
-        sel = np.nonzero(t == value)[0]
-        upper = ndtr(-(value - mean) / sd)  # P(charge > t | k)
-        weight = w * upper
-        pick = rng.choice(len(w), size=len(sel), p=weight / weight.sum())
-        u = 1.0 - rng.random(len(sel))  # in (0, 1]
-        z = -ndtri(u * upper[pick])  # standard-normal value above (t - mean) / sd
-        out[sel] = mean[pick] + sd[pick] * z
+    if len(t) == 0:
+        return out
+    w, mean, sd = _dark_pixel_components(inst)
+    values, group, counts = np.unique(t, return_inverse=True, return_counts=True)
+    upper = ndtr(-(values[:, None] - mean) / sd)  # (G, K): P(charge > t | k)
+    weight = w * upper
+    p = weight / weight.sum(axis=1, keepdims=True)
+    cdf = np.cumsum(p, axis=1)
+    cdf /= cdf[:, -1:]
+    # entries in the order the per-value loop took them: by value, then by position
+    order = np.argsort(group, kind="stable")
+    start = np.cumsum(counts) - counts  # first entry of each group in ``order``
+    rank = np.arange(len(t)) - np.repeat(start, counts)
+    g = group[order]
+    draws = rng.random(2 * len(t))
+    first = 2 * start[g] + rank  # the group's choice() draws, then its uniforms
+    pick = (cdf[g] <= draws[first][:, None]).sum(axis=1)  # searchsorted, side="right"
+    u = 1.0 - draws[first + counts[g]]  # in (0, 1]
+    z = -ndtri(u * upper[g, pick])  # standard-normal value above (t - mean) / sd
+    out[order] = mean[pick] + sd[pick] * z
     return out
 
 
@@ -543,9 +558,9 @@ def _digitize(pe, quabo, inst, rng, hot_adc=None, skip_untriggered=False):
     done, kept = 0, 0
     gain = float(inst.adc_per_pe)
     spe2 = float((inst.adc_per_pe * inst.spe_resolution) ** 2)
-    lit_per_frame = (pe > 1e-2).sum(axis=1)
-    if hot_adc is not None:
-        lit_per_frame = ((pe > 1e-2) | (hot != 0)).sum(axis=1)
+    # pixels drawn exactly (pe above the kernel's lit_min, or a hot-pixel excess)
+    lit = pe > 1e-2 if hot_adc is None else (pe > 1e-2) | (hot != 0)
+    lit_per_frame = lit.sum(axis=1)
     chunk = 4096
     while done < n:
         upto = min(n, done + chunk)
@@ -569,6 +584,7 @@ def _digitize(pe, quabo, inst, rng, hot_adc=None, skip_untriggered=False):
             float(inst.noise_adc**2),
             float(inst.nsb_pe),
             1e-2,
+            lit_per_frame[done:],
             skip_untriggered,
             out[kept:],
             tail_row,
