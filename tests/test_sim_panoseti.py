@@ -7,6 +7,7 @@ import torch
 from scipy.stats import ks_2samp
 
 from phbook.sim import calibration as C
+from phbook.sim import night_sky
 from phbook.sim import panoseti as P
 
 INST = P.Instrument()
@@ -73,15 +74,16 @@ def test_dark_pixels_match_direct_sampling():
     assert ks_2samp(adc.ravel(), direct.ravel()).pvalue > 1e-3
     assert abs(adc.mean() - direct.mean()) < 0.1
     # the far tail: as many values beyond the table's last quantile as expected
-    t = float(P._background_quantiles(INST)[-1])
+    t = float(night_sky.background_quantiles(INST)[-1])
     frac = np.mean(adc - pedestal[0] > t + 1)
-    assert frac == pytest.approx(float(P._dark_pixel_sf(t + 1, INST)), rel=0.5, abs=2e-5)
+    expected = float(night_sky.dark_pixel_sf(t + 1, INST))
+    assert frac == pytest.approx(expected, rel=0.5, abs=2e-5)
 
 
 def test_background_tail_draws_are_exact():
     rng = np.random.default_rng(1)
-    t = float(P._background_quantiles(INST)[-1])
-    tail = P._background_tail(np.full(4000, t), INST, rng)
+    t = float(night_sky.background_quantiles(INST)[-1])
+    tail = night_sky.background_tail(np.full(4000, t), INST, rng)
     assert (tail > t).all()
     counts = rng.poisson(INST.nsb_pe, 40_000_000).astype(np.float32)
     direct = P._pixel_charge(counts, INST, rng)
