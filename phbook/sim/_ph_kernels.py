@@ -104,7 +104,6 @@ def digitize(
     noise2,  # electronic noise variance
     nsb,  # mean night-sky photoelectrons per pixel
     lit_min,  # pixels expecting more signal PE than this are drawn exactly
-    n_lit,  # (m,) int: per frame, pixels with pe > lit_min or a hot-pixel excess
     skip_untriggered,  # drop frames in which no pixel can exceed thr
     out,  # (m, 256) float32 output, rows [0, kept) filled
     tail_row,  # (T,) int32: rows of flagged tail draws
@@ -133,27 +132,28 @@ def digitize(
     jn = 0  # next normal
     cut = math.floor(thr) + 0.5  # a value rounds above thr when it reaches this
     for i in range(m):
+        n_lit = 0
+        for p in range(_NPIX):
+            if pe[i, p] > lit_min or (use_hot and hot[i, p] != 0.0):
+                n_lit += 1
         if (
             iu + _NPIX + 2 > uniforms.shape[0]
-            or jn + n_lit[i] > normals.shape[0]
+            or jn + n_lit > normals.shape[0]
             or n_tail + _NPIX > tail_row.shape[0]
         ):
             return kept, n_tail, i  # buffers low: the caller continues from frame i
         q = quabo[i]
         row = out[kept]
-        pe_i = pe[i]
-        ped = pedestal[q]
-        ceil = ceiling[q]
         any_above = False
         log_none = 0.0
         for p in range(_NPIX):
-            lam = pe_i[p]
+            lam = pe[i, p]
             extra = hot[i, p] if use_hot else 0.0
             if lam > lit_min or extra != 0.0:
                 k, iu = _poisson(lam + nsb, uniforms, iu)
                 v = gain * k + math.sqrt(noise2 + spe2 * k) * normals[jn]
                 jn += 1
-                v = min(v + ped[p] + extra, ceil[p])
+                v = min(v + pedestal[q, p] + extra, ceiling[q, p])
                 v = math.floor(v + 0.5)
                 row[p] = v
                 lit[p] = True
@@ -190,7 +190,7 @@ def digitize(
                 row[p] = np.nan
                 tail_row[n_tail] = kept
                 tail_pix[n_tail] = p
-                tail_t[n_tail] = cut - ped[p]
+                tail_t[n_tail] = cut - pedestal[q, p]
                 n_tail += 1
                 continue
             j = int(uniforms[iu] * big)
@@ -202,7 +202,7 @@ def digitize(
                 tail_t[n_tail] = table[big - 1]
                 n_tail += 1
                 continue
-            v = min(table[j] + ped[p], ceil[p])
+            v = min(table[j] + pedestal[q, p], ceiling[q, p])
             row[p] = math.floor(v + 0.5)
         keep_index[kept] = i
         kept += 1

@@ -474,9 +474,9 @@ def _digitize(pe, quabo, inst, rng, hot_adc=None, skip_untriggered=False):
     done, kept = 0, 0
     gain = float(inst.adc_per_pe)
     spe2 = float((inst.adc_per_pe * inst.spe_resolution) ** 2)
-    # pixels drawn exactly (pe above the kernel's lit_min, or a hot-pixel excess)
-    lit = pe > 1e-2 if hot_adc is None else (pe > 1e-2) | (hot != 0)
-    lit_per_frame = lit.sum(axis=1)
+    lit_per_frame = (pe > 1e-2).sum(axis=1)
+    if hot_adc is not None:
+        lit_per_frame = ((pe > 1e-2) | (hot != 0)).sum(axis=1)
     chunk = 4096
     while done < n:
         upto = min(n, done + chunk)
@@ -500,7 +500,6 @@ def _digitize(pe, quabo, inst, rng, hot_adc=None, skip_untriggered=False):
             float(inst.noise_adc**2),
             float(inst.nsb_pe),
             1e-2,
-            lit_per_frame[done:],
             skip_untriggered,
             out[kept:],
             tail_row,
