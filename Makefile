@@ -16,6 +16,8 @@ STAMP := $(VENV)/.phbook-installed-$(DEPS_HASH)
 PROFILE ?= full
 # Test workers: two kernels on the 2-core CI machine, one thread each.
 WORKERS ?= 2
+# Chapters `make book` executes at once (empty: one per CPU core; see tools/execute_book.py).
+BOOK_JOBS ?=
 
 # The chapters import the package from this checkout, whatever is installed.
 export PYTHONPATH := $(CURDIR)$(if $(PYTHONPATH),:$(PYTHONPATH))
@@ -51,6 +53,9 @@ $(STAMP):
 
 book: $(STAMP)
 	@start=$$SECONDS; \
+	PHBOOK_PROFILE=$(PROFILE) $(BIN)/python tools/execute_book.py $(BOOK_OUT)/_build \
+		$(if $(BOOK_JOBS),--jobs $(BOOK_JOBS)) || true; \
+	echo "[phase] execute ($(PROFILE) profile): $$((SECONDS - start)) s"; \
 	PHBOOK_PROFILE=$(PROFILE) $(BIN)/jupyter-book build . -W --keep-going \
 		--path-output $(BOOK_OUT); rc=$$?; \
 	echo "[phase] book ($(PROFILE) profile): $$((SECONDS - start)) s"; \

@@ -157,3 +157,65 @@ def test_book_times_reads_the_execution_records(tmp_path, capsys):
     out = capsys.readouterr().out
     assert "book/00_quickstart" in out and "12.5" in out and "92.5" in out
     assert "intro" not in out
+
+
+def _tool(name):
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location(name, ROOT / "tools" / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_execute_book_plans_every_chapter_once_chains_in_order_longest_first():
+    ex = _tool("execute_book")
+    docs = ex.chapters()
+    assert docs and all((ROOT / f"{d}.ipynb").exists() for d in docs)
+    named = {d for chain in ex.CHAINS for d in chain} | set(ex.ALONE)
+    assert named <= set(docs), "CHAINS / ALONE name a chapter the book does not have"
+    assert set(ex.EXPECTED_SECONDS) == set(docs)
+
+    chains, alone = ex.plan(docs, lambda d: ex.EXPECTED_SECONDS[d])
+    flat = [d for c in chains for d in c] + alone
+    assert sorted(flat) == sorted(docs)
+    assert alone == [d for d in docs if d in ex.ALONE]
+    for chain in ex.CHAINS:
+        kept = next(c for c in chains if chain[0] in c)
+        assert kept == list(chain)
+    costs = [sum(ex.EXPECTED_SECONDS[d] for d in c) for c in chains]
+    assert costs == sorted(costs, reverse=True)
+
+    # a chain with chapters already cached keeps the rest, in order
+    chains, _ = ex.plan(["book/03b_vqvae", "book/02_autoencoders"], lambda d: 1.0)
+    assert chains == [["book/02_autoencoders", "book/03b_vqvae"]]
+
+
+def test_execute_book_caches_a_notebook_the_way_the_build_finds_it(tmp_path):
+    import nbformat
+
+    ex = _tool("execute_book")
+    path = tmp_path / "chapter.ipynb"
+    nb = nbformat.v4.new_notebook()
+    nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3"}
+    nb.cells = [nbformat.v4.new_code_cell("print(6 * 7)")]
+    nbformat.write(nb, path)
+    bad = tmp_path / "broken.ipynb"
+    nb.cells = [nbformat.v4.new_code_cell("raise ValueError('no frames')")]
+    nbformat.write(nb, bad)
+
+    cache = ex.Cache(tmp_path / ".jupyter_cache")
+    assert not cache.is_cached(path)
+    _, text, seconds, error = ex._execute(str(path), 120)
+    assert error is None and seconds > 0
+    cache.store(path, text, seconds, error)
+    assert cache.is_cached(path)
+    # what myst-nb does when it builds: match the source notebook, merge the outputs
+    _, merged = cache.cache.merge_match_into_notebook(nbformat.read(path, as_version=4))
+    assert merged.cells[0].outputs[0]["text"] == "42\n"
+    assert cache.last_seconds() == {str(path): seconds}
+
+    _, text, _, error = ex._execute(str(bad), 120)
+    assert text is None and "no frames" in error
+    cache.store(bad, text, 1.0, error)
+    assert not cache.is_cached(bad)
