@@ -9,7 +9,9 @@ Run: ``PHBOOK_PROFILE=quick .venv/bin/python bench/vae.py`` (or ``full``).
    a warm-up epoch, repeated for the batch size the chapters use and for a large batch,
    and once more for the large batch while the bench itself runs one competing
    CPU-bound process (a busy loop), as on a laptop or a shared machine that is not idle
-   (``vae_train_images_per_s_loaded``).
+   (``vae_train_images_per_s_loaded``). Chapter 0's autoencoder is timed the same way
+   at that chapter's batch size, idle and loaded (``ae_train_images_per_s``,
+   ``ae_train_images_per_s_loaded``).
 2. Every detector of chapters 2-4 (classical baselines included) on the held-out
    simulated test set: the per-class ROC-AUC table and the best ROC-AUC over all
    classes. Models are trained through ``load_or_train`` under the chapters' names, so
@@ -28,7 +30,8 @@ from pathlib import Path
 
 import numpy as np
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
 
 import torch  # noqa: E402
 
@@ -40,10 +43,27 @@ def say(msg: str) -> None:
     print(f"[{time.strftime('%H:%M:%S')}] {msg}", flush=True)
 
 
-def throughput(x: np.ndarray, batch_size: int, epochs: int, dev) -> float:
+def chapter0_autoencoder() -> torch.nn.Module:
+    """Chapter 0's autoencoder, built from the chapter's own cell (its one definition)."""
+    nb = json.loads((ROOT / "book" / "00_quickstart.ipynb").read_text())
+    cells = ["".join(c["source"]) for c in nb["cells"] if c["cell_type"] == "code"]
+    source = next(c for c in cells if "class TinyAutoencoder" in c)
+    namespace: dict = {"torch": torch}
+    exec(compile(source, "book/00_quickstart.ipynb", "exec"), namespace)
+    return namespace["TinyAutoencoder"]()
+
+
+def beta_vae() -> torch.nn.Module:
+    """Chapter 3's beta-VAE (beta does not change the cost)."""
+    return beta_vaes.make_vae(beta=0.01, kl_warmup=2)
+
+
+def throughput(
+    x: np.ndarray, batch_size: int, epochs: int, dev, make_model=beta_vae
+) -> float:
     """Median training images/s over ``epochs`` timed epochs after one warm-up epoch."""
     torch.manual_seed(0)
-    model = beta_vaes.make_vae(beta=0.01, kl_warmup=2)  # beta does not change the cost
+    model = make_model()
     hist = train.fit(
         model,
         x,
@@ -67,14 +87,16 @@ def _busy() -> None:
         pass
 
 
-def loaded_throughput(x: np.ndarray, batch_size: int, epochs: int, dev) -> float:
+def loaded_throughput(
+    x: np.ndarray, batch_size: int, epochs: int, dev, make_model=beta_vae
+) -> float:
     """:func:`throughput` while one other process keeps a CPU core busy."""
     ctx = multiprocessing.get_context("spawn")
     competitor = ctx.Process(target=_busy, daemon=True)
     competitor.start()
     try:
         time.sleep(0.5)
-        return throughput(x, batch_size, epochs, dev)
+        return throughput(x, batch_size, epochs, dev, make_model)
     finally:
         competitor.terminate()
         competitor.join()
@@ -104,6 +126,15 @@ def main() -> None:
     say("the same, with one competing CPU-bound process running:")
     rate_loaded = loaded_throughput(x_train[:n_speed], big, epochs, dev)
     say(f"  loaded / idle: {rate_loaded / rate_big:.0%}")
+    qsize = config.sizes("quickstart")
+    say(f"chapter 0's autoencoder, batch {qsize.batch_size}, idle then loaded:")
+    ae_idle = throughput(
+        x_train[:n_speed], qsize.batch_size, epochs, dev, chapter0_autoencoder
+    )
+    ae_loaded = loaded_throughput(
+        x_train[:n_speed], qsize.batch_size, epochs, dev, chapter0_autoencoder
+    )
+    say(f"  loaded / idle: {ae_loaded / ae_idle:.0%}")
 
     # -- 2. every detector of chapters 2-4
     x_fit, x_val = data.x_fit, data.x_val
@@ -177,6 +208,10 @@ def main() -> None:
                 "vae_train_images_per_s_loaded": round(rate_loaded, 1),
                 "loaded_fraction": round(rate_loaded / rate_big, 3),
                 "vae_train_images_per_s_chapter_batch": round(rate_book, 1),
+                "ae_train_images_per_s": round(ae_idle, 1),
+                "ae_train_images_per_s_loaded": round(ae_loaded, 1),
+                "ae_loaded_fraction": round(ae_loaded / ae_idle, 3),
+                "ae_batch_size": qsize.batch_size,
                 "batch_size": big,
                 "chapter_batch_size": size.batch_size,
                 "threads": torch.get_num_threads(),
