@@ -100,17 +100,24 @@ class BetaVAEs:
         return "beta-VAEs " + ", ".join(f"{n} (beta {b:g})" for n, b in self.betas.items())
 
 
-def load_or_train(data: BenchmarkData, size, *, lr: float = 2e-3) -> BetaVAEs:
+def load_or_train(data: BenchmarkData, size, *, lr: float = 2e-3, names=None) -> BetaVAEs:
     """Train (or load) the book's three beta-VAEs on ``data.x_fit``.
 
     ``size`` gives ``epochs``, ``batch_size`` and ``kl_warmup`` (chapter 3's
     :func:`phbook.config.sizes`). The checkpoints are ``book-vae-small``, ``-medium``
     and ``-large``; the best epoch is chosen after the warm-up (see :mod:`phbook.train`).
+    ``names`` (e.g. ``["medium"]``) loads or trains only those models; ``betas`` still
+    lists all three.
     """
     noise_var = noise_variance(data.x_fit, data.x_val)
     betas = book_betas(noise_var)
+    wanted = list(betas) if names is None else list(names)
+    unknown = set(wanted) - set(betas)
+    if unknown:
+        raise ValueError(f"unknown names {sorted(unknown)}; choose from {list(betas)}")
     models, histories = {}, {}
-    for name, beta in betas.items():
+    for name in wanted:
+        beta = betas[name]
         models[name], histories[name] = train.load_or_train(
             f"book-vae-{name}",
             make_vae(beta, kl_warmup=size["kl_warmup"]),
