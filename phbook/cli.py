@@ -180,8 +180,9 @@ def _fmt_int(n: Any) -> str:
     return f"{int(n):,}"
 
 
-def format_summary(d: dict[str, Any]) -> str:
-    """The text ``phbook inspect`` prints for a summary from :func:`inspect_path`."""
+def format_summary(d: dict[str, Any], max_runs: int | None = None) -> str:
+    """The text ``phbook inspect`` prints for a summary from :func:`inspect_path`;
+    ``max_runs`` lists only the first and last runs of a longer run table."""
     lines = []
     kind = d["kind"]
     if kind in ("file", "archive"):
@@ -208,7 +209,14 @@ def format_summary(d: dict[str, Any]) -> str:
             lines.append(f"  first frame unreadable: {u['file']}: {u['error']}")
         if d.get("run_table"):
             lines.append("  runs:")
-            for r in d["run_table"]:
+            table = d["run_table"]
+            n_skip = 0 if max_runs is None else max(0, len(table) - max(1, max_runs))
+            head = (len(table) - n_skip + 1) // 2
+            for i, r in enumerate(table):
+                if head <= i < head + n_skip:
+                    if i == head:
+                        lines.append(f"    ... {n_skip} more run(s) ...")
+                    continue
                 lines.append(
                     f"    {r['run']}  {r['dp']}  {r['run_type']}  "
                     f"{r['pe_threshold']:g} PE  domes {r['domes'] or '?'}  "
@@ -334,7 +342,7 @@ def _cmd_inspect(args) -> int:
     if args.json:
         print(json.dumps(d, indent=1, default=str))
     else:
-        print(format_summary(d))
+        print(format_summary(d, max_runs=args.max_runs))
     return 0
 
 
@@ -586,13 +594,10 @@ def _cmd_top(args) -> int:
 
 def _gallery(args, table, images, utc_iso) -> None:
     """The gallery of ``phbook top``: each panel titled with its rank, score, file
-    name and byte offset, so that two frames of different files never read alike."""
-    import matplotlib
+    name and byte offset, so that two frames of different files never read alike.
 
-    if "matplotlib.pyplot" not in sys.modules:
-        matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
+    Drawn on a bare ``Figure`` (no pyplot): called from Python or a notebook it leaves
+    the session's matplotlib backend, and its open figures, as they were."""
     from . import plotting
     from .io import writing
     from .select import RERUN
@@ -612,13 +617,11 @@ def _gallery(args, table, images, utc_iso) -> None:
         suptitle=f"Top {len(table)} anomaly scores: {Path(args.scores).name}",
         title_fontsize=6,
         layout="constrained",
+        pyplot=False,
     )
-    try:
-        fmt = Path(args.output).suffix.lstrip(".").lower() or "png"
-        with writing.atomic_write(args.output, RERUN) as f:
-            fig.savefig(f, format=fmt, dpi=args.dpi, bbox_inches="tight")
-    finally:
-        plt.close(fig)
+    fmt = Path(args.output).suffix.lstrip(".").lower() or "png"
+    with writing.atomic_write(args.output, RERUN) as f:
+        fig.savefig(f, format=fmt, dpi=args.dpi, bbox_inches="tight")
 
 
 def _file_label(file: str, width: int = 26) -> str:
@@ -705,6 +708,13 @@ def build_parser(models: bool = True) -> argparse.ArgumentParser:
         help="list every damaged stretch of PFF data: file, byte offset, length, kind",
     )
     p.add_argument("--json", action="store_true", help="print the summary as JSON")
+    p.add_argument(
+        "--max-runs",
+        type=int,
+        default=None,
+        metavar="N",
+        help="list only the first and last of N runs of an archive (default: all)",
+    )
     common(p)
     p.set_defaults(func=_cmd_inspect)
 

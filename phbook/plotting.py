@@ -52,25 +52,36 @@ def show_images(
     colorbar: bool = False,
     title_fontsize: float = 7,
     layout: str | None = None,
+    pyplot: bool = True,
+    symmetric: bool = False,
 ):
     """A gallery of single-channel images, each with its own colour scale by default.
+
+    ``symmetric=True`` centres each panel's own scale on zero (limits -m and +m, with
+    m the panel's largest absolute value), so a diverging colour map shows zero as its
+    middle colour: for signed images such as differences.
 
     ``shared_scale=True`` (or explicit ``vmin``/``vmax``) puts every panel on one scale,
     which is what to use when comparing brightness across images. ``layout=
     "constrained"`` makes room for titles of several lines (they then never overlap
-    the row above).
+    the row above). ``pyplot=False`` draws on a bare :class:`matplotlib.figure.Figure`
+    that pyplot never sees: for code that only saves the figure (``phbook top -o``),
+    it neither selects a backend nor shows the figure in a notebook.
     """
     images = _as_numpy_images(x)
     n = len(images)
     ncols = max(1, min(ncols, n))
     nrows = int(np.ceil(n / ncols))
-    fig, axes = plt.subplots(
-        nrows,
-        ncols,
-        figsize=(size * ncols, size * nrows + (0.3 if suptitle else 0)),
-        squeeze=False,
-        layout=layout,
-    )
+    figsize = (size * ncols, size * nrows + (0.3 if suptitle else 0))
+    if pyplot:
+        fig, axes = plt.subplots(
+            nrows, ncols, figsize=figsize, squeeze=False, layout=layout
+        )
+    else:
+        from matplotlib.figure import Figure
+
+        fig = Figure(figsize=figsize, layout=layout)
+        axes = fig.subplots(nrows, ncols, squeeze=False)
     if shared_scale and vmin is None and vmax is None:
         vmin, vmax = float(np.min(images)), float(np.max(images))
     for i, ax in enumerate(axes.flat):
@@ -79,7 +90,11 @@ def show_images(
         if i >= n:
             ax.axis("off")
             continue
-        im = ax.imshow(images[i], cmap=cmap or IMAGE_CMAP, vmin=vmin, vmax=vmax)
+        lo, hi = vmin, vmax
+        if symmetric and vmin is None and vmax is None:
+            hi = float(np.max(np.abs(images[i]))) or 1.0
+            lo = -hi
+        im = ax.imshow(images[i], cmap=cmap or IMAGE_CMAP, vmin=lo, vmax=hi)
         if titles is not None:
             ax.set_title(str(titles[i]), fontsize=title_fontsize)
         if colorbar:
@@ -256,12 +271,15 @@ def plot_latent_3d(
     max_points: int = 5000,
     seed: int = 0,
     legend_title: str | None = None,
+    cmap: str | None = None,
 ):
     """A 3D scatter plot of latent codes reduced to three dimensions.
 
     ``labels`` colour the points: mixture components (ints) or class names (strings).
     The legend is titled ``legend_title``, by default "mixture component" for integer
     labels. At most ``max_points`` random points are drawn so the figure stays light.
+    The colours cycle through the ten default colours, or through the colours of the
+    qualitative map ``cmap`` (``"tab20"``: twenty labels without a repeat).
     """
     z3 = np.asarray(z3)
     if z3.ndim != 2 or z3.shape[1] != 3:
@@ -278,7 +296,12 @@ def plot_latent_3d(
         labels = np.asarray(labels)
         for i, name in enumerate(_unique_in_order(labels)):
             sel = idx[labels[idx] == name]
-            ax.scatter(*z3[sel].T, s=s, alpha=alpha, color=f"C{i % 10}", label=str(name))
+            if cmap is None:
+                color = f"C{i % 10}"
+            else:
+                colours = plt.get_cmap(cmap)
+                color = colours(i % getattr(colours, "N", 256))
+            ax.scatter(*z3[sel].T, s=s, alpha=alpha, color=color, label=str(name))
         if legend_title is None and np.issubdtype(labels.dtype, np.integer):
             legend_title = "mixture component"
         ax.legend(

@@ -119,6 +119,11 @@ def test_inspect_a_single_file_and_without_scan(arch, capsys):
     assert d["pe_thresholds"] == [row.pe_threshold]  # from its run folder
     rc, out, _ = run(capsys, "inspect", arch.root, "--no-scan")
     assert rc == 0 and "not read" in out and "runs:" in out
+    n_runs = len(arch.runs)
+    rc, short, _ = run(capsys, "inspect", arch.root, "--no-scan", "--max-runs", "2")
+    assert rc == 0 and f"... {n_runs - 2} more run(s) ..." in short
+    listed = [r.name for r in arch.runs if r.name in short]
+    assert listed == [arch.runs[0].name, arch.runs[-1].name]
 
 
 def test_inspect_other_files(trained, capsys):
@@ -206,6 +211,36 @@ def test_score_and_top(arch, trained, tmp_path, capsys):
         arch.root / first["file"], offset=int(first["offset"]), max_frames=1
     )
     assert frame.offsets[0] == first["offset"] and first["offset"] % FRAME == 0
+
+
+def test_top_gallery_leaves_the_matplotlib_backend_alone(arch, trained, tmp_path, capsys):
+    """Drawing a gallery from Python (a notebook calls cli.main) must not switch the
+    session's backend, which would silence a notebook's inline figures, nor leave a
+    pyplot figure open. Run in a fresh interpreter, where pyplot is not yet imported."""
+    import os
+    import subprocess
+    import sys
+
+    _, model = trained
+    out = tmp_path / "scores.h5"
+    assert run(capsys, "score", model, arch.root, "-o", out, "-q")[0] == 0
+    png = tmp_path / "top.png"
+    code = (
+        "import sys, matplotlib\n"
+        "before = matplotlib.get_backend()\n"
+        "from phbook import cli\n"
+        f"argv = ['top', {str(out)!r}, '-k', '4', '-o', {str(png)!r}, '-q']\n"
+        "assert cli.main(argv) == 0\n"
+        "import matplotlib.pyplot as plt\n"
+        "print(before, matplotlib.get_backend(), len(plt.get_fignums()))\n"
+    )
+    env = {**os.environ, "MPLBACKEND": "svg"}
+    done = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, env=env, check=True
+    )
+    before, after, n_open = done.stdout.split()
+    assert before == after == "svg" and n_open == "0", done.stdout
+    assert png.stat().st_size > 5_000
 
 
 def test_score_query_and_selection_sources(arch, trained, tmp_path, capsys):
