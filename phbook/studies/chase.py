@@ -50,6 +50,8 @@ __all__ = [
     "latent_classifier",
     "ChaseResult",
     "run_study",
+    "auc_standard_error",
+    "ROW_LABELS",
 ]
 
 #: The latent size of every method (the paper's 21).
@@ -64,6 +66,9 @@ NONLINEAR_METHODS = ("SCAE", "CVAE")
 BOOK_METHODS = ("CVAE, no annealing", "beta-CVAE (book)")
 #: The KL weight of the book's beta-CVAE (the CVAE's is 1).
 BOOK_BETA = 0.05
+#: What the ``method from`` column of :meth:`ChaseResult.table` says for each kind of
+#: row: every row is our run on simulated stamps, none is a number from the paper.
+ROW_LABELS = {"paper": "paper's method (our run)", "book": "book's variant"}
 
 
 def chase_sets(
@@ -256,14 +261,34 @@ class ChaseResult:
     top: int
     paper_methods: tuple = PAPER_METHODS
     book_methods: tuple = field(default_factory=tuple)
+    max_epochs: int | None = None  # the epoch cap the networks trained under
+
+    def stopping(self) -> pd.DataFrame:
+        """Per network: the epochs trained, the cap, whether early stopping ended the
+        training before the cap, and the epoch whose weights were kept (``best
+        epoch``; the last one when the validation loss was still falling)."""
+        rows = {}
+        for m, h in self.histories.items():
+            n = len(h)
+            best = h.attrs.get("best_epoch")
+            rows[m] = {
+                "epochs trained": n,
+                "epoch cap": self.max_epochs,
+                "stopped early": bool(self.max_epochs is not None and n < self.max_epochs),
+                "best epoch": n if best is None else int(best),
+            }
+        return pd.DataFrame(rows).T
 
     def dnmse_top(self, n: int | None = None) -> dict:
         """Method -> mean DNMSE of the ``n`` (default ``top``) latent-nearest candidates."""
         n = self.top if n is None else int(n)
         return {m: float(c[:n].mean()) for m, c in self.curves.items()}
 
-    def table(self) -> pd.DataFrame:
-        """One row per method: whose row it is, DNMSE of the top ranks, MLP ROC-AUC."""
+    def table(self, labels: bool = False) -> pd.DataFrame:
+        """One row per method: whose row it is, DNMSE of the top ranks, MLP ROC-AUC.
+
+        ``labels=True`` names the first column ``method from`` with the words of
+        :data:`ROW_LABELS` (for readers); the default keeps ``row`` = paper / book."""
         top = self.dnmse_top()
         rows = {
             m: {
@@ -274,7 +299,11 @@ class ChaseResult:
             }
             for m in (*self.paper_methods, *self.book_methods)
         }
-        return pd.DataFrame(rows).T
+        out = pd.DataFrame(rows).T
+        if labels:
+            out["row"] = out["row"].map(ROW_LABELS)
+            out = out.rename(columns={"row": "method from"})
+        return out
 
     def nonlinear_beats_linear(self) -> dict:
         """Whether the best nonlinear paper method beats both linear ones, per test."""
@@ -373,4 +402,17 @@ def run_study(
         nmse_mean=float(nmse.mean()),
         top=int(top),
         book_methods=BOOK_METHODS if book_rows else (),
+        max_epochs=int(max_epochs),
     )
+
+
+def auc_standard_error(auc: float, n_pos: int, n_neg: int) -> float:
+    """The standard error of a ROC-AUC measured on ``n_pos`` positives and ``n_neg``
+    negatives (Hanley & McNeil 1982): how far two AUCs on test sets of this size
+    must differ before the difference means something."""
+    a = float(auc)
+    q1, q2 = a / (2 - a), 2 * a * a / (1 + a)
+    var = (a * (1 - a) + (n_pos - 1) * (q1 - a * a) + (n_neg - 1) * (q2 - a * a)) / (
+        n_pos * n_neg
+    )
+    return float(np.sqrt(max(var, 0.0)))

@@ -30,6 +30,8 @@ from ..sim import galaxies
 
 __all__ = [
     "POPULATIONS",
+    "OBSERVED",
+    "OBSERVED_TRAIN",
     "in_sigma",
     "population",
     "LikelihoodComparison",
@@ -40,10 +42,14 @@ __all__ = [
     "generate",
 ]
 
+#: The simulated stand-in for observed galaxies (the post-processed setting, own
+#: seeds): its training and held-out populations. Every population here is simulated.
+OBSERVED_TRAIN = "stand-in 'observed' (simulated, train)"
+OBSERVED = "stand-in 'observed' (simulated, held out)"
 #: The populations of the likelihood study: name -> (seed, simulator settings).
 POPULATIONS = {
-    "observed (train)": (21, galaxies.POST_PROCESSED),
-    "observed (held out)": (22, galaxies.POST_PROCESSED),
+    OBSERVED_TRAIN: (21, galaxies.POST_PROCESSED),
+    OBSERVED: (22, galaxies.POST_PROCESSED),
     "simulated, post-processed": (23, galaxies.POST_PROCESSED),
     "simulated, stellar light only": (24, {}),
 }
@@ -79,13 +85,13 @@ class LikelihoodComparison:
         Kolmogorov-Smirnov distance of its distribution to the held-out observed one."""
         from scipy.stats import ks_2samp
 
-        ref = self.bits["observed (held out)"]
+        ref = self.bits[OBSERVED]
         rows = {}
         for name, b in self.bits.items():
             rows[name] = {
                 "mean bits/pixel": float(np.mean(b)),
                 "std": float(np.std(b)),
-                "KS distance to observed": float(ks_2samp(b, ref).statistic),
+                "KS distance to 'observed'": float(ks_2samp(b, ref).statistic),
             }
         return pd.DataFrame(rows).T
 
@@ -93,7 +99,7 @@ class LikelihoodComparison:
         """The simulated population whose likelihoods lie closer to the observed."""
         t = self.table()
         sims = [n for n in t.index if n.startswith("simulated")]
-        return str(t.loc[sims, "KS distance to observed"].idxmin())
+        return str(t.loc[sims, "KS distance to 'observed'"].idxmin())
 
 
 def likelihood_comparison(
@@ -128,11 +134,11 @@ def likelihood_comparison(
         background_fit_kwargs={"epochs": background_epochs},
         name=name,
         corrected=False,
-    ).fit(prepare(population("observed (train)", n_train)))
+    ).fit(prepare(population(OBSERVED_TRAIN, n_train)))
     bits = {
         p: det.score_parts(prepare(population(p, n_eval)))["bits_per_pixel"]
         for p in POPULATIONS
-        if p != "observed (train)"
+        if p != OBSERVED_TRAIN
     }
     return LikelihoodComparison(det, bits)
 
