@@ -318,20 +318,24 @@ def chunk_invariance(
     x,
     chunk_sizes: Sequence[int] = (97, 1000),
     workers: Sequence[int] = (1, 2),
+    *,
+    rtol: float = 0.0,
 ) -> pd.DataFrame:
     """Score ``x`` with each detector in one call, then in chunks of each size spread
     over a pool of each number of worker threads, and compare bit for bit.
 
     One row per detector: ``identical`` (every way gave the same bits), the largest
-    relative difference seen, and ``failure``: the error of a detector that could not
-    be scored from several threads at once (PyOD's ECOD, for one, keeps the frames it
-    scores as state), which counts as not identical.
+    relative difference seen (``inf`` after a failure), ``moved`` (some way that ran
+    changed a score by more than ``rtol``, relative: a change within ``rtol`` is
+    rounding, not a batch-dependent score) and ``failure``: the error of a detector
+    that could not be scored from several threads at once (PyOD's ECOD, for one, keeps
+    the frames it scores as state), which counts as not identical but not as moved.
     """
     x = np.asarray(x, dtype=np.float32)
     rows = []
     for name, det in fitted.items():
         ref = det.anomaly_score(x)
-        same, worst, failure = True, 0.0, ""
+        same, worst, ran_worst, failure = True, 0.0, 0.0, ""
         for chunk in chunk_sizes:
             parts = [x[a : a + chunk] for a in range(0, len(x), chunk)]
             for w in workers:
@@ -340,18 +344,20 @@ def chunk_invariance(
                         got = np.concatenate(list(pool.map(det.anomaly_score, parts)))
                 except Exception as exc:  # noqa: BLE001 - reported in the table
                     same, worst = False, float("inf")
-                    failure = f"{w} threads: {type(exc).__name__}: {exc}"[:120]
+                    failure = f"{w} threads: {type(exc).__name__}: {exc}"[:200]
                     continue
                 eq = np.array_equal(got, ref)
                 same &= eq
                 if not eq:
                     scale = np.maximum(np.abs(ref), 1e-12)
-                    worst = max(worst, float(np.max(np.abs(got - ref) / scale)))
+                    diff = float(np.max(np.abs(got - ref) / scale))
+                    worst, ran_worst = max(worst, diff), max(ran_worst, diff)
         rows.append(
             {
                 "detector": name,
                 "identical": bool(same),
                 "max_rel_diff": worst,
+                "moved": bool(ran_worst > rtol),
                 "failure": failure,
             }
         )
