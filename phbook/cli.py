@@ -338,6 +338,8 @@ def _cmd_inspect(args) -> int:
                 f"  {d.path}  byte {d.offset:,}  {d.length:,} bytes  {d.kind}: {d.message}"
             )
         return 0
+    if args.max_runs is not None and args.max_runs < 1:
+        raise SystemExit(f"phbook inspect: --max-runs {args.max_runs}: give 1 or more")
     d = inspect_path(args.path, scan=not args.no_scan, progress=_show(args), dp=args.dp)
     if args.json:
         print(json.dumps(d, indent=1, default=str))
@@ -709,11 +711,7 @@ def build_parser(models: bool = True) -> argparse.ArgumentParser:
     )
     p.add_argument("--json", action="store_true", help="print the summary as JSON")
     p.add_argument(
-        "--max-runs",
-        type=int,
-        default=None,
-        metavar="N",
-        help="list only the first and last of N runs of an archive (default: all)",
+        "--max-runs", type=int, metavar="N", help="list only N runs: the first and last"
     )
     common(p)
     p.set_defaults(func=_cmd_inspect)

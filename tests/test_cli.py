@@ -124,6 +124,8 @@ def test_inspect_a_single_file_and_without_scan(arch, capsys):
     assert rc == 0 and f"... {n_runs - 2} more run(s) ..." in short
     listed = [r.name for r in arch.runs if r.name in short]
     assert listed == [arch.runs[0].name, arch.runs[-1].name]
+    with pytest.raises(SystemExit, match="--max-runs 0: give 1 or more"):
+        cli.main(["inspect", str(arch.root), "--no-scan", "--max-runs", "0"])
 
 
 def test_inspect_other_files(trained, capsys):
