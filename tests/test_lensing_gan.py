@@ -206,5 +206,9 @@ def test_verdict_branches_on_the_numbers():
     assert not holds and "not beyond" in text
     holds, text = L.verdict(frame((0.10, 0.01), (0.02, 0.01)))
     assert not holds and "is not smaller" in text
+    # drops equal at the printed precision are not called smaller, and no "-0.000"
+    holds, text = L.verdict(frame((0.0010, 0.004), (0.0012, 0.001)))
+    assert not holds and "is not smaller" in text and "0.000" in text
+    assert "-0.000" not in text and "+0.000" not in text
     holds, _ = L.verdict(frame((0.0, math.nan), (0.3, math.nan)))
     assert not holds

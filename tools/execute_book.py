@@ -45,24 +45,25 @@ CHAINS = (
 )
 #: Chapters that measure throughput or peak memory: they run with nothing beside them.
 ALONE = ("book/13_scaling",)
-#: Seconds each chapter took in the full profile (2 cores, December 2026). Only the
+#: Seconds each chapter took in the full profile (two at a time on 2 cores, December
+#: 2026; chapters 7, 10 and 12 after their last cuts, estimated). Only the
 #: order in which chains start depends on them, and only on a cold cache.
 EXPECTED_SECONDS = {
-    "book/00_quickstart": 37,
-    "book/01_data": 119,
-    "book/02_autoencoders": 75,
-    "book/03_beta_vae": 172,
-    "book/03b_vqvae": 145,
-    "book/04_latent_space": 74,
-    "book/05_gans": 115,
-    "book/06_contamination": 260,
-    "book/07_flows": 524,
-    "book/08_pixelcnn": 44,
-    "book/09_benchmark": 881,
-    "book/10_lensing": 789,
-    "book/11_transients": 1229,
-    "book/12_galaxies": 566,
-    "book/13_scaling": 166,
+    "book/00_quickstart": 39,
+    "book/01_data": 122,
+    "book/02_autoencoders": 83,
+    "book/03_beta_vae": 210,
+    "book/03b_vqvae": 185,
+    "book/04_latent_space": 59,
+    "book/05_gans": 139,
+    "book/06_contamination": 310,
+    "book/07_flows": 450,
+    "book/08_pixelcnn": 47,
+    "book/09_benchmark": 423,
+    "book/10_lensing": 440,
+    "book/11_transients": 297,
+    "book/12_galaxies": 470,
+    "book/13_scaling": 191,
 }
 #: One BLAS/OpenMP thread per kernel when kernels share the cores (spinning threads of
 #: two kernels on two cores slow both many times over). Set before the workers start.
