@@ -93,6 +93,18 @@ class Sizes(Mapping):
     def __repr__(self) -> str:
         return f"Sizes({self._values})"
 
+    def _repr_markdown_(self) -> str:
+        """How a notebook shows the sizes: one line of ``name`` = value pairs."""
+
+        def fmt(v: Any) -> str:
+            if isinstance(v, int) and not isinstance(v, bool):
+                return f"{v:,}"
+            if isinstance(v, (list, tuple)):
+                return "[" + ", ".join(fmt(x) for x in v) + "]"
+            return str(v)
+
+        return "Sizes: " + "; ".join(f"`{k}` = {fmt(v)}" for k, v in self._values.items())
+
 
 def sizes(chapter: str, profile_name: str | None = None) -> Sizes:
     """The sizes (numbers of images, epochs, ...) of ``chapter`` in the active profile."""

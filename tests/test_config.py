@@ -80,3 +80,12 @@ def test_setup_reports_session(capsys):
     session = phbook.setup(seed=3)
     assert session.profile == "quick" and session.seed == 3
     assert "profile quick" in capsys.readouterr().out
+
+
+def test_sizes_show_as_one_readable_line_in_a_notebook():
+    shown = config.Sizes(
+        {"n_train": 10000, "seeds": (0, 1), "lr": 0.001, "fit": True}
+    )._repr_markdown_()
+    assert shown == (
+        "Sizes: `n_train` = 10,000; `seeds` = [0, 1]; `lr` = 0.001; `fit` = True"
+    )
