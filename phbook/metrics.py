@@ -17,6 +17,7 @@ NORMAL = "normal"
 
 __all__ = [
     "roc_auc",
+    "auc_standard_error",
     "average_precision",
     "tpr_at_fpr",
     "f1_max",
@@ -50,6 +51,18 @@ def roc_auc(labels, scores) -> float:
     """Area under the ROC curve: the chance an anomaly outscores a normal sample."""
     labels, scores = _check(labels, scores)
     return float(skm.roc_auc_score(labels, scores))
+
+
+def auc_standard_error(auc: float, n_pos: int, n_neg: int) -> float:
+    """The standard error of a ROC-AUC measured on ``n_pos`` positives and ``n_neg``
+    negatives (Hanley & McNeil 1982): how far two AUCs on test sets of this size
+    must differ before the difference means something."""
+    a = float(auc)
+    q1, q2 = a / (2 - a), 2 * a * a / (1 + a)
+    var = (a * (1 - a) + (n_pos - 1) * (q1 - a * a) + (n_neg - 1) * (q2 - a * a)) / (
+        n_pos * n_neg
+    )
+    return float(np.sqrt(max(var, 0.0)))
 
 
 def average_precision(labels, scores) -> float:

@@ -152,3 +152,15 @@ def test_fusion_p_values_and_combination():
     np.testing.assert_allclose(ranked.anomaly_score(anomalies), (1 - p).mean(axis=1))
     with pytest.raises(ValueError, match="method"):
         detectors.ScoreFusion([pca], method="max").fit(normal)
+
+
+def test_auc_standard_error_is_hanley_mcneil():
+    from phbook import metrics
+
+    n = 2000  # at AUC 0.5 with equal classes: the Mann-Whitney null, (2n+1)/(12n^2)
+    assert metrics.auc_standard_error(0.5, n, n) == pytest.approx(
+        np.sqrt((2 * n + 1) / (12 * n**2))
+    )
+    assert metrics.auc_standard_error(0.9, 100, 100) < metrics.auc_standard_error(
+        0.5, 100, 100
+    )

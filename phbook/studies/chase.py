@@ -50,7 +50,6 @@ __all__ = [
     "latent_classifier",
     "ChaseResult",
     "run_study",
-    "auc_standard_error",
     "ROW_LABELS",
 ]
 
@@ -404,15 +403,3 @@ def run_study(
         book_methods=BOOK_METHODS if book_rows else (),
         max_epochs=int(max_epochs),
     )
-
-
-def auc_standard_error(auc: float, n_pos: int, n_neg: int) -> float:
-    """The standard error of a ROC-AUC measured on ``n_pos`` positives and ``n_neg``
-    negatives (Hanley & McNeil 1982): how far two AUCs on test sets of this size
-    must differ before the difference means something."""
-    a = float(auc)
-    q1, q2 = a / (2 - a), 2 * a * a / (1 + a)
-    var = (a * (1 - a) + (n_pos - 1) * (q1 - a * a) + (n_neg - 1) * (q2 - a * a)) / (
-        n_pos * n_neg
-    )
-    return float(np.sqrt(max(var, 0.0)))
