@@ -29,6 +29,7 @@ __all__ = [
 TABLE_SIZE = 2**16
 
 
+@lru_cache(maxsize=16)
 def dark_pixel_components(inst):
     """Weights, means and sds of the Gaussian mixture that is a dark pixel's charge.
 
@@ -41,7 +42,10 @@ def dark_pixel_components(inst):
     lam = inst.nsb_pe
     k = np.arange(int(lam + 10 * np.sqrt(lam) + 12))
     sd = np.sqrt(inst.noise_adc**2 + (inst.adc_per_pe * inst.spe_resolution) ** 2 * k)
-    return poisson.pmf(k, lam), inst.adc_per_pe * k, sd
+    out = poisson.pmf(k, lam), inst.adc_per_pe * k, sd
+    for a in out:
+        a.flags.writeable = False  # cached: shared by every call with this instrument
+    return out
 
 
 def dark_pixel_sf(t, inst) -> np.ndarray:

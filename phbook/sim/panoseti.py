@@ -67,8 +67,9 @@ from . import maroc as _maroc
 from . import night_sky
 from .baselines import BASELINE_RANGE, read_baselines
 
-#: Bumped whenever the simulated distributions change, so that cached datasets are rebuilt.
-SIMULATOR_VERSION = 3
+#: Bumped whenever the frames of a seed change, so that cached datasets are rebuilt
+#: (4: the same distributions as 3, its random numbers drawn in another order).
+SIMULATOR_VERSION = 4
 PIXEL_DEG = 0.3125  #: angular size of a pixel (deg)
 QUABO_PIX = 16  #: a quabo is 16 x 16 pixels
 MODULE_PIX = 32  #: a module is 2 x 2 quabos
@@ -451,8 +452,87 @@ def _exceed_probability(inst: Instrument) -> np.ndarray:
     return night_sky.dark_pixel_sf(cut - pedestal.reshape(4, 256).astype(np.float64), inst)
 
 
-def _digitize(pe, quabo, inst, rng, hot_adc=None, skip_untriggered=False):
-    """Run the compiled digitiser over ``pe`` (n, 16, 16); (adc, index of kept frames)."""
+class _DrawBuffers:
+    """The random numbers the compiled digitiser consumes, drawn in bulk from ``rng``.
+
+    Four cache-sized buffers (16-bit table indices and 32-bit integers, both views of
+    the generator's raw 64-bit output; uniforms; normals);
+    the kernel reports how many of each it used, and a buffer is drawn afresh (its few
+    leftovers dropped) once fewer than a frame's worth remain, so a seed always gives
+    the same frames.
+    """
+
+    SIZES = (2**20, 2**17, 2**17, 2**16)
+
+    def __init__(self, rng: np.random.Generator):
+        self.rng = rng
+        self.buffers = [None] * 4
+        self.pos = [0] * 4
+
+    def _draw(self, which: int) -> np.ndarray:
+        size, rng = self.SIZES[which], self.rng
+        if which == 0:  # night_sky.TABLE_SIZE is 2**16
+            return rng.bit_generator.random_raw(size // 4).view(np.uint16)
+        if which == 1:
+            return rng.bit_generator.random_raw(size // 2).view(np.uint32)
+        if which == 2:
+            return rng.random(size)
+        return _normal(size, rng)
+
+    def views(self) -> list[np.ndarray]:
+        for w in range(4):
+            buf = self.buffers[w]
+            if buf is None or len(buf) - self.pos[w] < _kernels.FRAME_DRAWS:
+                self.buffers[w], self.pos[w] = self._draw(w), 0
+        return [b[p:] for b, p in zip(self.buffers, self.pos, strict=True)]
+
+    def consume(self, used: np.ndarray) -> None:
+        for w in range(4):
+            self.pos[w] += int(used[w])
+
+
+@lru_cache(maxsize=16)
+def _soft_trigger_tables(inst: Instrument, target_adc: float, spread_adc: float):
+    """Tables with which the kernel decides a soft trigger before drawing dark pixels.
+
+    ``soft_accept[v]``: P(kept | frame maximum v ADC) = Phi((v - target) / spread) for
+    v = 0 .. A - 1, A where it reaches 1 to double precision; a dark pixel's
+    log P(charge > x) on a grid of 0.05 ADC; and, per quabo, log P(no pixel of the
+    quabo, lit or dark, records v or more from the sky alone), the bound the kernel
+    thins with.
+    """
+    from scipy.special import ndtr
+
+    n_acc = int(np.ceil(target_adc + 9.0 * spread_adc)) + 2
+    soft_accept = ndtr((np.arange(n_acc) - target_adc) / spread_adc)
+    pedestal, ceiling = _quabo_terms(inst)
+    pedestal = pedestal.reshape(4, 256).astype(np.float64)
+    ceiling = ceiling.reshape(4, 256).astype(np.float64)
+    x0 = -12.0 * max(inst.noise_adc, 1.0)
+    x1 = n_acc + max(0.0, -float(pedestal.min())) + 1.0
+    dx = 0.05
+    grid = x0 + dx * np.arange(int(np.ceil((x1 - x0) / dx)) + 2)
+    log_sf = np.maximum(
+        np.log(np.maximum(night_sky.dark_pixel_sf(grid, inst), 1e-320)), -745.0
+    )
+    v = np.arange(n_acc, dtype=np.float64)
+    charge = v[None, None, :] - 0.5 - pedestal[:, :, None]  # (4, 256, A)
+    sf = np.exp(np.interp((charge - x0) / dx, np.arange(len(grid)), log_sf))
+    sf[(charge - x0) / dx >= len(grid) - 1] = 0.0
+    sf[ceiling[:, :, None] < v[None, None, :] - 0.5] = 0.0
+    log_none = np.log1p(-np.minimum(sf, 1 - 1e-16)).sum(axis=1)
+    return soft_accept, np.ascontiguousarray(log_none), x0, dx, log_sf
+
+
+def _digitize(pe, quabo, inst, rng, hot_adc=None, skip_untriggered=False, soft=None):
+    """Run the compiled digitiser over ``pe`` (n, 16, 16).
+
+    Returns (adc, index of kept frames, decided): with ``soft`` = (threshold ADC,
+    spread ADC), ``inst`` holding the lower threshold down to which frames are
+    digitised, the kernel keeps frames by the soft trigger and ``decided`` says which
+    frames it decided; the others (kept by a dark pixel above ``inst``'s threshold)
+    are left to the caller.
+    """
     n = len(pe)
     pe = np.ascontiguousarray(pe, np.float32).reshape(n, 256)
     q = np.broadcast_to(np.asarray(quabo, np.int64).reshape(-1), (n,))
@@ -465,29 +545,30 @@ def _digitize(pe, quabo, inst, rng, hot_adc=None, skip_untriggered=False):
     pedestal, ceiling = _quabo_terms(inst)
     table = night_sky.background_quantiles(inst)
     p_exceed = _exceed_probability(inst)
+    if soft is not None:
+        soft_accept, log_none, x0, dx, log_sf = _soft_trigger_tables(inst, *soft)
+    else:
+        soft_accept, log_none = np.zeros(0), np.zeros((4, 1))
+        x0, dx, log_sf = 0.0, 1.0, np.zeros(1)
     out = np.empty((n, 256), np.float32)
     keep = np.empty(n, np.int32)
+    decided = np.empty(n, np.bool_)
     size = n // 8 + 512
     tail_row = np.empty(size, np.int32)
     tail_pix = np.empty(size, np.int32)
     tail_t = np.empty(size, np.float64)
+    tail_extra = np.empty(size, np.float64)
+    used = np.zeros(4, np.int64)
     done, kept = 0, 0
     gain = float(inst.adc_per_pe)
     spe2 = float((inst.adc_per_pe * inst.spe_resolution) ** 2)
-    lit_per_frame = (pe > 1e-2).sum(axis=1)
-    if hot_adc is not None:
-        lit_per_frame = ((pe > 1e-2) | (hot != 0)).sum(axis=1)
-    chunk = 4096
+    draws = _DrawBuffers(rng)
     while done < n:
-        upto = min(n, done + chunk)
-        uniforms = rng.random(258 * (upto - done))
-        normals = _normal(int(lit_per_frame[done:upto].sum()) + 1, rng)
         k, n_tail, processed = _kernels.digitize(
             pe[done:],
             q[done:],
             hot[done:] if hot_adc is not None else hot,
-            uniforms,
-            normals,
+            *draws.views(),
             int(rng.integers(2**31 - 1)),
             table,
             pedestal.reshape(4, 256),
@@ -497,29 +578,37 @@ def _digitize(pe, quabo, inst, rng, hot_adc=None, skip_untriggered=False):
             float(inst.threshold_adc),
             gain,
             spe2,
-            float(inst.noise_adc**2),
-            float(inst.nsb_pe),
             1e-2,
             skip_untriggered,
+            soft_accept,
+            log_none,
+            x0,
+            dx,
+            log_sf,
             out[kept:],
             tail_row,
             tail_pix,
             tail_t,
+            tail_extra,
             keep[kept:],
+            decided[kept:],
+            used,
         )
+        draws.consume(used)
         if n_tail:
             rows = tail_row[:n_tail] + kept
             pix = tail_pix[:n_tail]
             charge = night_sky.background_tail(tail_t[:n_tail], inst, rng)
             qq = q[done + keep[rows]]
             value = np.minimum(
-                charge + pedestal.reshape(4, 256)[qq, pix], ceiling.reshape(4, 256)[qq, pix]
+                charge + tail_extra[:n_tail] + pedestal.reshape(4, 256)[qq, pix],
+                ceiling.reshape(4, 256)[qq, pix],
             )
             out[rows, pix] = np.floor(value + 0.5)
         keep[kept : kept + k] += done
         kept += k
         done += processed
-    return out[:kept].reshape(kept, 16, 16), keep[:kept]
+    return out[:kept].reshape(kept, 16, 16), keep[:kept], decided[:kept]
 
 
 def digitize(
@@ -531,15 +620,17 @@ def digitize(
 ) -> np.ndarray:
     """Expected signal PE (n, 16, 16) -> baseline-subtracted pulse heights (ADC).
 
-    Every pixel collects night-sky photoelectrons; pixels expecting more than 0.01 signal
-    PE draw Poisson(signal + sky) counts, smeared by the single-PE resolution and the
-    electronic noise; dark pixels draw their charge from the exact distribution of sky
-    plus noise (inverse-CDF table). Then the peak-detection pedestal and per-pixel offsets
+    Every pixel's charge is electronic noise plus one Gaussian pulse (the single-PE
+    resolution) per photoelectron: its noise-and-sky part comes from the exact
+    distribution of a dark pixel (an inverse-CDF table, exact draws beyond its last
+    bin), and pixels expecting more than 0.01 signal PE add Poisson(signal)
+    photoelectrons (the sum is Poisson(signal + sky) photoelectrons, as it must be).
+    Then the peak-detection pedestal and per-pixel offsets
     are added, the value is clipped at the ADC ceiling (4095 before baseline subtraction)
     and rounded: the ADC records integers, returned as float32. ``hot_adc`` (n, 16, 16),
     if given, adds a pixel-level excess in ADC before clipping.
     """
-    adc, _ = _digitize(pe, quabo, inst, rng, hot_adc)
+    adc, _, _ = _digitize(pe, quabo, inst, rng, hot_adc)
     return adc
 
 
@@ -591,11 +682,19 @@ def simulate_normal(
         target = inst
         low = max(PE_THRESHOLD_RANGE[0], inst.pe_threshold * (1 - 3 * inst.trigger_spread))
         inst = replace(inst, pe_threshold=low, trigger_spread=0.0)
+        soft_terms = (target.threshold_adc, target.trigger_spread * target.threshold_adc)
+    else:
+        soft_terms = None
     # PE a pixel needs to have any real chance to trigger: well below threshold
     # (frames whose brightest pixel expects less trigger in ~0.1 % of cases or fewer).
     reach = 0.3 * inst.pe_threshold
+    showers, thrown = min(batch, max(1024, n + n // 4)), 0
     while have < n:
-        p = _sample_showers(batch, rng, pop)
+        if thrown:  # size the next batch by the frames per shower seen so far
+            per_shower = max(have / thrown, 1e-3)
+            showers = int(min(batch, max(1024, 1.1 * (n - have) / per_shower)))
+        thrown += showers
+        p = _sample_showers(showers, rng, pop)
         # Upper bound of the PE any pixel of a quabo receives: the ellipse's peak,
         # attenuated along its major axis by the centroid's distance to the quabo.
         major2 = p["length"] ** 2 + _BOX_VAR
@@ -614,12 +713,15 @@ def simulate_normal(
         if len(idx) == 0:
             continue
         pe = shower_pe({k: v[idx] for k, v in p.items()}, qs, inst)
-        adc, kept = _digitize(pe, qs, inst, rng, skip_untriggered=True)
+        adc, kept, decided = _digitize(
+            pe, qs, inst, rng, skip_untriggered=True, soft=soft_terms
+        )
         trig = triggered(adc, inst)
-        if soft:
+        if soft and not decided.all():  # kept by a dark pixel: decided here
             thr = target.threshold_adc
-            p_trig = ndtr((adc.max(axis=(1, 2)) - thr) / (target.trigger_spread * thr))
-            trig &= rng.random(len(adc)) < p_trig
+            top = adc[~decided].max(axis=(1, 2))
+            p_trig = ndtr((top - thr) / (target.trigger_spread * thr))
+            trig[~decided] &= rng.random(len(top)) < p_trig
         out_adc.append(_to_int16(adc[trig]))
         out_q.append(qs[kept][trig])
         have += int(trig.sum())
