@@ -350,3 +350,42 @@ def digitize(
     used[2] = iu
     used[3] = jn
     return kept, n_tail, i
+
+
+class DrawBuffers:
+    """The random numbers the compiled digitiser consumes, drawn in bulk from ``rng``.
+
+    Four cache-sized buffers (16-bit table indices and 32-bit integers, both views of
+    the generator's raw 64-bit output; uniforms; normals);
+    the kernel reports how many of each it used, and a buffer is drawn afresh (its few
+    leftovers dropped) once fewer than a frame's worth remain, so a seed always gives
+    the same frames.
+    """
+
+    SIZES = (2**20, 2**17, 2**17, 2**16)
+
+    def __init__(self, rng: np.random.Generator, normal):
+        self.rng, self.normal = rng, normal  # normal(size, rng): float32 normals
+        self.buffers = [None] * 4
+        self.pos = [0] * 4
+
+    def _draw(self, which: int) -> np.ndarray:
+        size, rng = self.SIZES[which], self.rng
+        if which == 0:  # the table has 2**16 entries
+            return rng.bit_generator.random_raw(size // 4).view(np.uint16)
+        if which == 1:
+            return rng.bit_generator.random_raw(size // 2).view(np.uint32)
+        if which == 2:
+            return rng.random(size)
+        return self.normal(size, rng)
+
+    def views(self) -> list[np.ndarray]:
+        for w in range(4):
+            buf = self.buffers[w]
+            if buf is None or len(buf) - self.pos[w] < FRAME_DRAWS:
+                self.buffers[w], self.pos[w] = self._draw(w), 0
+        return [b[p:] for b, p in zip(self.buffers, self.pos, strict=True)]
+
+    def consume(self, used: np.ndarray) -> None:
+        for w in range(4):
+            self.pos[w] += int(used[w])

@@ -23,6 +23,7 @@ __all__ = [
     "dark_pixel_sf",
     "background_quantiles",
     "background_tail",
+    "soft_trigger_tables",
 ]
 
 #: entries of the inverse-CDF table of a dark pixel's charge
@@ -113,3 +114,34 @@ def background_tail(t, inst, rng: np.random.Generator) -> np.ndarray:
     z = -ndtri(u * upper[g, pick])  # standard-normal value above (t - mean) / sd
     out[order] = mean[pick] + sd[pick] * z
     return out
+
+
+def soft_trigger_tables(inst, pedestal, ceiling, target_adc: float, spread_adc: float):
+    """Tables with which the kernel decides a soft trigger before drawing dark pixels.
+
+    ``soft_accept[v]``: P(kept | frame maximum v ADC) = Phi((v - target) / spread) for
+    v = 0 .. A - 1, A where it reaches 1 to double precision (``target_adc`` and
+    ``spread_adc`` are the soft trigger's threshold and spread, ADC); a dark pixel's
+    log P(charge > x) on a grid of 0.05 ADC; and, per quabo, log P(no pixel of the
+    quabo, lit or dark, records v or more from the sky alone), the bound the kernel
+    thins with. ``pedestal`` and ``ceiling`` (4, 256) are each pixel's pedestal and
+    ADC ceiling.
+    """
+    from scipy.special import ndtr
+
+    n_acc = int(np.ceil(target_adc + 9.0 * spread_adc)) + 2
+    soft_accept = ndtr((np.arange(n_acc) - target_adc) / spread_adc)
+    pedestal = np.asarray(pedestal, np.float64).reshape(4, 256)
+    ceiling = np.asarray(ceiling, np.float64).reshape(4, 256)
+    x0 = -12.0 * max(inst.noise_adc, 1.0)
+    x1 = n_acc + max(0.0, -float(pedestal.min())) + 1.0
+    dx = 0.05
+    grid = x0 + dx * np.arange(int(np.ceil((x1 - x0) / dx)) + 2)
+    log_sf = np.maximum(np.log(np.maximum(dark_pixel_sf(grid, inst), 1e-320)), -745.0)
+    v = np.arange(n_acc, dtype=np.float64)
+    charge = v[None, None, :] - 0.5 - pedestal[:, :, None]  # (4, 256, A)
+    sf = np.exp(np.interp((charge - x0) / dx, np.arange(len(grid)), log_sf))
+    sf[(charge - x0) / dx >= len(grid) - 1] = 0.0
+    sf[ceiling[:, :, None] < v[None, None, :] - 0.5] = 0.0
+    log_none = np.log1p(-np.minimum(sf, 1 - 1e-16)).sum(axis=1)
+    return soft_accept, np.ascontiguousarray(log_none), x0, dx, log_sf

@@ -452,76 +452,11 @@ def _exceed_probability(inst: Instrument) -> np.ndarray:
     return night_sky.dark_pixel_sf(cut - pedestal.reshape(4, 256).astype(np.float64), inst)
 
 
-class _DrawBuffers:
-    """The random numbers the compiled digitiser consumes, drawn in bulk from ``rng``.
-
-    Four cache-sized buffers (16-bit table indices and 32-bit integers, both views of
-    the generator's raw 64-bit output; uniforms; normals);
-    the kernel reports how many of each it used, and a buffer is drawn afresh (its few
-    leftovers dropped) once fewer than a frame's worth remain, so a seed always gives
-    the same frames.
-    """
-
-    SIZES = (2**20, 2**17, 2**17, 2**16)
-
-    def __init__(self, rng: np.random.Generator):
-        self.rng = rng
-        self.buffers = [None] * 4
-        self.pos = [0] * 4
-
-    def _draw(self, which: int) -> np.ndarray:
-        size, rng = self.SIZES[which], self.rng
-        if which == 0:  # night_sky.TABLE_SIZE is 2**16
-            return rng.bit_generator.random_raw(size // 4).view(np.uint16)
-        if which == 1:
-            return rng.bit_generator.random_raw(size // 2).view(np.uint32)
-        if which == 2:
-            return rng.random(size)
-        return _normal(size, rng)
-
-    def views(self) -> list[np.ndarray]:
-        for w in range(4):
-            buf = self.buffers[w]
-            if buf is None or len(buf) - self.pos[w] < _kernels.FRAME_DRAWS:
-                self.buffers[w], self.pos[w] = self._draw(w), 0
-        return [b[p:] for b, p in zip(self.buffers, self.pos, strict=True)]
-
-    def consume(self, used: np.ndarray) -> None:
-        for w in range(4):
-            self.pos[w] += int(used[w])
-
-
 @lru_cache(maxsize=16)
 def _soft_trigger_tables(inst: Instrument, target_adc: float, spread_adc: float):
-    """Tables with which the kernel decides a soft trigger before drawing dark pixels.
-
-    ``soft_accept[v]``: P(kept | frame maximum v ADC) = Phi((v - target) / spread) for
-    v = 0 .. A - 1, A where it reaches 1 to double precision; a dark pixel's
-    log P(charge > x) on a grid of 0.05 ADC; and, per quabo, log P(no pixel of the
-    quabo, lit or dark, records v or more from the sky alone), the bound the kernel
-    thins with.
-    """
-    from scipy.special import ndtr
-
-    n_acc = int(np.ceil(target_adc + 9.0 * spread_adc)) + 2
-    soft_accept = ndtr((np.arange(n_acc) - target_adc) / spread_adc)
+    """:func:`night_sky.soft_trigger_tables` for ``inst``'s pedestals (cached)."""
     pedestal, ceiling = _quabo_terms(inst)
-    pedestal = pedestal.reshape(4, 256).astype(np.float64)
-    ceiling = ceiling.reshape(4, 256).astype(np.float64)
-    x0 = -12.0 * max(inst.noise_adc, 1.0)
-    x1 = n_acc + max(0.0, -float(pedestal.min())) + 1.0
-    dx = 0.05
-    grid = x0 + dx * np.arange(int(np.ceil((x1 - x0) / dx)) + 2)
-    log_sf = np.maximum(
-        np.log(np.maximum(night_sky.dark_pixel_sf(grid, inst), 1e-320)), -745.0
-    )
-    v = np.arange(n_acc, dtype=np.float64)
-    charge = v[None, None, :] - 0.5 - pedestal[:, :, None]  # (4, 256, A)
-    sf = np.exp(np.interp((charge - x0) / dx, np.arange(len(grid)), log_sf))
-    sf[(charge - x0) / dx >= len(grid) - 1] = 0.0
-    sf[ceiling[:, :, None] < v[None, None, :] - 0.5] = 0.0
-    log_none = np.log1p(-np.minimum(sf, 1 - 1e-16)).sum(axis=1)
-    return soft_accept, np.ascontiguousarray(log_none), x0, dx, log_sf
+    return night_sky.soft_trigger_tables(inst, pedestal, ceiling, target_adc, spread_adc)
 
 
 def _digitize(pe, quabo, inst, rng, hot_adc=None, skip_untriggered=False, soft=None):
@@ -562,7 +497,7 @@ def _digitize(pe, quabo, inst, rng, hot_adc=None, skip_untriggered=False, soft=N
     done, kept = 0, 0
     gain = float(inst.adc_per_pe)
     spe2 = float((inst.adc_per_pe * inst.spe_resolution) ** 2)
-    draws = _DrawBuffers(rng)
+    draws = _kernels.DrawBuffers(rng, _normal)
     while done < n:
         k, n_tail, processed = _kernels.digitize(
             pe[done:],
