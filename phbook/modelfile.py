@@ -38,7 +38,7 @@ from typing import Any
 import numpy as np
 
 from . import __version__, detectors, transforms
-from .detectors import Detector, HillasCut, PCAReconstruction, PyODDetector
+from .detectors import Detector, HillasCut, PCAReconstruction, PyODDetector, ReadoutFaults
 from .detectors.pyod_detectors import PYOD_MODELS, SCALINGS
 from .errors import ModelFileError  # raised by phbook.score too
 from .io import pff
@@ -245,6 +245,63 @@ def _register_hillas() -> None:
 
 
 _register_hillas()
+
+
+# --- dead rows, columns and MAROC quarters, pedestal jumps: a check of the readout
+
+
+def _readout_build(params: dict, fit_kwargs: dict) -> Detector:
+    return ReadoutFaults(
+        window=float(params["window"]),
+        min_p=float(params["min_p"]),
+        level_tolerance=float(params["level_tolerance"]),
+        contamination=float(params.get("contamination", 0.01)),
+    )
+
+
+def _readout_get(det: Detector) -> tuple[dict, dict]:
+    params = {k: float(getattr(det, k)) for k in ("window", "min_p", "level_tolerance")}
+    state = {
+        "p_near": det.p_near_,
+        "log_tail": det.log_tail_,
+        "median": det.median_,
+        "median_scale": det.median_scale_,
+    }
+    return params, state
+
+
+def _readout_set(params: dict, state: dict, image_shape: tuple) -> Detector:
+    det = _readout_build(params, {})
+    det.p_near_, det.log_tail_ = float(state["p_near"]), _np(state["log_tail"])
+    det.median_, det.median_scale_ = float(state["median"]), float(state["median_scale"])
+    return det
+
+
+register(
+    Family(
+        name="readout-faults",
+        summary="dead rows, columns and MAROC quarters, pedestal jumps, in ADC (a "
+        "check of the readout)",
+        options=(
+            Option(
+                "window", float, 2.0, "ADC from 0 within which a pixel reads its baseline"
+            ),
+            Option(
+                "min_p", float, 0.05, "smallest rate of such pixels in a working readout"
+            ),
+            Option(
+                "level_tolerance",
+                float,
+                0.25,
+                "drift of the frame median tolerated, as a fraction of the normal median",
+            ),
+        ),
+        build=_readout_build,
+        get_state=_readout_get,
+        set_state=_readout_set,
+        normalisation="none",
+    )
+)
 
 
 # --- any PyOD detector (phbook.detectors.pyod_detectors): the reader's familiar baselines

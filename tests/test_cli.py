@@ -391,3 +391,32 @@ def test_real_sample_file(trained, real_ph256, tmp_path, capsys):
     assert (df["label"] == "unknown").all()
     np.testing.assert_array_equal(df["offset"], real.offsets)
     np.testing.assert_array_equal(df["time"], real.time)
+
+
+def test_readout_check_trains_and_scores_from_the_command_line(trained, tmp_path, capsys):
+    from phbook.detectors import ReadoutFaults
+
+    sel, _ = trained
+    model = tmp_path / "readout.pt"
+    rc, _, err = run(
+        capsys,
+        "train",
+        sel,
+        "--model",
+        "readout-faults",
+        "--window",
+        "3",
+        "-o",
+        model,
+        "-q",
+    )
+    assert rc == 0, err
+    m = modelfile.load(model)
+    assert m.normalisation == {"kind": "none"} and m.detector.window == 3.0
+    images, _, _ = select.load(sel)
+    order = np.random.default_rng(0).permutation(len(images))
+    direct = ReadoutFaults(window=3.0).fit(images[order].astype(np.float32))
+    rc, _, err = run(capsys, "score", model, sel, "-o", tmp_path / "s.h5", "-q")
+    assert rc == 0, err
+    df, _ = score.read_scores(tmp_path / "s.h5")
+    np.testing.assert_allclose(df["score"], direct.anomaly_score(images), rtol=1e-6)

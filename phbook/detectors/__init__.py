@@ -38,6 +38,8 @@ One module per family, like :mod:`phbook.models` and the tests:
 * :mod:`~phbook.detectors.pyod_detectors` any PyOD / scikit-learn detector (chapter 9)
 * :mod:`~phbook.detectors.supervised`    the supervised ceiling, a CNN (chapter 9)
 * :mod:`~phbook.detectors.residual`      tail-of-residual scores of any trained model
+* :mod:`~phbook.detectors.readout`       dead rows, columns and MAROC quarters, pedestal
+  jumps: a check of the readout (chapter 9)
 """
 
 from __future__ import annotations
@@ -70,6 +72,7 @@ from .gans import (
 from .lensing import RBMDetector, SmoothLensDetector
 from .likelihood import FlowVAEDetector, ImageFlowDetector, PixelCNNDetector
 from .pyod_detectors import PYOD_MODELS, PyODDetector, make_pyod
+from .readout import ReadoutFaults
 from .residual import ResidualScore
 from .supervised import SupervisedCNNDetector
 from .vqvae import VQVAEDetector
@@ -91,6 +94,7 @@ __all__ = [
     "SimultaneousEncoderGANDetector",
     "AAEDetector",
     "HillasCut",
+    "ReadoutFaults",
     "ScoreFusion",
     "PixelCNNDetector",
     "ImageFlowDetector",

@@ -175,6 +175,15 @@ def detector_specs(size: config.Sizes | None = None) -> list[DetectorSpec]:
             max_seeds=1,  # deterministic
             space="physics",
         ),
+        # dead rows, columns and MAROC quarters, and pedestal jumps: faults of the
+        # readout that a score over the whole frame averages away (chapter 9)
+        DetectorSpec(
+            "ReadoutFaults",
+            "physics",
+            lambda seed: detectors.ReadoutFaults(),
+            max_seeds=1,  # deterministic
+            space="physics",
+        ),
         # the mean of the four largest residuals beats the largest alone (quick
         # profile: AUC 0.844 against 0.819), the mean residual sees dead regions
         # (real frames with a dead MAROC chip: 0.945 against 0.550); the fusion
