@@ -25,6 +25,16 @@ def _flat(x: np.ndarray) -> np.ndarray:
     return x.reshape(len(x), -1)
 
 
+def adc_frames(x: np.ndarray, transform=None) -> np.ndarray:
+    """Single-channel frames (N, H, W) in ADC from images (N, 1, H, W) or (N, H, W),
+    undoing ``transform`` (a normalisation applied to them) if given. Pulse heights are
+    integer ADC counts, so the inverse is rounded: that undoes its float round-off."""
+    img = x[:, 0] if x.ndim == 4 else x
+    if transform is not None:
+        img = np.rint(transform.inverse(img))
+    return img
+
+
 class Detector(OutlierMixin, BaseEstimator):
     """Base class: subclasses implement ``_fit(x)`` and ``_anomaly_score(x)``.
 

@@ -10,7 +10,7 @@ from sklearn.neighbors import LocalOutlierFactor
 
 from .. import hillas
 from ..arrays import as_images
-from .base import Detector, _flat
+from .base import Detector, _flat, adc_frames
 
 __all__ = [
     "PCAReconstruction",
@@ -234,10 +234,7 @@ class HillasCut(Detector):
         """(n, 9) feature matrix of images (N, 1, H, W) or (N, H, W)."""
         from scipy import ndimage
 
-        img = x[:, 0] if x.ndim == 4 else x
-        if self.transform is not None:
-            # pulse heights are integer ADC counts: undo float round-off of the inverse
-            img = np.rint(self.transform.inverse(img))
+        img = adc_frames(x, self.transform)
         h = hillas.parameters(img)
         mask = hillas.tailcuts(img)
         structure = np.zeros((3, 3, 3), bool)

@@ -25,7 +25,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from .base import Detector
+from .base import Detector, adc_frames
 
 __all__ = ["ReadoutFaults", "group_counts", "GROUP_SIZES"]
 
@@ -88,12 +88,6 @@ class ReadoutFaults(Detector):
         self.level_tolerance = level_tolerance
         self.transform = transform
 
-    def _adc(self, x: np.ndarray) -> np.ndarray:
-        img = x[:, 0] if x.ndim == 4 else x
-        if self.transform is not None:
-            img = np.rint(self.transform.inverse(img))
-        return img
-
     def _fit(self, x):
         from scipy.stats import binom
 
@@ -105,7 +99,7 @@ class ReadoutFaults(Detector):
             raise ValueError(
                 f"level_tolerance must be 0 or more, got {self.level_tolerance}"
             )
-        frame, counts = group_counts(self._adc(x), self.window)
+        frame, counts = group_counts(adc_frames(x, self.transform), self.window)
         rate = counts[:, :32].sum() / (32 * 16 * len(counts))
         self.p_near_ = float(max(rate, self.min_p))
         # -log10 P(count >= k) for k = 0..64, for groups of 16 and of 64 pixels
@@ -125,7 +119,7 @@ class ReadoutFaults(Detector):
     def _anomaly_score(self, x):
         from scipy.stats import norm
 
-        frame, counts = group_counts(self._adc(x), self.window)
+        frame, counts = group_counts(adc_frames(x, self.transform), self.window)
         which = (GROUP_SIZES == 64).astype(int)
         groups = self.log_tail_[which[None, :], counts].max(axis=1)
         z = np.abs(frame - self.median_) / self.median_scale_
