@@ -38,7 +38,14 @@ from typing import Any
 import numpy as np
 
 from . import __version__, detectors, transforms
-from .detectors import Detector, HillasCut, PCAReconstruction, PyODDetector, ReadoutFaults
+from .detectors import (
+    Detector,
+    HillasCut,
+    PCAReconstruction,
+    PointFlash,
+    PyODDetector,
+    ReadoutFaults,
+)
 from .detectors.pyod_detectors import PYOD_MODELS, SCALINGS
 from .errors import ModelFileError  # raised by phbook.score too
 from .io import pff
@@ -303,6 +310,55 @@ register(
     )
 )
 
+
+# --- a pixel far brighter than its neighbours: point flashes and hot pixels
+
+
+def _pointflash_build(params: dict, fit_kwargs: dict) -> Detector:
+    return PointFlash(
+        noise_floor=float(params["noise_floor"]),
+        contamination=float(params.get("contamination", 0.01)),
+    )
+
+
+def _pointflash_get(det: Detector) -> tuple[dict, dict]:
+    state = {
+        "tail_start": det.tail_start_,
+        "tail_scale": det.tail_scale_,
+        "sorted": det.sorted_,
+    }
+    return {"noise_floor": float(det.noise_floor)}, state
+
+
+def _pointflash_set(params: dict, state: dict, image_shape: tuple) -> Detector:
+    det = _pointflash_build(params, {})
+    det.tail_start_, det.tail_scale_ = (
+        float(state["tail_start"]),
+        float(state["tail_scale"]),
+    )
+    det.sorted_ = _np(state["sorted"]).astype(np.float64)
+    return det
+
+
+register(
+    Family(
+        name="point-flash",
+        summary="a pixel far brighter than its neighbours: point flashes (optical SETI) "
+        "and hot pixels, in ADC",
+        options=(
+            Option(
+                "noise_floor",
+                float,
+                10.0,
+                "ADC added to the neighbours' mean under the square root of the noise",
+            ),
+        ),
+        build=_pointflash_build,
+        get_state=_pointflash_get,
+        set_state=_pointflash_set,
+        normalisation="none",
+    )
+)
 
 # --- any PyOD detector (phbook.detectors.pyod_detectors): the reader's familiar baselines
 

@@ -420,3 +420,34 @@ def test_readout_check_trains_and_scores_from_the_command_line(trained, tmp_path
     assert rc == 0, err
     df, _ = score.read_scores(tmp_path / "s.h5")
     np.testing.assert_allclose(df["score"], direct.anomaly_score(images), rtol=1e-6)
+
+
+def test_point_flash_check_trains_and_scores_from_the_command_line(
+    trained, tmp_path, capsys
+):
+    from phbook.detectors import PointFlash
+
+    sel, _ = trained
+    model = tmp_path / "flash.pt"
+    rc, _, err = run(
+        capsys,
+        "train",
+        sel,
+        "--model",
+        "point-flash",
+        "--noise-floor",
+        "20",
+        "-o",
+        model,
+        "-q",
+    )
+    assert rc == 0, err
+    m = modelfile.load(model)
+    assert m.normalisation == {"kind": "none"} and m.detector.noise_floor == 20.0
+    images, _, _ = select.load(sel)
+    order = np.random.default_rng(0).permutation(len(images))
+    direct = PointFlash(noise_floor=20.0).fit(images[order].astype(np.float32))
+    rc, _, err = run(capsys, "score", model, sel, "-o", tmp_path / "s.h5", "-q")
+    assert rc == 0, err
+    df, _ = score.read_scores(tmp_path / "s.h5")
+    np.testing.assert_allclose(df["score"], direct.anomaly_score(images), rtol=1e-6)

@@ -40,6 +40,8 @@ One module per family, like :mod:`phbook.models` and the tests:
 * :mod:`~phbook.detectors.residual`      tail-of-residual scores of any trained model
 * :mod:`~phbook.detectors.readout`       dead rows, columns and MAROC quarters, pedestal
   jumps: a check of the readout (chapter 9)
+* :mod:`~phbook.detectors.pointflash`    a pixel far brighter than its neighbours: point
+  flashes (optical SETI's signal) and hot pixels (chapter 9)
 """
 
 from __future__ import annotations
@@ -71,6 +73,7 @@ from .gans import (
 )
 from .lensing import RBMDetector, SmoothLensDetector
 from .likelihood import FlowVAEDetector, ImageFlowDetector, PixelCNNDetector
+from .pointflash import PointFlash
 from .pyod_detectors import PYOD_MODELS, PyODDetector, make_pyod
 from .readout import ReadoutFaults
 from .residual import ResidualScore
@@ -95,6 +98,7 @@ __all__ = [
     "AAEDetector",
     "HillasCut",
     "ReadoutFaults",
+    "PointFlash",
     "ScoreFusion",
     "PixelCNNDetector",
     "ImageFlowDetector",

@@ -184,6 +184,15 @@ def detector_specs(size: config.Sizes | None = None) -> list[DetectorSpec]:
             max_seeds=1,  # deterministic
             space="physics",
         ),
+        # one pixel far brighter than its neighbours: a point flash (the signal of
+        # optical SETI) or a hot pixel, which a score over 256 pixels dilutes (chapter 9)
+        DetectorSpec(
+            "PointFlash",
+            "physics",
+            lambda seed: detectors.PointFlash(),
+            max_seeds=1,  # deterministic
+            space="physics",
+        ),
         # the mean of the four largest residuals beats the largest alone (quick
         # profile: AUC 0.844 against 0.819), the mean residual sees dead regions
         # (real frames with a dead MAROC chip: 0.945 against 0.550); the fusion

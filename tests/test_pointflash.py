@@ -1,0 +1,76 @@
+"""The point-flash check: one pixel far brighter than its neighbours."""
+
+import numpy as np
+import pytest
+
+from phbook import metrics
+from phbook.detectors import PointFlash
+from phbook.detectors.pointflash import local_excess
+from phbook.sim import panoseti as P
+
+
+@pytest.fixture(scope="module")
+def fitted():
+    normal = P.simulate(3000, seed=1, anomaly_fraction=0).adc
+    return PointFlash().fit(normal)
+
+
+@pytest.fixture(scope="module")
+def test_frames():
+    return P.simulate(1500, seed=2, anomaly_fraction=0).adc.astype(np.float32)
+
+
+def test_local_excess_is_a_pixel_against_the_mean_of_its_neighbours():
+    x = np.full((2, 16, 16), 16.0, np.float32)
+    x[0, 5, 7] = 16.0 + 90.0  # an interior pixel
+    x[1, 0, 0] = 16.0 + 90.0  # a corner: 5 neighbours are missing, 3 of them next to it
+    z = local_excess(x, noise_floor=20.0)
+    interior = 90.0 / np.sqrt(16.0 + 20.0)
+    corner_mean = (3 * 106.0 + 5 * 16.0) / 8  # the nearest pixel stands in
+    corner = (106.0 - corner_mean) / np.sqrt(corner_mean + 20.0)
+    np.testing.assert_allclose(z, [interior, corner], rtol=1e-5)
+    # a flat frame has no excess anywhere; a uniform offset changes only the noise
+    assert local_excess(np.full((1, 16, 16), 50.0), 10.0)[0] == 0.0
+
+
+def test_a_point_flash_or_a_hot_pixel_stands_out_of_showers(fitted, test_frames):
+    rng = np.random.default_rng(3)
+    n = len(test_frames)
+    flashed = test_frames.copy()
+    flashed[np.arange(n), rng.integers(0, 16, n), rng.integers(0, 16, n)] += 600
+    y = np.r_[np.zeros(n), np.ones(n)]
+    normal = fitted.anomaly_score(test_frames)
+    assert metrics.roc_auc(y, np.r_[normal, fitted.anomaly_score(flashed)]) > 0.97
+    # the simulator's own classes: bright point sources and hot pixels
+    sim = P.simulate(
+        400, seed=5, anomaly_fraction=1.0, anomaly_classes=("point_source", "hot_pixel")
+    )
+    bright = sim.strength >= 0.5
+    s = fitted.anomaly_score(sim.adc[bright])
+    yb = np.r_[np.zeros(n), np.ones(len(s))]
+    assert metrics.roc_auc(yb, np.r_[normal, s]) > 0.97
+
+
+def test_scores_are_tail_probabilities_of_normal_frames(fitted, test_frames):
+    s = fitted.anomaly_score(test_frames)
+    # -log10 p: about 1 % of held-out normal frames score above 2, few above 4
+    assert 0.003 < np.mean(s > 2) < 0.03
+    assert np.mean(s > 4) < 0.003
+    assert np.all(np.diff(s[np.argsort(local_excess(test_frames))]) >= 0)
+
+
+def test_scores_do_not_depend_on_the_batch(fitted, test_frames):
+    whole = fitted.anomaly_score(test_frames)
+    parts = np.concatenate(
+        [fitted.anomaly_score(c) for c in np.array_split(test_frames, 7)]
+    )
+    assert np.array_equal(whole, parts)
+
+
+def test_bad_arguments_are_clear(test_frames):
+    with pytest.raises(ValueError, match="noise_floor"):
+        PointFlash(noise_floor=0).fit(test_frames)
+    with pytest.raises(ValueError, match="at least 20"):
+        PointFlash().fit(test_frames[:5])
+    with pytest.raises(ValueError, match="16, 16"):
+        local_excess(np.zeros((3, 8, 8)))
