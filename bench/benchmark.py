@@ -68,7 +68,7 @@ DEEP_FAMILIES = {
     "beta-VAE": ("VAE", "VAE latent"),
     "AAE": ("AAE", "AAE max"),
     "f-AnoGAN": ("f-AnoGAN", "f-AnoGAN max"),
-    "FlowVAE": ("FlowVAE", "FlowVAE max"),
+    "FlowVAE": ("FlowVAE", "FlowVAE top4"),
     "PixelCNN": ("PixelCNN",),
 }
 
