@@ -72,5 +72,13 @@ def test_bad_arguments_are_clear(test_frames):
         PointFlash(noise_floor=0).fit(test_frames)
     with pytest.raises(ValueError, match="at least 20"):
         PointFlash().fit(test_frames[:5])
-    with pytest.raises(ValueError, match="16, 16"):
-        local_excess(np.zeros((3, 8, 8)))
+    with pytest.raises(ValueError, match="H, W >= 2"):
+        local_excess(np.zeros((3, 1, 8)))
+    with pytest.raises(ValueError, match="H, W >= 2"):
+        local_excess(np.zeros((3, 2, 8, 8)))  # two channels
+
+
+def test_any_frame_size_works_a_module_of_four_quabos():
+    x = np.full((1, 32, 32), 16.0, np.float32)
+    x[0, 20, 30] += 90.0
+    np.testing.assert_allclose(local_excess(x, 20.0), [90.0 / np.sqrt(36.0)], rtol=1e-6)

@@ -25,19 +25,19 @@ from .base import Detector, adc_frames
 
 __all__ = ["PointFlash", "local_excess"]
 
-_SIDE = 16
 _TAIL_QUANTILE = 0.9
 
 
 def local_excess(images: np.ndarray, noise_floor: float = 10.0) -> np.ndarray:
     """Per frame, the largest excess of a pixel over the mean of its 8 neighbours,
-    ``(x - m) / sqrt(max(m, 0) + noise_floor)``, for frames ``(N, 16, 16)`` in ADC
-    (baseline subtracted). A neighbour outside the frame is the nearest pixel inside."""
+    ``(x - m) / sqrt(max(m, 0) + noise_floor)``, for frames ``(N, H, W)`` (or
+    ``(N, 1, H, W)``) in ADC, baseline subtracted: a 16 x 16 quabo, a 32 x 32 module.
+    A neighbour outside the frame is the nearest pixel inside."""
     x = np.asarray(images, dtype=np.float32)
-    if x.ndim == 4:
+    if x.ndim == 4 and x.shape[1] == 1:
         x = x[:, 0]
-    if x.ndim != 3 or x.shape[1:] != (_SIDE, _SIDE):
-        raise ValueError(f"frames must have shape (N, 16, 16), got {x.shape}")
+    if x.ndim != 3 or min(x.shape[1:]) < 2:
+        raise ValueError(f"frames must have shape (N, H, W) with H, W >= 2, got {x.shape}")
     if not noise_floor > 0:
         raise ValueError(f"noise_floor must be positive, got {noise_floor}")
     n = len(x)
@@ -58,7 +58,7 @@ class PointFlash(Detector):
     simulated frames (the benchmark's ``point_source`` and ``hot_pixel`` classes
     against normal frames: 5, 10, 20, 40 ADC gave ROC-AUC 0.957, 0.954, 0.948, 0.937
     on point sources and 1.0 on hot pixels), not on the real sample. Frames in ADC,
-    baseline subtracted, 16 x 16 (``transform``, if given, is undone first, as for
+    baseline subtracted, any size (``transform``, if given, is undone first, as for
     :class:`~phbook.detectors.HillasCut`).
     """
 
