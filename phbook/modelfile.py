@@ -324,6 +324,7 @@ def _pointflash_build(params: dict, fit_kwargs: dict) -> Detector:
 def _pointflash_get(det: Detector) -> tuple[dict, dict]:
     state = {
         "tail_start": det.tail_start_,
+        "tail_mass": det.tail_mass_,
         "tail_scale": det.tail_scale_,
         "sorted": det.sorted_,
     }
@@ -332,10 +333,9 @@ def _pointflash_get(det: Detector) -> tuple[dict, dict]:
 
 def _pointflash_set(params: dict, state: dict, image_shape: tuple) -> Detector:
     det = _pointflash_build(params, {})
-    det.tail_start_, det.tail_scale_ = (
-        float(state["tail_start"]),
-        float(state["tail_scale"]),
-    )
+    det.tail_start_ = float(state["tail_start"])
+    det.tail_mass_ = float(state["tail_mass"])
+    det.tail_scale_ = float(state["tail_scale"])
     det.sorted_ = _np(state["sorted"]).astype(np.float64)
     return det
 

@@ -67,6 +67,26 @@ def test_scores_do_not_depend_on_the_batch(fitted, test_frames):
     assert np.array_equal(whole, parts)
 
 
+def test_the_tail_joins_the_body_and_never_overflows(fitted):
+    t0 = fitted.tail_start_
+    below, above = fitted._body(np.array([t0]))[0], fitted.tail_mass_
+    assert below == above  # no step where the exponential tail takes over
+    x = np.full((3, 16, 16), 16.0, np.float32)
+    x[1, 8, 8] += 3000.0
+    x[2, 8, 8] += 30000.0  # far past where exp() underflows
+    s = fitted.anomaly_score(x)
+    assert np.isfinite(s).all() and s[0] < s[1] < s[2]
+
+
+def test_nan_pixels_are_an_error(fitted, test_frames):
+    bad = test_frames[:5].copy()
+    bad[3, 2, 2] = np.nan
+    with pytest.raises(ValueError, match="frame 3 holds NaN"):
+        fitted.anomaly_score(bad)
+    with pytest.raises(ValueError, match="frame 3 holds NaN"):
+        PointFlash().fit(np.concatenate([bad, test_frames[:30]]))
+
+
 def test_bad_arguments_are_clear(test_frames):
     with pytest.raises(ValueError, match="noise_floor"):
         PointFlash(noise_floor=0).fit(test_frames)
