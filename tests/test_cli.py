@@ -393,60 +393,31 @@ def test_real_sample_file(trained, real_ph256, tmp_path, capsys):
     np.testing.assert_array_equal(df["time"], real.time)
 
 
-def test_readout_check_trains_and_scores_from_the_command_line(trained, tmp_path, capsys):
-    from phbook.detectors import ReadoutFaults
-
-    sel, _ = trained
-    model = tmp_path / "readout.pt"
-    rc, _, err = run(
-        capsys,
-        "train",
-        sel,
-        "--model",
-        "readout-faults",
-        "--window",
-        "3",
-        "-o",
-        model,
-        "-q",
-    )
-    assert rc == 0, err
-    m = modelfile.load(model)
-    assert m.normalisation == {"kind": "none"} and m.detector.window == 3.0
-    images, _, _ = select.load(sel)
-    order = np.random.default_rng(0).permutation(len(images))
-    direct = ReadoutFaults(window=3.0).fit(images[order].astype(np.float32))
-    rc, _, err = run(capsys, "score", model, sel, "-o", tmp_path / "s.h5", "-q")
-    assert rc == 0, err
-    df, _ = score.read_scores(tmp_path / "s.h5")
-    np.testing.assert_allclose(df["score"], direct.anomaly_score(images), rtol=1e-6)
-
-
-def test_point_flash_check_trains_and_scores_from_the_command_line(
-    trained, tmp_path, capsys
+@pytest.mark.parametrize(
+    "family, option, value, cls, attr",
+    [
+        ("readout-faults", "--window", "3", "ReadoutFaults", "window"),
+        ("point-flash", "--noise-floor", "20", "PointFlash", "noise_floor"),
+    ],
+)
+def test_a_physics_check_trains_and_scores_from_the_command_line(
+    trained, tmp_path, capsys, family, option, value, cls, attr
 ):
-    from phbook.detectors import PointFlash
+    from phbook import detectors
 
     sel, _ = trained
-    model = tmp_path / "flash.pt"
+    model = tmp_path / f"{family}.pt"
     rc, _, err = run(
-        capsys,
-        "train",
-        sel,
-        "--model",
-        "point-flash",
-        "--noise-floor",
-        "20",
-        "-o",
-        model,
-        "-q",
+        capsys, "train", sel, "--model", family, option, value, "-o", model, "-q"
     )
     assert rc == 0, err
     m = modelfile.load(model)
-    assert m.normalisation == {"kind": "none"} and m.detector.noise_floor == 20.0
+    assert m.normalisation == {"kind": "none"}
+    assert getattr(m.detector, attr) == float(value)
     images, _, _ = select.load(sel)
     order = np.random.default_rng(0).permutation(len(images))
-    direct = PointFlash(noise_floor=20.0).fit(images[order].astype(np.float32))
+    direct = getattr(detectors, cls)(**{attr: float(value)})
+    direct.fit(images[order].astype(np.float32))
     rc, _, err = run(capsys, "score", model, sel, "-o", tmp_path / "s.h5", "-q")
     assert rc == 0, err
     df, _ = score.read_scores(tmp_path / "s.h5")

@@ -10,14 +10,8 @@ from phbook.sim import panoseti as P
 
 
 @pytest.fixture(scope="module")
-def fitted():
-    normal = P.simulate(3000, seed=1, anomaly_fraction=0).adc
-    return PointFlash().fit(normal)
-
-
-@pytest.fixture(scope="module")
-def test_frames():
-    return P.simulate(1500, seed=2, anomaly_fraction=0).adc.astype(np.float32)
+def fitted(sim_normal_adc):
+    return PointFlash().fit(sim_normal_adc)
 
 
 def test_local_excess_is_a_pixel_against_the_mean_of_its_neighbours():
@@ -33,13 +27,13 @@ def test_local_excess_is_a_pixel_against_the_mean_of_its_neighbours():
     assert local_excess(np.full((1, 16, 16), 50.0), 10.0)[0] == 0.0
 
 
-def test_a_point_flash_or_a_hot_pixel_stands_out_of_showers(fitted, test_frames):
+def test_a_point_flash_or_a_hot_pixel_stands_out_of_showers(fitted, sim_test_adc):
     rng = np.random.default_rng(3)
-    n = len(test_frames)
-    flashed = test_frames.copy()
+    n = len(sim_test_adc)
+    flashed = sim_test_adc.copy()
     flashed[np.arange(n), rng.integers(0, 16, n), rng.integers(0, 16, n)] += 600
     y = np.r_[np.zeros(n), np.ones(n)]
-    normal = fitted.anomaly_score(test_frames)
+    normal = fitted.anomaly_score(sim_test_adc)
     assert metrics.roc_auc(y, np.r_[normal, fitted.anomaly_score(flashed)]) > 0.97
     # the simulator's own classes: bright point sources and hot pixels
     sim = P.simulate(
@@ -51,18 +45,18 @@ def test_a_point_flash_or_a_hot_pixel_stands_out_of_showers(fitted, test_frames)
     assert metrics.roc_auc(yb, np.r_[normal, s]) > 0.97
 
 
-def test_scores_are_tail_probabilities_of_normal_frames(fitted, test_frames):
-    s = fitted.anomaly_score(test_frames)
+def test_scores_are_tail_probabilities_of_normal_frames(fitted, sim_test_adc):
+    s = fitted.anomaly_score(sim_test_adc)
     # -log10 p: about 1 % of held-out normal frames score above 2, few above 4
     assert 0.003 < np.mean(s > 2) < 0.03
     assert np.mean(s > 4) < 0.003
-    assert np.all(np.diff(s[np.argsort(local_excess(test_frames))]) >= 0)
+    assert np.all(np.diff(s[np.argsort(local_excess(sim_test_adc))]) >= 0)
 
 
-def test_scores_do_not_depend_on_the_batch(fitted, test_frames):
-    whole = fitted.anomaly_score(test_frames)
+def test_scores_do_not_depend_on_the_batch(fitted, sim_test_adc):
+    whole = fitted.anomaly_score(sim_test_adc)
     parts = np.concatenate(
-        [fitted.anomaly_score(c) for c in np.array_split(test_frames, 7)]
+        [fitted.anomaly_score(c) for c in np.array_split(sim_test_adc, 7)]
     )
     assert np.array_equal(whole, parts)
 
@@ -78,20 +72,20 @@ def test_the_tail_joins_the_body_and_never_overflows(fitted):
     assert np.isfinite(s).all() and s[0] < s[1] < s[2]
 
 
-def test_nan_pixels_are_an_error(fitted, test_frames):
-    bad = test_frames[:5].copy()
+def test_nan_pixels_are_an_error(fitted, sim_test_adc):
+    bad = sim_test_adc[:5].copy()
     bad[3, 2, 2] = np.nan
     with pytest.raises(ValueError, match="frame 3 holds NaN"):
         fitted.anomaly_score(bad)
     with pytest.raises(ValueError, match="frame 3 holds NaN"):
-        PointFlash().fit(np.concatenate([bad, test_frames[:30]]))
+        PointFlash().fit(np.concatenate([bad, sim_test_adc[:30]]))
 
 
-def test_bad_arguments_are_clear(test_frames):
+def test_bad_arguments_are_clear(sim_test_adc):
     with pytest.raises(ValueError, match="noise_floor"):
-        PointFlash(noise_floor=0).fit(test_frames)
+        PointFlash(noise_floor=0).fit(sim_test_adc)
     with pytest.raises(ValueError, match="at least 20"):
-        PointFlash().fit(test_frames[:5])
+        PointFlash().fit(sim_test_adc[:5])
     with pytest.raises(ValueError, match="H, W >= 2"):
         local_excess(np.zeros((3, 1, 8)))
     with pytest.raises(ValueError, match="H, W >= 2"):

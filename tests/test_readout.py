@@ -6,18 +6,11 @@ import pytest
 from phbook import metrics
 from phbook.detectors import ReadoutFaults
 from phbook.detectors.readout import group_counts
-from phbook.sim import panoseti as P
 
 
 @pytest.fixture(scope="module")
-def fitted():
-    normal = P.simulate(3000, seed=1, anomaly_fraction=0).adc
-    return ReadoutFaults().fit(normal)
-
-
-@pytest.fixture(scope="module")
-def test_frames():
-    return P.simulate(1500, seed=2, anomaly_fraction=0).adc.astype(np.float32)
+def fitted(sim_normal_adc):
+    return ReadoutFaults().fit(sim_normal_adc)
 
 
 def test_groups_are_rows_columns_and_quarters():
@@ -34,8 +27,8 @@ def test_groups_are_rows_columns_and_quarters():
 
 
 @pytest.mark.parametrize("where", ["row", "column", "quarter"])
-def test_a_dead_group_stands_out_of_showers(fitted, test_frames, where):
-    dead = test_frames.copy()
+def test_a_dead_group_stands_out_of_showers(fitted, sim_test_adc, where):
+    dead = sim_test_adc.copy()
     rng = np.random.default_rng(3)
     for i in range(len(dead)):
         k = rng.integers(16)
@@ -46,40 +39,40 @@ def test_a_dead_group_stands_out_of_showers(fitted, test_frames, where):
         else:
             a, b = 8 * (k % 2), 8 * (k // 8)
             dead[i, a : a + 8, b : b + 8] = 0
-    y = np.r_[np.zeros(len(test_frames)), np.ones(len(dead))]
-    scores = np.r_[fitted.anomaly_score(test_frames), fitted.anomaly_score(dead)]
+    y = np.r_[np.zeros(len(sim_test_adc)), np.ones(len(dead))]
+    scores = np.r_[fitted.anomaly_score(sim_test_adc), fitted.anomaly_score(dead)]
     assert metrics.roc_auc(y, scores) > 0.99
 
 
-def test_a_pedestal_jump_or_a_speckled_frame_stands_out(fitted, test_frames):
-    normal = fitted.anomaly_score(test_frames)
-    jumped = fitted.anomaly_score(test_frames + 40)  # the whole quabo, +40 ADC
+def test_a_pedestal_jump_or_a_speckled_frame_stands_out(fitted, sim_test_adc):
+    normal = fitted.anomaly_score(sim_test_adc)
+    jumped = fitted.anomaly_score(sim_test_adc + 40)  # the whole quabo, +40 ADC
     y = np.r_[np.zeros(len(normal)), np.ones(len(jumped))]
     assert metrics.roc_auc(y, np.r_[normal, jumped]) > 0.99
     speckled = np.random.default_rng(4).normal(400, 150, (5, 16, 16)).astype(np.float32)
     assert (fitted.anomaly_score(speckled) > normal.max()).all()
 
 
-def test_a_slow_drift_of_the_pedestal_is_tolerated(fitted, test_frames):
-    normal = fitted.anomaly_score(test_frames)
-    drifted = fitted.anomaly_score(test_frames + 2)  # within a quarter of 16 ADC
+def test_a_slow_drift_of_the_pedestal_is_tolerated(fitted, sim_test_adc):
+    normal = fitted.anomaly_score(sim_test_adc)
+    drifted = fitted.anomaly_score(sim_test_adc + 2)  # within a quarter of 16 ADC
     assert np.quantile(drifted, 0.99) < 2 * np.quantile(normal, 0.99)
 
 
-def test_scores_do_not_depend_on_the_batch(fitted, test_frames):
-    whole = fitted.anomaly_score(test_frames)
+def test_scores_do_not_depend_on_the_batch(fitted, sim_test_adc):
+    whole = fitted.anomaly_score(sim_test_adc)
     parts = np.concatenate(
-        [fitted.anomaly_score(c) for c in np.array_split(test_frames, 7)]
+        [fitted.anomaly_score(c) for c in np.array_split(sim_test_adc, 7)]
     )
     assert np.array_equal(whole, parts)
 
 
-def test_bad_arguments_are_clear(test_frames):
+def test_bad_arguments_are_clear(sim_test_adc):
     with pytest.raises(ValueError, match="window"):
-        ReadoutFaults(window=0).fit(test_frames)
+        ReadoutFaults(window=0).fit(sim_test_adc)
     with pytest.raises(ValueError, match="min_p"):
-        ReadoutFaults(min_p=1.5).fit(test_frames)
+        ReadoutFaults(min_p=1.5).fit(sim_test_adc)
     with pytest.raises(ValueError, match="level_tolerance"):
-        ReadoutFaults(level_tolerance=-1).fit(test_frames)
+        ReadoutFaults(level_tolerance=-1).fit(sim_test_adc)
     with pytest.raises(ValueError, match="16, 16"):
         group_counts(np.zeros((3, 8, 8)), 2.0)
