@@ -175,6 +175,7 @@ def fit_smooth_lens(
     lr: float = 0.01,
     polish: int = 0,
     batch_size: int = 256,
+    search_renderer: SmoothLensRenderer | None = None,
 ) -> dict[str, np.ndarray]:
     """Best smooth-lens fit of each image from several starting points.
 
@@ -186,6 +187,12 @@ def fit_smooth_lens(
     of each image, which converge to the minimum far more precisely than Adam does.
     Returns ``chi2`` ``(N,)`` of the best start, its ``params`` ``(N, 13)``, ``amp``
     and the best ``model`` images ``(N, H, W)``.
+
+    ``search_renderer``: the renderer of the Adam stage, when it should differ from
+    ``renderer`` (coarse to fine: a renderer with fewer rays per pixel finds the basin
+    several times faster, and the Levenberg-Marquardt polish then settles in it with
+    ``renderer``). The best start of each image is chosen, and everything returned is
+    computed, with ``renderer``.
     """
     n, k, d = starts.shape
     if d != len(PARAMS):
@@ -212,8 +219,9 @@ def fit_smooth_lens(
         opt = torch.optim.Adam([u], lr=lr)
         # cosine decay to lr/20: big steps to find the basin, small ones to settle in it
         decay = torch.optim.lr_scheduler.CosineAnnealingLR(opt, steps, eta_min=lr / 20)
+        search = renderer if search_renderer is None else search_renderer
         for _ in range(steps):
-            chi2, _ = _chi2_and_amp(renderer(low + width * u), dat, wgt)
+            chi2, _ = _chi2_and_amp(search(low + width * u), dat, wgt)
             opt.zero_grad(set_to_none=True)
             chi2.sum().backward()
             opt.step()

@@ -142,3 +142,21 @@ def test_sqrt_stretch_makes_poisson_noise_uniform():
     assert stretch(np.array([0.0, 5000.0])) == pytest.approx([0.0, 1.0])
     with pytest.raises(ValueError):
         transforms.SqrtStretch(0.0)
+
+
+def test_paper_models_aae_is_the_conv_ae_plus_an_adversary_and_seeds_name_checkpoints():
+    from phbook import config
+    from phbook.studies import deeplense
+
+    size = config.sizes("deeplense", "quick")
+    _, models = deeplense.paper_models(size, "fixed", 4.0)
+    ae, aae = models["conv AE"], models["AAE"]
+    assert aae.architecture == "conv"
+    assert aae.epochs == ae.fit_kwargs["epochs"]  # trained as long as the conv AE
+    assert aae.channels == ae.model_kwargs["channels"]
+    assert aae.latent_dim == ae.model_kwargs["latent_dim"]
+    _, seeded = deeplense.paper_models(size, "fixed", 4.0, seed=2)
+    assert seeded["AAE"].seed == 2 and seeded["RBM"].random_state == 2
+    assert seeded["conv VAE"].fit_kwargs["seed"] == 2
+    names = {m.name for m in seeded.values() if getattr(m, "name", None)}
+    assert names.isdisjoint({m.name for m in models.values() if getattr(m, "name", None)})

@@ -330,6 +330,52 @@ def test_adversarial_autoencoder_trains_and_is_reproducible():
         aae.AdversarialAutoencoder(8, 3, adv_weight=-1)
 
 
+def test_conv_adversarial_autoencoder_is_the_conv_ae_plus_a_latent_discriminator():
+    from phbook.models.ae import SparseConvAE
+
+    torch.manual_seed(0)
+    model = aae.AdversarialAutoencoder(21, 5, (8, 8), hidden=16, architecture="conv")
+    torch.manual_seed(0)
+    ae = SparseConvAE(21, 5, (8, 8), l1=0.0)
+    # the same weights, in the same order, as the book's conv AE (no L1)
+    ae_params = [p.shape for p in ae.parameters()]
+    aae_params = [p.shape for p in model.encoder.parameters()] + [
+        p.shape for p in model.decoder.parameters()
+    ]
+    assert sorted(ae_params) == sorted(aae_params)
+    model.encoder.load_state_dict(
+        {
+            **{f"0.{k}": v for k, v in ae.encoder.state_dict().items()},
+            **{f"1.{k}": v for k, v in ae.to_latent.state_dict().items()},
+        }
+    )
+    model.decoder.load_state_dict(
+        {
+            **{f"0.{k}": v for k, v in ae.from_latent.state_dict().items()},
+            **{f"2.{k}": v for k, v in ae.decoder.state_dict().items()},
+        }
+    )
+    x = torch.randn(4, 1, 21, 21)
+    torch.testing.assert_close(model(x), ae(x))
+    assert model.encode(x).shape == (4, 5)
+    assert model.betas == (0.9, 0.999)  # Adam's default, as the conv AE trains
+    assert aae.AdversarialAutoencoder(16, 3).betas == (0.5, 0.999)
+    hist = train.fit(model, x.repeat(8, 1, 1, 1), epochs=2, batch_size=8, seed=0)
+    assert {"train_sse", "train_adv", "train_d_loss"} <= set(hist.columns)
+    with pytest.raises(ValueError, match="architecture"):
+        aae.AdversarialAutoencoder(16, 3, architecture="mlp")
+
+
+def test_aae_detector_with_the_conv_architecture_finds_a_hot_pixel():
+    normal, x_test, labels = blob_sets()
+    a = detectors.AAEDetector(
+        latent_dim=4, channels=(8,), epochs=6, batch_size=32, architecture="conv"
+    )
+    a.fit(normal)
+    assert isinstance(a.model_.encoder, torch.nn.Sequential)
+    assert metrics.roc_auc(labels, a.anomaly_score(x_test)) > 0.9
+
+
 # ------------------------------------------------------------------------ detectors
 
 

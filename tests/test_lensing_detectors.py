@@ -176,6 +176,19 @@ def test_smooth_fit_finds_the_smooth_lens_and_flags_substructure():
     np.testing.assert_allclose(
         det.anomaly_score(test.images[:4]), det.scores_of(fitted)[:4], rtol=1e-4
     )
+    # the coarse Adam search (one ray per pixel) ends, after the polish, where a
+    # search at the library's supersampling does
+    assert det.search_renderer_.supersampling == 1 < det.renderer_.supersampling
+    fine = detectors.SmoothLensDetector(
+        lib, n_starts=2, steps=50, polish=5, calibration_size=4, search_supersampling=None
+    ).fit(lib.images[:40])
+    assert fine.search_renderer_ is None
+    fitted_fine = fine.fit_images(test.images[:6])
+    smooth = normal[:6]  # a smooth lens has one basin; substructure may find others
+    assert smooth.sum() >= 2
+    np.testing.assert_allclose(
+        fitted_fine["chi2"][smooth], fitted["chi2"][:6][smooth], atol=0.01 * 64 * 64
+    )
 
 
 def test_smooth_fit_needs_a_smooth_library():
@@ -192,3 +205,7 @@ def test_smooth_fit_needs_a_smooth_library():
         detectors.SmoothLensDetector(smooth, n_starts=1, smoothing=-1).fit(smooth.images)
     with pytest.raises(ValueError, match="supersampling"):
         detectors.SmoothLensDetector(smooth, n_starts=1, supersampling=5).fit(smooth.images)
+    with pytest.raises(ValueError, match="search_supersampling"):
+        detectors.SmoothLensDetector(smooth, n_starts=1, search_supersampling=0).fit(
+            smooth.images
+        )

@@ -435,6 +435,8 @@ class AAEDetector(_TorchDetector):
     ``score``: ``"recon"``, the mean squared reconstruction error (the score of
     Alexander et al. 2020 for lensing images), or ``"prior_nll"``, ``||z||^2 / 2``,
     the negative log-density of the code under the ``N(0, I)`` prior, up to a constant.
+    ``architecture``: the GANs' networks (``"gan"``) or the book's convolutional
+    autoencoder (``"conv"``); see :mod:`phbook.models.aae`.
     """
 
     scores = ("recon", "prior_nll")
@@ -446,6 +448,7 @@ class AAEDetector(_TorchDetector):
         *,
         adv_weight: float = 1.0,
         hidden: int = 128,
+        architecture: str = "gan",
         epochs: int = 20,
         batch_size: int = 128,
         lr: float = 1e-3,
@@ -461,6 +464,7 @@ class AAEDetector(_TorchDetector):
         self.channels = channels
         self.adv_weight = adv_weight
         self.hidden = hidden
+        self.architecture = architecture
         self.epochs = epochs
         self.batch_size = batch_size
         self.lr = lr
@@ -482,9 +486,15 @@ class AAEDetector(_TorchDetector):
             self.channels,
             hidden=self.hidden,
             adv_weight=self.adv_weight,
+            architecture=self.architecture,
         )
         self.model_, self.history_ = self._train(
-            "aae", model, x, epochs=self.epochs, batch_size=self.batch_size, lr=self.lr
+            "aae" if self.architecture == "gan" else f"aae-{self.architecture}",
+            model,
+            x,
+            epochs=self.epochs,
+            batch_size=self.batch_size,
+            lr=self.lr,
         )
 
     def transform(self, X) -> np.ndarray:

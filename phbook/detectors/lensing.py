@@ -128,6 +128,11 @@ class SmoothLensDetector(Detector):
     substructure lens is ever seen, so the detector stays unsupervised.
     ``supersampling`` (rays per pixel side of the model) defaults to the library's: a
     model drawn more coarsely than the data leaves residuals in every bright lens.
+    ``search_supersampling`` is that of the Adam stage's renderer (coarse to fine, see
+    :func:`fit_smooth_lens`; ``None``: the same as ``supersampling``); the polish and
+    every score use ``supersampling``. One ray per pixel by default: on chapter 10's
+    full fixed-redshift test set (300 lenses, supersampling 2) it gave the same
+    ROC-AUCs, to 1e-4, in half the time.
     ``calibration_size`` training images are fitted to set ``offset_``.
     """
 
@@ -142,6 +147,7 @@ class SmoothLensDetector(Detector):
         lr: float = 0.01,
         polish: int = 10,
         supersampling: int | None = None,
+        search_supersampling: int | None = 1,
         n_components: int = 32,
         score: str = "coherent",
         window: int = 5,
@@ -159,6 +165,7 @@ class SmoothLensDetector(Detector):
         self.lr = lr
         self.polish = polish
         self.supersampling = supersampling
+        self.search_supersampling = search_supersampling
         self.n_components = n_components
         self.score = score
         self.window = window
@@ -210,10 +217,10 @@ class SmoothLensDetector(Detector):
             )
         if not 1 <= self.n_starts <= len(lib):
             raise ValueError(f"n_starts must lie in [1, {len(lib)}], got {self.n_starts}")
-        if self.supersampling is not None and self.supersampling not in (1, 2, 3, 4):
-            raise ValueError(
-                f"supersampling must be None, 1, 2, 3 or 4, got {self.supersampling!r}"
-            )
+        for key in ("supersampling", "search_supersampling"):
+            value = getattr(self, key)
+            if value is not None and value not in (1, 2, 3, 4):
+                raise ValueError(f"{key} must be None, 1, 2, 3 or 4, got {value!r}")
         if not (np.isfinite(self.smoothing) and self.smoothing > 0):
             raise ValueError(f"smoothing must be > 0 pixels, got {self.smoothing!r}")
         if isinstance(self.grow, bool) or not (
@@ -231,6 +238,14 @@ class SmoothLensDetector(Detector):
             meta["pixel_scale"],
             s["psf_fwhm"],
             int(self.supersampling or meta.get("supersampling", 1)),
+        )
+        search = self.search_supersampling
+        self.search_renderer_ = (
+            None
+            if search is None or search == self.renderer_.supersampling
+            else SmoothLensRenderer(
+                meta["num_pix"], meta["pixel_scale"], s["psf_fwhm"], int(search)
+            )
         )
         feats = self._stretch(lib.images)
         k = min(self.n_components, feats.shape[1], len(feats))
@@ -261,6 +276,7 @@ class SmoothLensDetector(Detector):
             lr=self.lr,
             polish=self.polish,
             batch_size=self.batch_size,
+            search_renderer=self.search_renderer_,
         )
         model = out["model"]
         var = self.sky_variance_ + self.gain * np.maximum(model, 0)

@@ -18,9 +18,20 @@ non-saturating generator loss of :func:`phbook.models.gan.generator_loss` on the
 codes). Folding the encoder's adversarial update into the reconstruction update is the
 usual simplification; with ``adv_weight = 0`` the model is a plain autoencoder.
 
-The networks are those of :mod:`phbook.models.gan` (:class:`~phbook.models.gan.Encoder`
-and :class:`~phbook.models.gan.Generator` as the decoder), so every image size the GANs
-take works here too: 16x16 PANOSETI frames, 21x21 stamps, 64x64 lensing images.
+Two choices of networks (``architecture``):
+
+* ``"gan"`` (the default): those of :mod:`phbook.models.gan` (:class:`~phbook.models.gan.
+  Encoder`, and :class:`~phbook.models.gan.Generator` as the decoder) with Adam's betas
+  ``(0.5, 0.999)`` as for GANs. Chapters 6 and 9 use it on PANOSETI frames.
+* ``"conv"``: the convolutional autoencoder of :mod:`phbook.models.ae` itself
+  (:class:`~phbook.models.ae.SparseConvAE` without its L1 penalty: strided convolutions,
+  a linear latent layer, a nearest-neighbour upsampling decoder) with Adam's default
+  betas ``(0.9, 0.999)``. The AAE is then exactly the book's convolutional autoencoder
+  plus a latent discriminator, the comparison Alexander et al. (2020) make between their
+  DCAE and AAE; chapter 10's DeepLense-like regime uses it.
+
+Every image size the encoders take works: 16x16 PANOSETI frames, 21x21 stamps, 64x64
+lensing images.
 """
 
 from __future__ import annotations
@@ -30,6 +41,7 @@ from collections.abc import Sequence
 import torch
 from torch import nn
 
+from .ae import SparseConvAE
 from .gan import (
     Encoder,
     Generator,
@@ -39,7 +51,11 @@ from .gan import (
     image_hw,
 )
 
-__all__ = ["LatentDiscriminator", "AdversarialAutoencoder"]
+__all__ = ["ARCHITECTURES", "LatentDiscriminator", "AdversarialAutoencoder"]
+
+#: The encoder and decoder an :class:`AdversarialAutoencoder` can be built from, and the
+#: Adam betas each trains with by default.
+ARCHITECTURES = {"gan": (0.5, 0.999), "conv": (0.9, 0.999)}
 
 
 class LatentDiscriminator(nn.Module):
@@ -74,13 +90,17 @@ class AdversarialAutoencoder(nn.Module):
         Size of the code ``z``.
     channels
         Channels of the encoder's stride-2 stages (the decoder mirrors them); default
-        from :func:`phbook.models.gan.default_channels`.
+        from :func:`phbook.models.gan.default_channels` (``"gan"``) or ``(32, 32)``
+        (``"conv"``).
     hidden
         Width of the latent discriminator.
     adv_weight
         Weight of the adversarial term against the per-image sum of squared errors.
+    architecture
+        ``"gan"`` or ``"conv"`` (see the module's docstring).
     betas
-        Adam's betas for both optimisers (``(0.5, 0.999)``, as for GANs).
+        Adam's betas for both optimisers; default by ``architecture``
+        (:data:`ARCHITECTURES`).
     """
 
     def __init__(
@@ -91,18 +111,31 @@ class AdversarialAutoencoder(nn.Module):
         *,
         hidden: int = 128,
         adv_weight: float = 1.0,
-        betas: tuple[float, float] = (0.5, 0.999),
+        architecture: str = "gan",
+        betas: tuple[float, float] | None = None,
     ):
         super().__init__()
         if adv_weight < 0:
             raise ValueError(f"adv_weight must be non-negative, got {adv_weight}")
+        if architecture not in ARCHITECTURES:
+            raise ValueError(
+                f"architecture must be one of {', '.join(ARCHITECTURES)}, "
+                f"got {architecture!r}"
+            )
         self.image_hw = image_hw(image_size)
         self.latent_dim = int(latent_dim)
-        self.encoder = Encoder(self.image_hw, latent_dim, channels)
-        self.decoder = Generator(self.image_hw, latent_dim, channels, norm="none")
+        self.architecture = architecture
+        if architecture == "gan":
+            self.encoder = Encoder(self.image_hw, latent_dim, channels)
+            self.decoder = Generator(self.image_hw, latent_dim, channels, norm="none")
+        else:
+            ae = SparseConvAE(self.image_hw, latent_dim, channels or (32, 32), l1=0.0)
+            # the conv AE's halves: image -> features -> linear code, and back
+            self.encoder = nn.Sequential(ae.encoder, ae.to_latent)
+            self.decoder = nn.Sequential(ae.from_latent, nn.ReLU(), ae.decoder)
         self.discriminator = LatentDiscriminator(latent_dim, hidden)
         self.adv_weight = float(adv_weight)
-        self.betas = tuple(betas)
+        self.betas = tuple(ARCHITECTURES[architecture] if betas is None else betas)
 
     def encode(self, x: torch.Tensor) -> torch.Tensor:
         """The code ``z`` of each image, ``(N, latent_dim)``."""

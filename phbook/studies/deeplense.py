@@ -9,9 +9,17 @@ same four on ``phbook.sim.lensing.simulate(..., regime="deeplense")`` and return
 their ROC-AUCs beside the paper's. The VAE follows the paper's schedule:
 reconstruction only for ``vae_delay`` epochs, then the KL weight ramped from 0 to 1
 over ``vae_warmup`` epochs (:class:`phbook.models.vae.BetaVAE`'s ``kl_delay`` and
-``kl_warmup``). Every network is scored by its reconstruction error, as in the paper's
-code (github.com/DeepLense-Unsupervised/unsupervised-lensing keeps a reconstruction
-loss per model).
+``kl_warmup``). The AAE is the convolutional autoencoder itself plus a latent
+discriminator (:class:`phbook.models.aae.AdversarialAutoencoder` with
+``architecture="conv"``), trained as long and as fast as the autoencoder, so the two
+differ by the adversary alone, the comparison the paper makes. Every network is scored
+by its reconstruction error, as in the paper's code
+(github.com/DeepLense-Unsupervised/unsupervised-lensing keeps a reconstruction loss per
+model).
+
+A single training run's ROC-AUC moves with the seed (weights and batch order):
+``run(seed=...)`` trains every network with another seed, and ``bench/case_studies.py``
+averages three.
 
 Used by chapter 10 and by ``bench/case_studies.py`` (``deeplense_regime_auc``).
 """
@@ -56,9 +64,10 @@ class DeepLenseResult:
         return bool(np.all(np.diff(values) > 0))
 
 
-def paper_models(size, redshift: str, noise_floor: float) -> tuple:
+def paper_models(size, redshift: str, noise_floor: float, seed: int = 0) -> tuple:
     """``(stretch, models)``: the four models of Alexander et al., sized by ``size``
-    (``config.sizes("deeplense")``), and the transform of the images they see.
+    (``config.sizes("deeplense")``) and seeded by ``seed``, and the transform of the
+    images they see.
 
     The images go through a square-root stretch (:class:`phbook.transforms.
     SqrtStretch`, ``noise_floor`` the sky and read-noise variance in counts), which
@@ -68,19 +77,20 @@ def paper_models(size, redshift: str, noise_floor: float) -> tuple:
     is ``recon + w * beta * KL`` with ``beta = 2 sigma2`` (the form
     :class:`phbook.models.vae.BetaVAE` takes). The RBM scales the images to [0, 1].
     """
-    common = {"epochs": size.epochs, "batch_size": size.batch_size}
+    common = {"epochs": size.epochs, "batch_size": size.batch_size, "seed": seed}
     arch = {"latent_dim": size.latent_dim, "channels": size.channels}
     vae_fit = {**common, "epochs": size.vae_epochs}
+    tag = f"{redshift}" if seed == 0 else f"{redshift}-seed{seed}"
     stretch = transforms.SqrtStretch(noise_floor, x_max=5000.0)
     beta = 2.0 * stretch.noise_variance
     return stretch, {
         "RBM": detectors.RBMDetector(
-            n_components=size.rbm_components, n_iter=size.rbm_iter
+            n_components=size.rbm_components, n_iter=size.rbm_iter, random_state=seed
         ),
         "conv AE": detectors.AutoencoderDetector(
             model_kwargs={**arch, "l1": 0.0},
             fit_kwargs=common,
-            name=f"deeplense-ae-{redshift}",
+            name=f"deeplense-ae-{tag}",
         ),
         "conv VAE": detectors.VAEDetector(
             model_kwargs={
@@ -90,7 +100,7 @@ def paper_models(size, redshift: str, noise_floor: float) -> tuple:
                 "kl_warmup": size.vae_warmup,
             },
             fit_kwargs=vae_fit,
-            name=f"deeplense-vae-{redshift}",
+            name=f"deeplense-vae-{tag}",
             score="recon",
         ),
         "AAE": detectors.AAEDetector(
@@ -99,21 +109,30 @@ def paper_models(size, redshift: str, noise_floor: float) -> tuple:
             epochs=size.epochs,
             batch_size=size.batch_size,
             adv_weight=size.aae_adv_weight,
-            name=f"deeplense-aae-{redshift}",
+            architecture="conv",
+            name=f"deeplense-aae-{tag}",
+            seed=seed,
         ),
     }
 
 
 def run(
-    redshifts=None, profile: str | None = None, progress: bool | None = False
+    redshifts=None,
+    profile: str | None = None,
+    progress: bool | None = False,
+    seed: int = 0,
 ) -> DeepLenseResult:
     """Simulate the DeepLense-like sets, train the four models, score the test sets.
 
-    ``redshifts``: the redshift sets to run (default: the profile's ``redshifts``).
+    ``redshifts``: the redshift sets to run (default: the profile's ``redshifts``);
+    ``seed``: the seed of every network's weights and batch order (the data stay the
+    same).
 
     Training sets hold smooth lenses only (``n_train``); test sets equal thirds of
     normal, cdm and vortex lenses (``n_test``), all simulated and cached.
     """
+    import torch
+
     size = config.sizes("deeplense", profile)
     redshifts = tuple(size.redshifts if redshifts is None else redshifts)
     test, scores, seconds, rows = {}, {}, {}, {m: {"model": m} for m in MODELS}
@@ -129,11 +148,14 @@ def run(
         )
         test[redshift] = lensing.load_or_simulate(size.n_test, seed=22, **kw)
         floor = float(sky_variance(train.images))
-        stretch, models = paper_models(size, redshift, floor)
+        stretch, models = paper_models(size, redshift, floor, seed)
         x_train, x_test = stretch(train.images), stretch(test[redshift].images)
         scores[redshift] = {}
         for name, det in models.items():
             start = time.process_time()
+            # each network's initial weights depend on the seed alone, not on what
+            # ran before it in this process
+            torch.manual_seed(seed)
             det.fit(x_train)
             scores[redshift][name] = det.anomaly_score(x_test)
             seconds[redshift, name] = time.process_time() - start
