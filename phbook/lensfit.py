@@ -116,8 +116,16 @@ class SmoothLensRenderer(torch.nn.Module):
         bn = (1.9992 * n - 0.3271).clamp(min=1e-5)
         return torch.exp(-bn * ((radius / r.clamp(min=1e-4)) ** (1 / n) - 1))
 
+    #: how many leading parameters of :data:`PARAMS` the deflection depends on (the
+    #: lens); the rest describe the source
+    n_lens_params = 7
+
     def forward(self, p: torch.Tensor) -> torch.Tensor:
-        ax, ay = self.deflection(p)
+        return self.render(p, *self.deflection(p))
+
+    def render(self, p: torch.Tensor, ax: torch.Tensor, ay: torch.Tensor) -> torch.Tensor:
+        """The image of parameters ``p`` given their deflection ``(ax, ay)`` (of
+        :meth:`deflection`), so that images which differ only in the source share it."""
         sb = self.source(self.x[None] - ax, self.y[None] - ay, p)
         img = F.avg_pool2d(sb[:, None], self.supersampling)
         k = self.k1
@@ -292,10 +300,20 @@ def levenberg_marquardt(
             # forward differences in every parameter at once: (n * d) renders
             # (a backward difference for a parameter at its upper bound)
             h = torch.where(u + step <= 1, step, -step)  # (n, d)
-            up = u[:, None, :] + eye * h[:, :, None]
-            moved = renderer((low + width * up).reshape(n * d, d)).view(
-                n, d, *model.shape[1:]
+            up = (low + width * (u[:, None, :] + eye * h[:, :, None])).reshape(n * d, d)
+            # a step in a source parameter leaves the deflection as it is: compute it
+            # once per image for those, and afresh only for the lens parameters
+            is_lens = (torch.arange(d) < renderer.n_lens_params).repeat(n)
+            ax, ay = renderer.deflection(low + width * u)
+            n_src = d - renderer.n_lens_params
+            moved = torch.empty(n * d, *model.shape[1:])
+            moved[is_lens] = renderer(up[is_lens])
+            moved[~is_lens] = renderer.render(
+                up[~is_lens],
+                ax.repeat_interleave(n_src, 0),
+                ay.repeat_interleave(n_src, 0),
             )
+            moved = moved.view(n, d, *model.shape[1:])
             jac = amp[:, None, None, None] * (moved - model[:, None]) / h[..., None, None]
             cols = torch.cat([jac, model[:, None]], 1) * sw[:, None]  # d(A m)/d(u, A)
             cols = cols.reshape(n, d + 1, -1)

@@ -209,3 +209,24 @@ def test_smooth_fit_needs_a_smooth_library():
         detectors.SmoothLensDetector(smooth, n_starts=1, search_supersampling=0).fit(
             smooth.images
         )
+
+
+def test_the_deflection_depends_on_the_lens_parameters_alone():
+    # the Levenberg-Marquardt Jacobian reuses one deflection for every step in a
+    # source parameter: that is exact only if the source parameters leave it alone
+    from phbook.lensfit import PARAMS, SmoothLensRenderer
+
+    renderer = SmoothLensRenderer(32, 0.2, 0.3, supersampling=2)
+    p = torch.tensor(
+        [[1.2, 0.1, -0.05, 0.02, -0.03, 0.04, 0.01, 0.1, -0.2, 0.3, 1.5, 0.1, 0.05]]
+    )
+    assert p.shape[1] == len(PARAMS)
+    q = p.clone()
+    q[:, renderer.n_lens_params :] += 0.05  # every source parameter moves
+    ax, ay = renderer.deflection(p)
+    for a, b in zip(renderer.deflection(q), (ax, ay), strict=True):
+        torch.testing.assert_close(a, b)
+    torch.testing.assert_close(renderer.render(q, ax, ay), renderer(q))
+    moved = p.clone()
+    moved[:, 0] += 0.05  # a lens parameter moves the deflection
+    assert not torch.allclose(renderer.deflection(moved)[0], ax)
