@@ -91,3 +91,26 @@ def test_pyod_model_file_round_trip(tmp_path):
     m = modelfile.load(path)
     assert m.family == "pyod" and m.params["pyod_model"] == "IForest"
     np.testing.assert_array_equal(m.detector.anomaly_score(odd), det.anomaly_score(odd))
+
+
+@pytest.mark.parametrize("name", ["ECOD", "COPOD"])
+def test_ecdf_detectors_score_each_frame_as_pyod_scores_it_alone(name):
+    rng = np.random.default_rng(3)
+    x_train = rng.gamma(2.0, 10.0, (300, 4, 4)).astype(np.float32)
+    x_test = rng.gamma(2.0, 10.0, (30, 4, 4)).astype(np.float32)
+    x_train[:, 0, 0] = np.round(x_train[:, 0, 0] / 10)  # ties in one pixel
+    x_test[:, 0, 0] = np.round(x_test[:, 0, 0] / 10)
+    det = PyODDetector(name).fit(x_train)
+    scores = det.anomaly_score(x_test)
+    est = det.estimator_
+    alone = [
+        est.decision_function(x_test[i : i + 1].reshape(1, -1).astype(np.float64))[0]
+        for i in range(len(x_test))
+    ]
+    np.testing.assert_allclose(scores, alone, rtol=1e-10)
+    # PyOD's own batch scores depend on the batch; the wrapper's do not
+    batch = est.decision_function(x_test.reshape(len(x_test), -1).astype(np.float64))
+    assert not np.allclose(batch, alone)
+    parts = np.concatenate([det.anomaly_score(x_test[a : a + 7]) for a in range(0, 30, 7)])
+    assert np.array_equal(parts, scores)
+    assert np.array_equal(det.anomaly_score(x_test[::-1])[::-1], scores)

@@ -29,7 +29,7 @@ import numpy as np
 
 from .base import Detector
 
-__all__ = ["PyODDetector", "PYOD_MODELS", "make_pyod", "SCALINGS"]
+__all__ = ["PyODDetector", "PYOD_MODELS", "make_pyod", "SCALINGS", "TRANSDUCTIVE"]
 
 #: PyOD detectors by the class name users know, and the module that holds each.
 PYOD_MODELS: dict[str, str] = {
@@ -80,6 +80,68 @@ def _is_pyod(est) -> bool:
     return type(est).__module__.startswith("pyod.")
 
 
+#: PyOD detectors that score a batch against the training set *and the batch itself*
+#: (their ``decision_function`` rebuilds its empirical distributions from both), so
+#: that a frame's score would depend on the frames scored with it.
+TRANSDUCTIVE = ("ECOD", "COPOD")
+
+
+class _TailScores:
+    """ECOD's and COPOD's scores of each frame as PyOD gives them to a batch of one.
+
+    PyOD's ``decision_function`` of ECOD (Li et al. 2022) and COPOD (Li et al. 2020)
+    builds per-feature empirical CDFs, and the sign of each feature's skewness, from
+    the training rows *plus every row it is asked to score*. Here each frame is scored
+    against the training rows plus that frame alone: in feature ``j`` its left tail
+    ``(#{t_j <= x_j} + 1) / (n + 1)`` and its right tail ``(#{t_j >= x_j} + 1) /
+    (n + 1)``, the skewness of the ``n + 1`` values from the training set's sums of
+    powers, then PyOD's combination of ``-log`` tails. A frame's score is then a
+    function of the frame and the training set alone, whatever the chunk, the order
+    or the number of workers, and equals PyOD's for that frame scored alone.
+    """
+
+    def __init__(self, kind: str, features: np.ndarray):
+        if kind not in TRANSDUCTIVE:
+            raise ValueError(f"kind must be one of {TRANSDUCTIVE}, got {kind!r}")
+        f = np.asarray(features, dtype=np.float64)
+        self.kind = kind
+        self.n = len(f)
+        self.sorted = np.sort(f, axis=0)
+        self.mean = f.mean(0)
+        d = f - self.mean  # central sums: the skewness of n + 1 values, stably
+        self.s2, self.s3 = (d**2).sum(0), (d**3).sum(0)
+
+    def _skew_sign(self, f: np.ndarray) -> np.ndarray:
+        n1 = self.n + 1
+        y = f - self.mean  # the new value, from the training mean
+        shift = y / n1  # the mean of the n + 1 values moves by this much
+        # central moments of the n + 1 values about their own mean
+        m2 = (self.s2 + n1 * self.n * shift**2) / n1
+        m3 = (self.s3 - 3 * shift * self.s2 - self.n * shift**3 + (y - shift) ** 3) / n1
+        with np.errstate(divide="ignore", invalid="ignore"):
+            skew = np.nan_to_num(m3 / m2**1.5)
+        return np.sign(skew)
+
+    def scores(self, f: np.ndarray) -> np.ndarray:
+        f = np.asarray(f, dtype=np.float64)
+        n1 = self.n + 1
+        below = np.empty(f.shape, dtype=np.int64)
+        above = np.empty(f.shape, dtype=np.int64)
+        for j in range(f.shape[1]):
+            col = self.sorted[:, j]
+            below[:, j] = np.searchsorted(col, f[:, j], side="right")
+            above[:, j] = self.n - np.searchsorted(col, f[:, j], side="left")
+        u_l = -np.log((below + 1) / n1)
+        u_r = -np.log((above + 1) / n1)
+        sk = self._skew_sign(f)
+        u_skew = u_l * -1 * np.sign(sk - 1) + u_r * np.sign(sk + 1)
+        if self.kind == "ECOD":
+            o = np.maximum(u_skew, np.maximum(u_l, u_r))
+        else:
+            o = np.maximum(u_skew, (u_l + u_r) / 2)
+        return o.sum(axis=1)
+
+
 class PyODDetector(Detector):
     """A scikit-learn/PyOD-style estimator on flattened images.
 
@@ -102,6 +164,12 @@ class PyODDetector(Detector):
     keep_training_frames
         Keep the training images as ``x_train_`` (a model file stores them and
         refits on loading, since PyOD's fitted objects are not plain arrays).
+
+    PyOD's ECOD and COPOD (:data:`TRANSDUCTIVE`) score a batch against itself as well
+    as the training set, so the same frame scored in another chunk would get another
+    score; the wrapper scores each frame as PyOD scores a batch of that one frame
+    (:class:`_TailScores`), so that ``phbook score`` gives the same scores whatever
+    ``--chunk-frames`` and the number of workers.
     """
 
     def __init__(
@@ -163,11 +231,19 @@ class PyODDetector(Detector):
             self.sign_ = self.sign
         est.fit(self._features(x))
         self.estimator_ = est
+        self.tails_ = (
+            _TailScores(type(est).__name__, self._features(x))
+            if _is_pyod(est) and type(est).__name__ in TRANSDUCTIVE
+            else None
+        )
         if self.keep_training_frames:
             self.x_train_ = np.array(x, dtype=np.float32)
 
     def _anomaly_score(self, x):
         f = self._features(x)
+        if self.tails_ is not None and self.sign_ == "anomaly":
+            # each frame as PyOD scores it alone, not against the batch it came in
+            return self.tails_.scores(f)
         if self.sign_ == "anomaly":
             if _is_pyod(self.estimator_) and hasattr(self.estimator_, "model"):
                 # PyOD's deep detectors may draw noise when scoring (its VAE does):

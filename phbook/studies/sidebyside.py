@@ -328,8 +328,8 @@ def chunk_invariance(
     relative difference seen (``inf`` after a failure), ``moved`` (some way that ran
     changed a score by more than ``rtol``, relative: a change within ``rtol`` is
     rounding, not a batch-dependent score) and ``failure``: the error of a detector
-    that could not be scored from several threads at once (PyOD's ECOD, for one, keeps
-    the frames it scores as state), which counts as not identical but not as moved.
+    that could not be scored from several threads at once (PyOD's ECOD called directly,
+    for one, keeps the frames it scores as state), which counts as not identical but not as moved.
     """
     x = np.asarray(x, dtype=np.float32)
     rows = []
