@@ -241,9 +241,10 @@ class PyODDetector(Detector):
 
     def _anomaly_score(self, x):
         f = self._features(x)
-        if self.tails_ is not None and self.sign_ == "anomaly":
+        tails = getattr(self, "tails_", None)  # None: fitted before tails_ existed
+        if tails is not None and self.sign_ == "anomaly":
             # each frame as PyOD scores it alone, not against the batch it came in
-            return self.tails_.scores(f)
+            return tails.scores(f)
         if self.sign_ == "anomaly":
             if _is_pyod(self.estimator_) and hasattr(self.estimator_, "model"):
                 # PyOD's deep detectors may draw noise when scoring (its VAE does):
