@@ -329,7 +329,8 @@ def chunk_invariance(
     changed a score by more than ``rtol``, relative: a change within ``rtol`` is
     rounding, not a batch-dependent score) and ``failure``: the error of a detector
     that could not be scored from several threads at once (PyOD's ECOD called directly,
-    for one, keeps the frames it scores as state), which counts as not identical but not as moved.
+    for one, keeps the frames it scores as state), which counts as not identical but
+    not as moved.
     """
     x = np.asarray(x, dtype=np.float32)
     rows = []
