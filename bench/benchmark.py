@@ -67,7 +67,7 @@ DEEP_FAMILIES = {
     "AE": ("AE", "AE latent", "AE mean"),
     "beta-VAE": ("VAE", "VAE latent"),
     "AAE": ("AAE", "AAE max"),
-    "f-AnoGAN": ("f-AnoGAN", "f-AnoGAN max"),
+    "f-AnoGAN": ("f-AnoGAN", "f-AnoGAN max", "f-AnoGAN tuned", "f-AnoGAN tuned top4"),
     "FlowVAE": ("FlowVAE", "FlowVAE top4"),
     "PixelCNN": ("PixelCNN",),
 }

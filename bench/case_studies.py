@@ -255,8 +255,12 @@ def deeplense_regime(profile: str, seeds=(0, 1, 2)) -> dict:
     checkpoints of ``profile`` (:mod:`phbook.studies.deeplense`), trained with each of
     ``seeds``: the mean ROC-AUC per model, its seed-to-seed standard deviation, each
     seed's, and whether the means follow the paper's ordering (also with every gap
-    larger than the two models' standard deviations added)."""
+    larger than the two models' standard deviations added: a rough test, since three
+    seeds estimate a standard deviation loosely)."""
     from phbook.studies import deeplense
+
+    if len(seeds) < 1:
+        raise ValueError("deeplense_regime needs at least one seed")
 
     t0 = time.process_time()
     per_seed = {}

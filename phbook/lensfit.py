@@ -77,6 +77,7 @@ class SmoothLensRenderer(torch.nn.Module):
         from lenstronomy.Util import kernel_util, util
 
         self.num_pix, self.supersampling = int(num_pix), int(supersampling)
+        self.pixel_scale, self.psf_fwhm = float(pixel_scale), float(psf_fwhm)
         x, y = util.make_grid(num_pix, pixel_scale, subgrid_res=supersampling)
         side = num_pix * supersampling
         self.register_buffer("x", torch.as_tensor(x, dtype=torch.float32).view(side, side))
@@ -89,7 +90,9 @@ class SmoothLensRenderer(torch.nn.Module):
     def deflection(self, p: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Deflection ``(alpha_x, alpha_y)`` of SIE + shear on the ray grid."""
         x, y = self.x[None], self.y[None]
-        t_e, e1, e2, cx, cy, g1, g2 = (p[:, i, None, None] for i in range(7))
+        t_e, e1, e2, cx, cy, g1, g2 = (
+            p[:, i, None, None] for i in range(self.n_lens_params)
+        )
         c = torch.sqrt(e1**2 + e2**2 + 1e-12).clamp(max=0.9999)
         q = ((1 - c) / (1 + c)).clamp(max=0.9999)
         phi = 0.5 * torch.atan2(e2, e1)
@@ -107,7 +110,9 @@ class SmoothLensRenderer(torch.nn.Module):
 
     def source(self, bx: torch.Tensor, by: torch.Tensor, p: torch.Tensor) -> torch.Tensor:
         """Unit-amplitude elliptical Sersic surface brightness at source positions."""
-        sx, sy, r, n, e1, e2 = (p[:, i, None, None] for i in range(7, 13))
+        sx, sy, r, n, e1, e2 = (
+            p[:, i, None, None] for i in range(self.n_lens_params, len(PARAMS))
+        )
         dx, dy = bx - sx, by - sy
         norm = torch.sqrt((1 - e1**2 - e2**2).abs().clamp(min=1e-6))
         xe = ((1 - e1) * dx - e2 * dy) / norm
@@ -115,6 +120,11 @@ class SmoothLensRenderer(torch.nn.Module):
         radius = torch.sqrt(xe**2 + ye**2 + 1e-12).clamp(min=1e-4)
         bn = (1.9992 * n - 0.3271).clamp(min=1e-5)
         return torch.exp(-bn * ((radius / r.clamp(min=1e-4)) ** (1 / n) - 1))
+
+    def grid(self) -> tuple[int, float, float]:
+        """``(num_pix, pixel_scale, psf_fwhm)``: what fixes the images it draws, apart
+        from the number of rays per pixel."""
+        return (self.num_pix, self.pixel_scale, self.psf_fwhm)
 
     #: how many leading parameters of :data:`PARAMS` the deflection depends on (the
     #: lens); the rest describe the source
@@ -203,6 +213,12 @@ def fit_smooth_lens(
     computed, with ``renderer``.
     """
     n, k, d = starts.shape
+    if search_renderer is not None and search_renderer.grid() != renderer.grid():
+        raise ValueError(
+            "search_renderer must draw the same images as renderer (pixels, pixel "
+            f"scale and PSF), with another number of rays per pixel only: "
+            f"{search_renderer.grid()} against {renderer.grid()}"
+        )
     if d != len(PARAMS):
         raise ValueError(f"starts must be (N, K, {len(PARAMS)}), got {starts.shape}")
     if data.shape != variance.shape or len(data) != n:
@@ -306,7 +322,7 @@ def levenberg_marquardt(
             is_lens = (torch.arange(d) < renderer.n_lens_params).repeat(n)
             ax, ay = renderer.deflection(low + width * u)
             n_src = d - renderer.n_lens_params
-            moved = torch.empty(n * d, *model.shape[1:])
+            moved = model.new_empty((n * d, *model.shape[1:]))
             moved[is_lens] = renderer(up[is_lens])
             moved[~is_lens] = renderer.render(
                 up[~is_lens],

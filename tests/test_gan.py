@@ -410,6 +410,49 @@ def test_fanogan_detector_scores_reload_and_follow_the_sign_convention():
     np.testing.assert_allclose(again.fit(normal).anomaly_score(x_test), scores, rtol=1e-5)
 
 
+def test_fanogan_tuning_moves_the_generator_and_keeps_the_gan_and_critic():
+    normal, x_test, labels = blob_sets()
+    plain = detectors.FAnoGANDetector(**SMALL, encoder_epochs=2).fit(normal)
+    tuned = detectors.FAnoGANDetector(
+        **SMALL, encoder_epochs=2, tune_epochs=3, tune_lr=1e-3
+    ).fit(normal)
+    assert plain.tune_history_ is None and len(tuned.tune_history_) == 3
+    # the GAN as trained is kept; the tuned generator moved, the critic did not
+    for a, b in zip(
+        plain.gan_.generator.parameters(), tuned.gan_.generator.parameters(), strict=True
+    ):
+        assert torch.equal(a, b)
+    moved = [
+        not torch.equal(a, b)
+        for a, b in zip(
+            tuned.gan_.generator.parameters(),
+            tuned.izif_.generator.parameters(),
+            strict=True,
+        )
+    ]
+    assert any(moved)
+    for a, b in zip(
+        tuned.gan_.critic.parameters(), tuned.izif_.critic.parameters(), strict=True
+    ):
+        assert torch.equal(a, b)
+    # the tuned model reconstructs its training frames better
+    xs = torch.as_tensor(normal[:200, None])
+    with torch.no_grad():
+        err = {
+            k: (xs - d.izif_.reconstruct(xs)).pow(2).mean().item()
+            for k, d in (("plain", plain), ("tuned", tuned))
+        }
+    assert err["tuned"] < err["plain"], err
+    assert metrics.roc_auc(labels, tuned.anomaly_score(x_test)) > 0.9
+    for bad, match in (
+        ({"tune_epochs": -1}, "tune_epochs"),
+        ({"tune_epochs": 1.5}, "tune_epochs"),
+        ({"tune_epochs": 2, "tune_lr": 0}, "tune_lr"),
+    ):
+        with pytest.raises(ValueError, match=match):
+            detectors.FAnoGANDetector(**SMALL, **bad).fit(normal)
+
+
 def test_anogan_detector_shares_the_gan_and_uses_lam_on_features():
     normal, x_test, _ = blob_sets()
     f = detectors.FAnoGANDetector(**SMALL, encoder_epochs=1).fit(normal)

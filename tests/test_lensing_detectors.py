@@ -230,3 +230,41 @@ def test_the_deflection_depends_on_the_lens_parameters_alone():
     moved = p.clone()
     moved[:, 0] += 0.05  # a lens parameter moves the deflection
     assert not torch.allclose(renderer.deflection(moved)[0], ax)
+
+
+def test_levenberg_marquardt_matches_a_jacobian_of_full_renders():
+    # one iteration with the deflection reused for the source parameters lands where
+    # an iteration that renders every perturbed image in full does
+    from phbook.lensfit import PARAMS, SmoothLensRenderer, levenberg_marquardt
+
+    class FullRenders(SmoothLensRenderer):
+        def render(self, p, ax, ay):  # ignore the shared deflection
+            return super().render(p, *self.deflection(p))
+
+    fast = SmoothLensRenderer(24, 0.25, 0.3, supersampling=2)
+    slow = FullRenders(24, 0.25, 0.3, supersampling=2)
+    rng = np.random.default_rng(1)
+    truth = np.array(
+        [[1.1, 0.1, -0.05, 0.02, -0.03, 0.04, 0.01, 0.1, -0.2, 0.3, 1.5, 0.1, 0.05]] * 3
+    )
+    truth[:, 7:9] += rng.normal(0, 0.1, (3, 2))
+    data = 50 * fast(torch.as_tensor(truth, dtype=torch.float32)).numpy()
+    data = data + rng.normal(0, 1, data.shape).astype(np.float32)
+    start = truth + rng.normal(0, 0.02, truth.shape)
+    var = np.ones_like(data)
+    a = levenberg_marquardt(fast, data, var, start, iterations=2)
+    b = levenberg_marquardt(slow, data, var, start, iterations=2)
+    assert len(PARAMS) == start.shape[1]
+    np.testing.assert_array_equal(a["params"], b["params"])
+    np.testing.assert_array_equal(a["chi2"], b["chi2"])
+
+
+def test_search_renderer_must_draw_the_same_images():
+    from phbook.lensfit import SmoothLensRenderer, fit_smooth_lens
+
+    fine = SmoothLensRenderer(16, 0.2, 0.3, supersampling=2)
+    other = SmoothLensRenderer(16, 0.25, 0.3, supersampling=1)
+    x = np.ones((1, 16, 16), np.float32)
+    starts = np.zeros((1, 1, 13))
+    with pytest.raises(ValueError, match="search_renderer"):
+        fit_smooth_lens(fine, x, x, starts, steps=1, search_renderer=other)

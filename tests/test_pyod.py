@@ -114,3 +114,18 @@ def test_ecdf_detectors_score_each_frame_as_pyod_scores_it_alone(name):
     parts = np.concatenate([det.anomaly_score(x_test[a : a + 7]) for a in range(0, 30, 7)])
     assert np.array_equal(parts, scores)
     assert np.array_equal(det.anomaly_score(x_test[::-1])[::-1], scores)
+
+
+def test_ecod_per_frame_with_a_constant_pixel_and_standard_scaling():
+    rng = np.random.default_rng(4)
+    x_train = rng.normal(size=(200, 3, 3)).astype(np.float32)
+    x_train[:, 1, 1] = 5.0  # never varies in training
+    x_test = rng.normal(size=(20, 3, 3)).astype(np.float32)
+    det = PyODDetector("ECOD", scale="standard").fit(x_train)
+    scores = det.anomaly_score(x_test)
+    assert np.isfinite(scores).all()
+    f = det._features(x_test)
+    alone = [det.estimator_.decision_function(f[i : i + 1])[0] for i in range(20)]
+    np.testing.assert_allclose(scores, alone, rtol=1e-10)
+    parts = np.concatenate([det.anomaly_score(x_test[:9]), det.anomaly_score(x_test[9:])])
+    assert np.array_equal(parts, scores)

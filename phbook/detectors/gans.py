@@ -136,6 +136,13 @@ class FAnoGANDetector(_TorchDetector):
         Training of the encoder by izi_f (the GAN is fixed then).
     kappa
         Weight of the critic-feature term (Schlegl et al. 2019 use 1).
+    tune_epochs, tune_lr
+        After izi_f, ``tune_epochs`` more epochs of the same objective in which the
+        generator learns too, at ``tune_lr`` (the critic stays fixed; 0: Schlegl et
+        al.'s f-AnoGAN as published). A WGAN's generator covers the bulk of the
+        training images but not all of them, and a normal image it cannot generate
+        reconstructs badly however good the encoder is; tuning lets the generator
+        follow the images the encoder maps to it. ``gan_`` stays the GAN as trained.
     gan
         A trained :class:`phbook.models.gan.GAN` to use instead of training one (a copy
         is kept); only the encoder is then trained.
@@ -159,6 +166,8 @@ class FAnoGANDetector(_TorchDetector):
         encoder_epochs: int = 10,
         encoder_lr: float = 1e-3,
         kappa: float = 1.0,
+        tune_epochs: int = 0,
+        tune_lr: float = 1e-4,
         gan=None,
         name: str | None = None,
         seed: int = 0,
@@ -177,6 +186,8 @@ class FAnoGANDetector(_TorchDetector):
         self.encoder_epochs = encoder_epochs
         self.encoder_lr = encoder_lr
         self.kappa = kappa
+        self.tune_epochs = tune_epochs
+        self.tune_lr = tune_lr
         self.gan = gan
         self.name = name
         self.seed = seed
@@ -187,11 +198,49 @@ class FAnoGANDetector(_TorchDetector):
         self._check_single_channel(x)
         if self.kappa < 0:
             raise ValueError(f"kappa must be non-negative, got {self.kappa}")
+        if isinstance(self.tune_epochs, bool) or not (
+            isinstance(self.tune_epochs, (int, np.integer)) and self.tune_epochs >= 0
+        ):
+            raise ValueError(
+                f"tune_epochs must be an integer >= 0, got {self.tune_epochs!r}"
+            )
+        if self.tune_epochs > 0 and not self.tune_lr > 0:
+            raise ValueError(f"tune_lr must be positive, got {self.tune_lr!r}")
         self.gan_, self.history_ = self._build_gan(x)
         self.izif_, self.encoder_history_ = self._train_izif(
             x, self.gan_.generator, self.gan_.critic
         )
+        self.tune_history_ = None
+        if self.tune_epochs > 0:
+            self.izif_, self.tune_history_ = self._tune(x, self.izif_)
         self.encoder_ = self.izif_.encoder
+
+    def _tune(self, x: np.ndarray, izif):
+        """izi_f again, with the generator learning too (``tune_epochs``)."""
+        import copy
+
+        import torch
+
+        torch.manual_seed(self.seed + 2)
+        wrapper = G.IziFEncoder(
+            copy.deepcopy(izif.encoder),
+            copy.deepcopy(izif.generator),
+            copy.deepcopy(izif.critic),
+            kappa=self.kappa,
+            train_generator=True,
+        )
+        tag = (
+            f"tune-{_state_hash(izif.generator)}{_state_hash(izif.critic)}"
+            f"{_state_hash(izif.encoder)}"
+        )
+        return self._train(
+            tag,
+            wrapper,
+            x,
+            epochs=self.tune_epochs,
+            batch_size=self.batch_size,
+            lr=self.tune_lr,
+        )
 
     def _reconstruct(self, xb):
         return self.izif_.reconstruct(xb)

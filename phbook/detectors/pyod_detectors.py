@@ -123,7 +123,8 @@ class _TailScores:
         return np.sign(skew)
 
     def scores(self, f: np.ndarray) -> np.ndarray:
-        f = np.asarray(f, dtype=np.float64)
+        # C order: the sums over a row then add in the same order, whatever the input
+        f = np.ascontiguousarray(f, dtype=np.float64)
         n1 = self.n + 1
         below = np.empty(f.shape, dtype=np.int64)
         above = np.empty(f.shape, dtype=np.int64)
@@ -229,10 +230,11 @@ class PyODDetector(Detector):
             self.sign_ = "anomaly" if _is_pyod(est) else "normality"
         else:
             self.sign_ = self.sign
-        est.fit(self._features(x))
+        features = self._features(x)
+        est.fit(features)
         self.estimator_ = est
         self.tails_ = (
-            _TailScores(type(est).__name__, self._features(x))
+            _TailScores(type(est).__name__, features)
             if _is_pyod(est) and type(est).__name__ in TRANSDUCTIVE
             else None
         )

@@ -136,6 +136,15 @@ class AdversarialAutoencoder(nn.Module):
         self.discriminator = LatentDiscriminator(latent_dim, hidden)
         self.adv_weight = float(adv_weight)
         self.betas = tuple(ARCHITECTURES[architecture] if betas is None else betas)
+        # what a checkpoint must agree on beyond the tensors' shapes
+        self.hparams = {
+            "image_size": list(self.image_hw),
+            "latent_dim": self.latent_dim,
+            "architecture": architecture,
+            "hidden": int(hidden),
+            "adv_weight": self.adv_weight,
+            "betas": [float(b) for b in self.betas],
+        }
 
     def encode(self, x: torch.Tensor) -> torch.Tensor:
         """The code ``z`` of each image, ``(N, latent_dim)``."""

@@ -706,6 +706,11 @@ class IziFEncoder(nn.Module):
     Plugs into :func:`phbook.train.fit` through :meth:`loss`. The generator and critic
     are frozen and stay in eval mode even while the encoder trains (their batch-norm
     statistics must not move), so only the encoder's parameters reach the optimiser.
+
+    ``train_generator=True`` lets the generator learn too (the critic stays frozen):
+    the same izi_f objective then also moves ``G`` towards the training images, so
+    that a normal image's reconstruction is no longer confined to what the GAN learnt
+    to generate (:class:`phbook.detectors.FAnoGANDetector`'s ``tune_epochs``).
     """
 
     def __init__(
@@ -714,12 +719,19 @@ class IziFEncoder(nn.Module):
         generator: nn.Module,
         critic: Critic,
         kappa: float = 1.0,
+        train_generator: bool = False,
     ):
         super().__init__()
         if kappa < 0:
             raise ValueError(f"kappa must be non-negative, got {kappa}")
         self.encoder = encoder
-        self.generator = freeze(generator)
+        self.train_generator = bool(train_generator)
+        if self.train_generator:
+            for p in generator.parameters():  # a copy of a frozen one: thaw it
+                p.requires_grad_(True)
+            self.generator = generator
+        else:
+            self.generator = freeze(generator)
         self.critic = freeze(critic)
         self.kappa = float(kappa)
         self.train()
