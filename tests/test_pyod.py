@@ -129,3 +129,15 @@ def test_ecod_per_frame_with_a_constant_pixel_and_standard_scaling():
     np.testing.assert_allclose(scores, alone, rtol=1e-10)
     parts = np.concatenate([det.anomaly_score(x_test[:9]), det.anomaly_score(x_test[9:])])
     assert np.array_equal(parts, scores)
+
+
+def test_pyod_autoencoder_scores_do_not_depend_on_the_chunk():
+    rng = np.random.default_rng(5)
+    x = rng.normal(size=(300, 6, 6)).astype(np.float32)
+    det = PyODDetector("AutoEncoder", params={"epoch_num": 1}).fit(x[:200])
+    whole = det.anomaly_score(x[200:])
+    for chunk in (7, 33, 64):
+        parts = [
+            det.anomaly_score(x[200 + a : 200 + a + chunk]) for a in range(0, 100, chunk)
+        ]
+        assert np.array_equal(np.concatenate(parts), whole), chunk

@@ -254,10 +254,17 @@ class PyODDetector(Detector):
                 # depend on the batch (PyOD's scheme, not phbook.noise)
                 import torch
 
+                # and they run their network on batches of ``batch_size`` rows, the
+                # last one shorter: padded to whole batches, every frame is computed
+                # in a batch of the same size, so its bits do not depend on the chunk
+                n = len(f)
+                bs = int(getattr(self.estimator_, "batch_size", 0) or 0)
+                if bs > 0 and n % bs:
+                    f = np.concatenate([f, np.zeros((bs - n % bs, f.shape[1]))])
                 with torch.random.fork_rng(devices=[]):
                     torch.manual_seed(int(self.seed))
                     s = self.estimator_.decision_function(f)
-                return np.asarray(s, dtype=np.float64)
+                return np.asarray(s, dtype=np.float64)[:n]
             return np.asarray(self.estimator_.decision_function(f), dtype=np.float64)
         if hasattr(self.estimator_, "score_samples"):
             return -np.asarray(self.estimator_.score_samples(f), dtype=np.float64)
