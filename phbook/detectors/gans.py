@@ -83,30 +83,39 @@ class _TorchDetector(_TorchBase):
             "wgangp", model, x, epochs=self.epochs, batch_size=self.batch_size, lr=self.lr
         )
 
-    def _train_izif(self, x: np.ndarray, generator, critic, init=None):
-        """f-AnoGAN's encoder for a fixed generator and critic, trained by izi_f."""
+    def _train_izif(self, x: np.ndarray, generator, critic, init=None, tune=False):
+        """f-AnoGAN's encoder for a fixed generator and critic, trained by izi_f; with
+        ``tune``, izi_f again from ``init`` with the generator learning too
+        (``tune_epochs`` at ``tune_lr``)."""
         import copy
 
         import torch
 
-        torch.manual_seed(self.seed + 1)
+        torch.manual_seed(self.seed + (2 if tune else 1))
         encoder = (
             copy.deepcopy(init)
             if init is not None
             else G.Encoder(x.shape[2:], generator.latent_dim, self.channels)
         )
         wrapper = G.IziFEncoder(
-            encoder, copy.deepcopy(generator), copy.deepcopy(critic), kappa=self.kappa
+            encoder,
+            copy.deepcopy(generator),
+            copy.deepcopy(critic),
+            kappa=self.kappa,
+            train_generator=tune,
         )
         # the checkpoint name carries a fingerprint of the GAN it was trained against
+        # (and, when tuning, of the encoder it starts from)
         tag = f"izif-{_state_hash(generator)}{_state_hash(critic)}"
+        if tune:
+            tag = f"tune-{_state_hash(generator)}{_state_hash(critic)}{_state_hash(init)}"
         return self._train(
             tag,
             wrapper,
             x,
-            epochs=self.encoder_epochs,
+            epochs=self.tune_epochs if tune else self.encoder_epochs,
             batch_size=self.batch_size,
-            lr=self.encoder_lr,
+            lr=self.tune_lr if tune else self.encoder_lr,
         )
 
     def reconstruct(self, X) -> np.ndarray:
@@ -212,35 +221,10 @@ class FAnoGANDetector(_TorchDetector):
         )
         self.tune_history_ = None
         if self.tune_epochs > 0:
-            self.izif_, self.tune_history_ = self._tune(x, self.izif_)
+            self.izif_, self.tune_history_ = self._train_izif(
+                x, self.izif_.generator, self.izif_.critic, self.izif_.encoder, tune=True
+            )
         self.encoder_ = self.izif_.encoder
-
-    def _tune(self, x: np.ndarray, izif):
-        """izi_f again, with the generator learning too (``tune_epochs``)."""
-        import copy
-
-        import torch
-
-        torch.manual_seed(self.seed + 2)
-        wrapper = G.IziFEncoder(
-            copy.deepcopy(izif.encoder),
-            copy.deepcopy(izif.generator),
-            copy.deepcopy(izif.critic),
-            kappa=self.kappa,
-            train_generator=True,
-        )
-        tag = (
-            f"tune-{_state_hash(izif.generator)}{_state_hash(izif.critic)}"
-            f"{_state_hash(izif.encoder)}"
-        )
-        return self._train(
-            tag,
-            wrapper,
-            x,
-            epochs=self.tune_epochs,
-            batch_size=self.batch_size,
-            lr=self.tune_lr,
-        )
 
     def _reconstruct(self, xb):
         return self.izif_.reconstruct(xb)
