@@ -219,3 +219,39 @@ def test_execute_book_caches_a_notebook_the_way_the_build_finds_it(tmp_path):
     assert text is None and "no frames" in error
     cache.store(bad, text, 1.0, error)
     assert not cache.is_cached(bad)
+
+
+def test_execute_book_drops_chapters_cached_by_another_phbook(tmp_path, monkeypatch):
+    import nbformat
+
+    ex = _tool("execute_book")
+    src = tmp_path / "src"
+    (src / "phbook").mkdir(parents=True)
+    (src / "phbook" / "model.py").write_text("SCALE = 1\n")
+    (src / "pyproject.toml").write_text("[project]\n")
+    first = ex.source_hash(src)
+    assert ex.source_hash(src) == first  # the same files, the same hash
+    (src / "phbook" / "model.py").write_text("SCALE = 2\n")
+    second = ex.source_hash(src)
+    assert second != first
+    (src / "phbook" / "__pycache__").mkdir()
+    (src / "phbook" / "__pycache__" / "model.cpython-311.pyc").write_bytes(b"\0")
+    assert ex.source_hash(src) == second  # compiled files do not count
+
+    path = tmp_path / "chapter.ipynb"
+    nb = nbformat.v4.new_notebook()
+    nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3"}
+    nb.cells = [nbformat.v4.new_code_cell("print(6 * 7)")]
+    nbformat.write(nb, path)
+    cache = ex.Cache(tmp_path / "cache")
+    _, text, seconds, error = ex._execute(str(path), 120)
+    # a cache that does not say which phbook ran it counts as stale
+    cache.store(path, text, seconds, error)
+    assert cache.source() is None
+    assert cache.drop_stale(first) == 1 and not cache.is_cached(path)
+    assert cache.source() == first
+    # run with this source: kept while the source stays, dropped once it changes
+    cache.store(path, text, seconds, error)
+    assert cache.drop_stale(first) == 0 and cache.is_cached(path)
+    assert cache.drop_stale(second) == 1 and not cache.is_cached(path)
+    assert ex.Cache(tmp_path / "cache").source() == second

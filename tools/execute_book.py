@@ -9,7 +9,12 @@ in the cache exactly as myst-nb does (with its ``execution_seconds``). The build
 that follows finds each chapter cached and only renders it; ``tools/book_times.py``
 prints the recorded times.
 
-* Chapters already in the cache (same code cells) are not run again.
+* Chapters already in the cache (same code cells) are not run again, unless the
+  package changed: jupyter-book's cache knows a chapter by its code cells alone, so a
+  change to ``phbook`` (or to the pinned dependencies) would leave every chapter's
+  outputs, numbers and figures, as the old code made them. The cache keeps a hash of
+  the package's source (:func:`source_hash`); when it differs, every cached chapter is
+  dropped and runs again (``--keep-stale`` keeps them, for a quick look at prose).
 * Chapters that share trained models or simulated data run one after another, in the
   order of ``CHAINS``, so that no two kernels train or simulate the same thing at once.
 * Chapters that measure speed or memory (``ALONE``) run last, with no other chapter
@@ -27,6 +32,7 @@ is the ``_build`` folder of the jupyter-book build (the cache is
 from __future__ import annotations
 
 import argparse
+import hashlib
 import os
 import sys
 import time
@@ -68,6 +74,31 @@ EXPECTED_SECONDS = {
 #: One BLAS/OpenMP thread per kernel when kernels share the cores (spinning threads of
 #: two kernels on two cores slow both many times over). Set before the workers start.
 ONE_THREAD = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS")
+
+
+#: What the chapters' outputs depend on besides their own cells: the package's source
+#: and data files, the shipped real frames, and the pinned dependencies.
+SOURCE_GLOBS = (
+    "phbook/**/*.py",
+    "phbook/**/*.json",
+    "data/**/*",
+    "pyproject.toml",
+    "constraints.txt",
+)
+#: The file in the cache folder that records the :func:`source_hash` of its chapters.
+SOURCE_STAMP = "phbook-source.sha256"
+
+
+def source_hash(root: Path = ROOT) -> str:
+    """SHA-256 over the path and bytes of every file of :data:`SOURCE_GLOBS`."""
+    digest = hashlib.sha256()
+    files = sorted(
+        {p for pattern in SOURCE_GLOBS for p in root.glob(pattern) if p.is_file()}
+    )
+    for path in files:
+        digest.update(path.relative_to(root).as_posix().encode() + b"\0")
+        digest.update(path.read_bytes() + b"\0")
+    return digest.hexdigest()
 
 
 def chapters(root: Path = ROOT) -> list[str]:
@@ -133,7 +164,42 @@ class Cache:
     def __init__(self, folder: Path):
         from jupyter_cache import get_cache
 
+        self.folder = Path(folder)
         self.cache = get_cache(str(folder))
+
+    @property
+    def _stamp(self) -> Path:
+        return self.folder / SOURCE_STAMP
+
+    def source(self) -> str | None:
+        """The :func:`source_hash` the cached chapters were run with (None: unknown)."""
+        try:
+            return self._stamp.read_text().strip() or None
+        except FileNotFoundError:
+            return None
+
+    def set_source(self, digest: str) -> None:
+        self.folder.mkdir(parents=True, exist_ok=True)
+        tmp = self._stamp.with_suffix(".tmp")
+        tmp.write_text(digest + "\n")
+        tmp.replace(self._stamp)
+
+    def drop_stale(self, digest: str) -> int:
+        """Drop every cached chapter unless it was run with source ``digest`` (a cache
+        without a record of its source counts as stale); record ``digest``. Returns
+        how many cached notebooks were dropped."""
+        dropped = 0
+        if self.source() != digest:
+            for rec in self.cache.list_cache_records():
+                try:
+                    self.cache.remove_cache(rec.pk)
+                except KeyError:  # its files are gone already: drop the record alone
+                    from jupyter_cache.cache.db import NbCacheRecord
+
+                    NbCacheRecord.remove_records([rec.pk], self.cache.db)
+                dropped += 1
+        self.set_source(digest)
+        return dropped
 
     def is_cached(self, path: Path) -> bool:
         import nbformat
@@ -190,16 +256,38 @@ def main(argv: list[str] | None = None) -> int:
         default=int(os.environ.get("BOOK_JOBS", 0)) or os.cpu_count() or 1,
         help="chapters executed at once (default: $BOOK_JOBS, else the CPU cores)",
     )
+    parser.add_argument(
+        "--keep-stale",
+        action="store_true",
+        help="keep chapters cached by an older phbook (their numbers may be out of date)",
+    )
     args = parser.parse_args(argv)
     if args.jobs < 1:
         parser.error(f"--jobs must be at least 1, not {args.jobs}")
 
     cache = Cache(args.build / ".jupyter_cache")
+    last = cache.last_seconds()
+    digest = source_hash()
+    if args.keep_stale:
+        if cache.source() not in (None, digest):
+            print(
+                "execute: phbook changed since the cached chapters ran; kept them "
+                "(--keep-stale): their numbers may be out of date",
+                flush=True,
+            )
+    else:
+        dropped = cache.drop_stale(digest)
+        if dropped:
+            print(
+                f"execute: phbook changed since the cached chapters ran (or the cache "
+                f"does not say which phbook ran them): dropped {dropped} cached "
+                "notebooks, every chapter runs again",
+                flush=True,
+            )
     docs = [d for d in chapters() if not cache.is_cached(ROOT / f"{d}.ipynb")]
     if not docs:
         print("execute: every chapter is cached already")
         return 0
-    last = cache.last_seconds()
 
     def expected(doc: str) -> float:
         return last.get(str(ROOT / f"{doc}.ipynb"), EXPECTED_SECONDS.get(doc, 60.0))
