@@ -318,7 +318,11 @@ def generate(
     # term is small leaves regions of the prior that decode to no galaxy
     model = model.cpu().eval()
     mu = latent.encode(model, y[:, None], device="cpu")
-    gmm = GaussianMixture(n_components, covariance_type="full", random_state=seed)
+    # EM to convergence: sklearn's default of 100 iterations stopped short on the
+    # full profile's 16-dimensional codes (a ConvergenceWarning in the book)
+    gmm = GaussianMixture(
+        n_components, covariance_type="full", max_iter=500, random_state=seed
+    )
     z = latent.sample_gmm(gmm.fit(mu.astype(np.float64)), n_generate, seed=seed)
     with torch.no_grad():
         y_gen = model.decode(torch.as_tensor(z, dtype=torch.float32))[:, 0].numpy()
