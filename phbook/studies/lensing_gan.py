@@ -52,12 +52,19 @@ __all__ = [
     "drops",
     "verdict",
     "plot_study",
+    "VARIANT_LABELS",
 ]
 
 #: Fractions of substructure lenses in the training set.
 LEVELS = (0.0, 0.01, 0.05, 0.10, 0.20)
 #: The two ways of training the encoder.
 VARIANTS = ("with encoder", "without encoder")
+#: What each variant means, for figure legends: both have an encoder; they differ in
+#: when it is trained.
+VARIANT_LABELS = {
+    "with encoder": "encoder trained with the GAN",
+    "without encoder": "encoder trained after it (f-AnoGAN)",
+}
 
 
 def bin2(x: np.ndarray) -> np.ndarray:
@@ -328,7 +335,7 @@ def plot_study(results: pd.DataFrame, ax=None):
             yerr=stats["std"].fillna(0.0),
             marker="o",
             capsize=3,
-            label=variant,
+            label=VARIANT_LABELS[variant],
         )
     ax.axhline(0.5, color="0.6", lw=0.8, ls="--")
     ax.set_xlabel("substructure lenses in training (%)")
