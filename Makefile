@@ -56,7 +56,7 @@ book: $(STAMP)
 	PHBOOK_PROFILE=$(PROFILE) $(BIN)/python tools/execute_book.py $(BOOK_OUT)/_build \
 		$(if $(BOOK_JOBS),--jobs $(BOOK_JOBS)) || true; \
 	echo "[phase] execute ($(PROFILE) profile): $$((SECONDS - start)) s"; \
-	PHBOOK_PROFILE=$(PROFILE) $(BIN)/jupyter-book build . -W --keep-going \
+	PHBOOK_PROFILE=$(PROFILE) $(BIN)/jupyter-book build . -W --keep-going --all \
 		--path-output $(BOOK_OUT); rc=$$?; \
 	echo "[phase] book ($(PROFILE) profile): $$((SECONDS - start)) s"; \
 	echo "Execution time of each chapter ($(PROFILE) profile):"; \
@@ -65,7 +65,7 @@ book: $(STAMP)
 
 student: $(STAMP)
 	@sed -e 's/^\(\s*hide_solutions:\).*/\1 true/' _config.yml > _build_student_config.yml; \
-	PHBOOK_PROFILE=$(PROFILE) $(BIN)/jupyter-book build . -W --keep-going \
+	PHBOOK_PROFILE=$(PROFILE) $(BIN)/jupyter-book build . -W --keep-going --all \
 		--config _build_student_config.yml --path-output _build/student \
 		|| { rm -f _build_student_config.yml; exit 1; }; \
 	rm -f _build_student_config.yml; \

@@ -340,5 +340,6 @@ def plot_study(results: pd.DataFrame, ax=None):
     ax.axhline(0.5, color="0.6", lw=0.8, ls="--")
     ax.set_xlabel("substructure lenses in training (%)")
     ax.set_ylabel("ROC-AUC (mean $\\pm$ sd over seeds)")
-    ax.legend()
+    # below the axes: inside, the labels would cover error bars
+    ax.legend(loc="upper center", bbox_to_anchor=(0.5, -0.2), frameon=False)
     return ax
