@@ -60,10 +60,15 @@ class PHBenchmark:
         counts = dict(zip(*np.unique(self.classes_test, return_counts=True), strict=False))
         test = ", ".join(f"{k} {int(v)}" for k, v in counts.items())
         contamination = self.info.get("contamination") or 0.0
+        threshold = self.info.get("pe_threshold")
+        if isinstance(threshold, (int, float, np.number)):
+            threshold = f"{float(threshold):.3g} PE"
+        elif threshold is None:
+            threshold = "not recorded"
         return (
             f"simulated PANOSETI benchmark: {len(self.x_train)} training frames "
             f"({contamination:.0%} contamination), {len(self.x_test)} test frames "
-            f"({test}); trigger threshold {self.info.get('pe_threshold')} PE"
+            f"({test}); trigger threshold {threshold}"
         )
 
 
