@@ -64,7 +64,9 @@ book: $(STAMP)
 	echo "Open $(BOOK_OUT)/_build/html/index.html"; exit $$rc
 
 student: $(STAMP)
-	@sed -e 's/^\(\s*hide_solutions:\).*/\1 true/' _config.yml > _build_student_config.yml; \
+	@PHBOOK_PROFILE=$(PROFILE) $(BIN)/python tools/execute_book.py _build/student/_build \
+		$(if $(BOOK_JOBS),--jobs $(BOOK_JOBS)) || true; \
+	sed -e 's/^\(\s*hide_solutions:\).*/\1 true/' _config.yml > _build_student_config.yml; \
 	PHBOOK_PROFILE=$(PROFILE) $(BIN)/jupyter-book build . -W --keep-going --all \
 		--config _build_student_config.yml --path-output _build/student \
 		|| { rm -f _build_student_config.yml; exit 1; }; \

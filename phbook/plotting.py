@@ -189,9 +189,12 @@ def plot_score_hist(
 ):
     """Histograms of anomaly scores, one outline per class, the normal class filled.
 
-    Each histogram is normalised to unit area, so rare classes remain visible beside
-    the many normal frames. ``log_x`` spaces the bins logarithmically (reconstruction
-    errors span decades); non-positive scores fall back to linear bins.
+    Each histogram shows the fraction of its class in each bin (it sums to 1), so
+    rare classes remain visible beside the many normal frames. ``log_x`` spaces the
+    bins logarithmically (reconstruction errors span decades); non-positive scores
+    fall back to linear bins. Fractions, not densities: on logarithmic bins a density
+    divides by the bin's width, which flattens a class whose scores lie a decade
+    above the rest to nearly nothing.
     """
     if ax is None:
         _, ax = plt.subplots(figsize=(6.0, 3.4))
@@ -217,11 +220,12 @@ def plot_score_hist(
         sel = classes == name
         if not sel.any():
             continue
+        weights = np.full(int(sel.sum()), 1.0 / sel.sum())
         if name == normal:
             ax.hist(
                 scores[sel],
                 bins=edges,
-                density=True,
+                weights=weights,
                 color="0.75",
                 label=f"{name} ({sel.sum()})",
             )
@@ -229,13 +233,13 @@ def plot_score_hist(
             ax.hist(
                 scores[sel],
                 bins=edges,
-                density=True,
+                weights=weights,
                 histtype="step",
                 lw=1.3,
                 label=f"{name} ({sel.sum()})",
             )
     ax.set_xlabel("anomaly score (higher = more anomalous)")
-    ax.set_ylabel("density")
+    ax.set_ylabel("fraction of the class per bin")
     ax.legend(fontsize=7, ncol=2)
     return ax
 

@@ -112,3 +112,19 @@ def test_auc_by_strength_bins_and_plot():
     with pytest.raises(ValueError, match="increasing edges"):
         metrics.auc_by_strength(scores, classes, strength, bins=(0, 0.5, 0.4))
     plt.close("all")
+
+
+def test_score_histograms_show_fractions_so_a_class_a_decade_above_stays_visible():
+    rng = np.random.default_rng(0)
+    s = np.r_[rng.uniform(1, 2, 200), rng.uniform(100, 200, 20)]
+    c = np.array(["normal"] * 200 + ["bright_star"] * 20)
+    ax = plotting.plot_score_hist(s, c, bins=30)
+    assert ax.get_xscale() == "log"
+    normal_bars = [p for p in ax.patches if type(p).__name__ == "Rectangle"]
+    step = [p for p in ax.patches if type(p).__name__ == "Polygon"]
+    assert sum(b.get_height() for b in normal_bars) == pytest.approx(1.0)
+    # the far class's outline reaches as high as the normal bars do: a density on
+    # logarithmic bins would have divided it by bins a hundred times wider
+    top = max(b.get_height() for b in normal_bars)
+    assert step[0].get_xy()[:, 1].max() > 0.5 * top
+    plt.close("all")
