@@ -8,6 +8,7 @@ of a detector's ``score_samples``, see :mod:`phbook.detectors`) and binary label
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
@@ -18,6 +19,9 @@ NORMAL = "normal"
 __all__ = [
     "roc_auc",
     "auc_standard_error",
+    "AUCDifference",
+    "compare_aucs",
+    "versus_chance",
     "average_precision",
     "tpr_at_fpr",
     "f1_max",
@@ -63,6 +67,72 @@ def auc_standard_error(auc: float, n_pos: int, n_neg: int) -> float:
         n_pos * n_neg
     )
     return float(np.sqrt(max(var, 0.0)))
+
+
+def _check_counts(n_pos, n_neg, k) -> None:
+    if int(n_pos) < 1 or int(n_neg) < 1:
+        raise ValueError(f"n_pos and n_neg must be at least 1, got {n_pos} and {n_neg}")
+    if not k > 0:
+        raise ValueError(f"k (standard errors) must be positive, got {k}")
+
+
+@dataclass(frozen=True)
+class AUCDifference:
+    """Two ROC-AUCs compared (:func:`compare_aucs`).
+
+    ``difference``: ``auc_a - auc_b``; ``standard_error``: that difference's;
+    ``verdict``: ``"higher"`` or ``"lower"`` (``a`` against ``b``) where the difference
+    exceeds ``k`` standard errors, else ``"tie"``.
+    """
+
+    auc_a: float
+    auc_b: float
+    difference: float
+    standard_error: float
+    k: float
+    verdict: str
+
+    @property
+    def resolved(self) -> bool:
+        """Whether the test sets tell the two AUCs apart."""
+        return self.verdict != "tie"
+
+
+def compare_aucs(
+    auc_a: float, auc_b: float, n_pos: int, n_neg: int, k: float = 2.0
+) -> AUCDifference:
+    """Whether ROC-AUC ``auc_a`` is higher than, lower than or indistinguishable from
+    ``auc_b``, both measured on ``n_pos`` positives and ``n_neg`` negatives.
+
+    The difference counts only beyond ``k`` standard errors of the difference, each
+    AUC's from :func:`auc_standard_error` and the two taken as independent. Scores of
+    the same test set are correlated, which makes the true standard error smaller: the
+    verdict errs towards a tie, never towards a win.
+    """
+    _check_counts(n_pos, n_neg, k)
+    a, b = float(auc_a), float(auc_b)
+    se = float(
+        np.hypot(auc_standard_error(a, n_pos, n_neg), auc_standard_error(b, n_pos, n_neg))
+    )
+    d = a - b
+    verdict = "higher" if d > k * se else "lower" if d < -k * se else "tie"
+    return AUCDifference(a, b, d, se, float(k), verdict)
+
+
+def versus_chance(auc: float, n_pos: int, n_neg: int, k: float = 2.0) -> str:
+    """``"above chance"``, ``"at chance"`` or ``"below chance"``: whether ``auc``
+    differs from one half by more than ``k`` standard errors of an AUC of one half on
+    ``n_pos`` positives and ``n_neg`` negatives (a detector that sees nothing)."""
+    _check_counts(n_pos, n_neg, k)
+    band = k * auc_standard_error(0.5, n_pos, n_neg)
+    a = float(auc)
+    return (
+        "above chance"
+        if a > 0.5 + band
+        else "below chance"
+        if a < 0.5 - band
+        else "at chance"
+    )
 
 
 def average_precision(labels, scores) -> float:

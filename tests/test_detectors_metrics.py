@@ -164,3 +164,37 @@ def test_auc_standard_error_is_hanley_mcneil():
     assert metrics.auc_standard_error(0.9, 100, 100) < metrics.auc_standard_error(
         0.5, 100, 100
     )
+
+
+def test_compare_aucs_counts_a_difference_only_beyond_k_standard_errors():
+    from phbook import metrics
+
+    # 0.86 against 0.85 on 100 + 1000 samples: well within the noise
+    small = metrics.compare_aucs(0.86, 0.85, 100, 1000)
+    assert small.verdict == "tie" and not small.resolved
+    assert small.difference == pytest.approx(0.01)
+    se = np.hypot(
+        metrics.auc_standard_error(0.86, 100, 1000),
+        metrics.auc_standard_error(0.85, 100, 1000),
+    )
+    assert small.standard_error == pytest.approx(se)
+    # the same gap on a hundred times more samples is resolved, in both directions
+    assert metrics.compare_aucs(0.86, 0.85, 10_000, 100_000).verdict == "higher"
+    assert metrics.compare_aucs(0.85, 0.86, 10_000, 100_000).verdict == "lower"
+    # k moves the line: a gap of 1.5 standard errors is a win at k=1, a tie at k=2
+    gap = 1.5 * metrics.compare_aucs(0.8, 0.8, 200, 200).standard_error
+    assert metrics.compare_aucs(0.8 + gap, 0.8, 200, 200, k=1).verdict == "higher"
+    assert metrics.compare_aucs(0.8 + gap, 0.8, 200, 200, k=2).verdict == "tie"
+    with pytest.raises(ValueError, match="at least 1"):
+        metrics.compare_aucs(0.9, 0.8, 0, 10)
+    with pytest.raises(ValueError, match="positive"):
+        metrics.compare_aucs(0.9, 0.8, 10, 10, k=0)
+
+
+def test_versus_chance_uses_the_spread_of_a_blind_detector():
+    from phbook import metrics
+
+    band = 2 * metrics.auc_standard_error(0.5, 50, 50)
+    assert metrics.versus_chance(0.5 + 0.9 * band, 50, 50) == "at chance"
+    assert metrics.versus_chance(0.5 + 1.1 * band, 50, 50) == "above chance"
+    assert metrics.versus_chance(0.5 - 1.1 * band, 50, 50) == "below chance"
