@@ -241,6 +241,32 @@ def test_interruption_while_writing_leaves_no_output(
     assert report.resumed_frames == report.n_scored == arch.files()["n_frames"].sum()
 
 
+def test_a_changed_source_is_not_taken_for_done(arch, model_path, tmp_path):
+    """Scores of a source as it was are not 'nothing to do' once it has changed: a
+    file added to the archive, a selection drawn again into the same path."""
+    import shutil
+
+    root = tmp_path / "archive"
+    shutil.copytree(arch.root, root)
+    out = tmp_path / "s.h5"
+    score.score(model_path, root, out, progress=False)
+    assert score.score(model_path, root, out, progress=False).already_complete
+    first = sorted(root.rglob("*.pff"))[0]
+    shutil.copy(first, first.with_name(first.name.replace("seqno_0", "seqno_99")))
+    with pytest.raises(FileExistsError, match="source has changed since"):
+        score.score(model_path, root, out, progress=False)
+    report = score.score(model_path, root, out, overwrite=True, progress=False)
+    assert report.n_scored == ar.Archive(root).files()["n_frames"].sum()
+    # a selection drawn again, same path, same size
+    sel = tmp_path / "sel.h5"
+    select.select(arch, sel, 300, seed=1, progress=False)
+    out = tmp_path / "sel_scores.h5"
+    score.score(model_path, sel, out, progress=False)
+    select.select(arch, sel, 300, seed=2, progress=False, overwrite=True)
+    with pytest.raises(FileExistsError, match="selection drawn again"):
+        score.score(model_path, sel, out, progress=False)
+
+
 def test_existing_outputs_and_other_runs_are_not_clobbered(arch, model_path, tmp_path):
     out = tmp_path / "s.h5"
     score.score(model_path, arch.root, out, progress=False)

@@ -294,3 +294,50 @@ def test_the_readme_selection_on_a_one_dome_run(real_ph256, tmp_path, capsys):
         + ["-o", str(tmp_path / "x.h5"), "-q"]
     )
     assert rc == 0 and select.read_attrs(tmp_path / "x.h5")["n_selected"] == 88
+
+
+@pytest.mark.parametrize("damage", ["inserted bytes", "wider headers"])
+def test_frames_after_a_shift_are_selected_like_every_reader_sees_them(
+    real_ph256, tmp_path, damage
+):
+    """A file whose frames stop sitting at i * frame_size (bytes inserted between two
+    frames; headers whose pkt_nsec prints one character wider) is counted and read by
+    a scan: ``-n all`` takes every frame the reader finds, not those before the
+    shift, and the selected images are those frames."""
+    raw = real_ph256.read_bytes()
+    fs = 636
+    if damage == "inserted bytes":
+        raw = raw[: 10 * fs] + b"\0" * 100 + raw[10 * fs :]
+    else:  # frames 20-29 print pkt_nsec with 10 characters (a value of 1e9 or more)
+        head = b'"pkt_nsec": '
+        out = bytearray()
+        for i in range(len(raw) // fs):
+            frame = raw[i * fs : (i + 1) * fs]
+            if 20 <= i < 30:
+                at = frame.index(head) + len(head)
+                nsec = int(frame[at : at + 9])
+                frame = frame[:at] + b"%10d" % (10**9 + nsec) + frame[at + 9 :]
+            out += frame
+        raw = bytes(out)
+    folder = tmp_path / "run"
+    folder.mkdir()
+    path = folder / real_ph256.name
+    path.write_bytes(raw)
+    assert not pff.scan_file(path).fixed
+    every = pff.read_frames(path, strict=False, warn=False)
+    assert len(every) == 88  # the reader resynchronises after the shift
+    q = {"run_type": None}
+    if damage == "inserted bytes":  # strict (the default) stops at the damage
+        with pytest.raises(pff.PFFFrameSizeError, match="at byte 6360"):
+            select.select(folder, tmp_path / "s.h5", None, q, progress=False)
+    out = select.select(folder, tmp_path / "s.h5", None, q, strict=False, progress=False)
+    attrs = select.read_attrs(out)
+    assert (attrs["n_selected"], attrs["n_damaged"]) == (88, 0)
+    images, _, meta = select.load(out)
+    np.testing.assert_array_equal(meta["offset"].to_numpy(), every.offsets)
+    np.testing.assert_array_equal(images, every.images)
+    # a draw of part of it has exactly the frames asked for
+    out = select.select(
+        folder, tmp_path / "s50.h5", 50, q, seed=3, strict=False, progress=False
+    )
+    assert select.read_attrs(out)["n_selected"] == 50

@@ -3,6 +3,7 @@ row ranges of a selection), counted from file sizes without reading a frame."""
 
 from __future__ import annotations
 
+import json
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -57,6 +58,10 @@ class Plan:
     label_width: int
     query: str = ""
     file_lookup: dict[str, int] = field(default_factory=dict, repr=False)
+    #: what tells one drawing of a selection from another written to the same path
+    #: (its creation time, seed, query and counts); empty for PFF sources, whose file
+    #: names and sizes are in the signature
+    identity: str = ""
 
     @property
     def n_frames(self) -> int:
@@ -77,6 +82,7 @@ class Plan:
             "sizes": sizes,
             "parts": [[p.file_index, p.start, p.stop] for p in self.parts],
             "query": self.query,
+            "identity": self.identity,
         }
 
 
@@ -255,6 +261,14 @@ def _plan_selection(src: Path, dp: str | None, part_frames: int) -> Plan:
         label_width = int(h5["labels"].dtype.itemsize)
         archive_root = str(h5.attrs.get("archive", ""))
         query = str(h5.attrs.get("query", ""))
+        identity = json.dumps(
+            {
+                k: (v.item() if hasattr(v, "item") else str(v))
+                for k in ("created", "seed", "query", "population", "n_selected")
+                if (v := h5.attrs.get(k)) is not None
+            },
+            sort_keys=True,
+        )
     files = pd.DataFrame(cols)
     files["size"] = 0
     parts = [
@@ -281,4 +295,5 @@ def _plan_selection(src: Path, dp: str | None, part_frames: int) -> Plan:
         max(label_width, len(_archive.UNKNOWN_LABEL)),
         query,
         first,
+        identity,
     )

@@ -113,6 +113,7 @@ def _attrs(plan: Plan, model: Any, chunk_frames: int, strict: bool, seconds: flo
         "source_kind": plan.kind,
         "root": os.path.abspath(plan.root) if plan.root else "",
         "query": plan.query,
+        "plan": _plan_json(plan),
         "threshold": threshold,
         "contamination": float(model.detector.contamination),
         "strict": bool(strict),
@@ -130,16 +131,33 @@ def _load_model(model: Any, device=None):
     return modelfile.load(model, device=device)
 
 
-def _already_done(out: Path, model: Any, plan: Plan) -> bool:
+def _plan_json(plan: Plan) -> str:
+    return json.dumps(plan.signature(), sort_keys=True)
+
+
+def _already_done(out: Path, model: Any, plan: Plan) -> bool | str:
+    """True when ``out`` holds this model's scores of this source as it is now; a
+    message saying what changed when it holds this model's scores of this source
+    path as it was (files added, removed or resized, a selection drawn again);
+    False otherwise."""
     import h5py
 
     try:
         with h5py.File(out, "r") as h5:
-            return (
+            same = (
                 h5.attrs.get("format") == FORMAT
                 and h5.attrs.get("model_sha256") == model.sha256
                 and h5.attrs.get("source") == os.path.abspath(plan.source)
                 and h5.attrs.get("query", "") == plan.query
+            )
+            if not same:
+                return False
+            if h5.attrs.get("plan") == _plan_json(plan):
+                return True
+            return (
+                f"{out} holds this model's scores of {plan.source} as it was when "
+                "they were written, and the source has changed since (files "
+                "added, removed or resized, or the selection drawn again)"
             )
     except OSError:
         return False
@@ -180,7 +198,12 @@ def score(
     plan = plan_source(source, dp=model.dp, query=query, part_frames=part_frames)
     model.check(plan.dp, plan.image_shape, str(source))
     if out.exists():
-        if not overwrite and _already_done(out, model, plan):
+        done = False if overwrite else _already_done(out, model, plan)
+        if isinstance(done, str):
+            raise FileExistsError(
+                f"{done}; pass overwrite=True (--overwrite) to score it again"
+            )
+        if done:
             # a journal left by a run stopped between writing the output and
             # deleting its journal is of no further use
             shutil.rmtree(journal_path(out), ignore_errors=True)

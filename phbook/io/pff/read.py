@@ -41,7 +41,7 @@ class FileInfo:
     dp: str
     size: int  #: file size in bytes
     frame_size: int  #: size of the first frame
-    fixed: bool  #: the first header is a fixed-width template (fast path)
+    fixed: bool  #: every frame sits at i * frame_size (checked on a sample; fast path)
     n_frames: int  #: ``size // frame_size`` for fixed-width files (an estimate otherwise)
     tail_bytes: int  #: bytes after the last whole frame (a truncated last frame)
 
@@ -458,17 +458,49 @@ def scan_file(path: str | os.PathLike, dp: str | None = None) -> FileInfo:
             return FileInfo(reader.path, reader.prod.name, 0, 0, True, 0, 0)
         _, _, end, layout = reader.parse_one(0)
         fs = end
+        fixed = layout is not None and _aligned(reader, layout, reader.size // fs)
         return FileInfo(
             reader.path,
             reader.prod.name,
             reader.size,
             fs,
-            layout is not None,
+            fixed,
             reader.size // fs,
             reader.size % fs,
         )
     finally:
         reader.close()
+
+
+#: Frames :func:`scan_file` checks at their fixed-width offsets, the last among them.
+_ALIGNMENT_SAMPLES = 16
+
+
+def _aligned(reader: _Reader, layout: _Layout, n_frames: int) -> bool:
+    """Whether frames spread through the file, up to the last whole one, start where a
+    fixed width puts them (``i * frame_size``) and fit the first header's template.
+
+    A file whose headers change width (a ``pkt_nsec`` of 1e9 or more prints one
+    character more), or that holds inserted or missing bytes, fails: its frames are
+    then counted and read by a scan, which resynchronises, so that frame ``i`` means
+    the same frame to every reader. A frame damaged in place (its bytes changed, its
+    size not) is not a shift: each sample is a run of three frames, and one of them
+    at its place is enough.
+    """
+    if n_frames <= 1:
+        return True
+    fs = layout.frame_size
+    run = min(3, n_frames)
+    k = min(_ALIGNMENT_SAMPLES, n_frames)
+    starts = np.unique(np.linspace(0, n_frames - run, k).round().astype(np.int64))
+    for a in starts:
+        got = reader._pread(int(a) * fs, run * fs)
+        if len(got) != run * fs:
+            return False
+        block = np.frombuffer(got, np.uint8).reshape(run, fs)
+        if not layout.check(block.copy())[0].any():
+            return False
+    return True
 
 
 def read_frames_at(
