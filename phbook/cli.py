@@ -73,6 +73,10 @@ class _Formatter(argparse.RawDescriptionHelpFormatter):
         return text
 
 
+#: the data products a --dp option takes (phbook.io.pff.DATA_PRODUCTS)
+_DATA_PRODUCTS = ("ph256", "ph1024", "img16", "img8")
+
+
 def _desc(*paragraphs: str) -> str:
     """Paragraphs filled to 88 columns (lines starting with two spaces kept as is)."""
     import textwrap
@@ -142,8 +146,8 @@ def _count(text: str) -> int | None:
         raise argparse.ArgumentTypeError(
             f"{text!r} is not a number of frames or 'all'"
         ) from None
-    if value < 0 or value != int(value):
-        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number of frames")
+    if value < 1 or value != int(value):
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number of frames >= 1")
     return int(value)
 
 
@@ -475,8 +479,23 @@ def _cmd_score(args) -> int:
         query = _query(args, model.dp, None, always=False)
     trained_at = set(model.training.get("pe_thresholds") or [])
     dask = args.workers is not None or args.scheduler is not None
-    part_frames = args.part_frames or ((1 << 18) if dask else (1 << 20))
+    if args.workers is not None and args.workers < 1:
+        raise ValueError(f"--workers must be at least 1, got {args.workers}")
+    part_frames = (
+        args.part_frames
+        if args.part_frames is not None
+        else ((1 << 18) if dask else (1 << 20))
+    )
     out = Path(args.output)
+    if args.report:  # refused now, not after the scoring
+        from .io import writing
+
+        writing.check_output(
+            args.report,
+            {"source": args.source, "model file": args.model, "score file": out},
+            overwrite=True,
+            probe=True,
+        )
     journal = _score.journal_path(out)
     if journal.exists() and not args.overwrite:
         _say(args, f"resuming the unfinished run journalled in {journal}")
@@ -501,6 +520,8 @@ def _cmd_score(args) -> int:
         raise ValueError(
             f"no usable frames in {args.source}:\n"
             + "\n".join(f"  {file}: {why}" for file, why in unusable)
+            if unusable
+            else f"no frames to score in {args.source}: it holds none"
         )
     if report.already_complete:
         _say(
@@ -559,6 +580,19 @@ def _cmd_top(args) -> int:
     from .io.archive import utc_iso
     from .select import RERUN
 
+    if args.k < 1:
+        raise ValueError(f"-k must be at least 1, got {args.k}")
+    if args.ncols < 1:
+        raise ValueError(f"--ncols must be at least 1, got {args.ncols}")
+    if not 10 <= args.dpi <= 1200:
+        raise ValueError(f"--dpi must lie in [10, 1200], got {args.dpi}")
+    for path in (args.csv, args.output):
+        if path is not None:
+            writing.check_output(
+                path, {"score file": args.scores}, overwrite=args.overwrite
+            )
+    if args.csv and args.output and Path(args.csv).resolve() == Path(args.output).resolve():
+        raise ValueError("--csv and -o name the same file: give each its own")
     if args.distinct:
         table, images = _score.top_distinct(args.scores, args.k)
     else:
@@ -583,7 +617,17 @@ def _cmd_top(args) -> int:
         with writing.atomic_write(args.csv, RERUN) as f:
             out.to_csv(f, index=False)
     if args.output:
-        _gallery(args, table, images, utc_iso)
+        from .score.gallery import draw_gallery
+
+        draw_gallery(
+            table,
+            images,
+            args.output,
+            title=f"Top {len(table)} anomaly scores: {Path(args.scores).name}",
+            ncols=args.ncols,
+            dpi=args.dpi,
+            then=RERUN,
+        )
     if not args.quiet:
         import pandas as pd
 
@@ -592,56 +636,6 @@ def _cmd_top(args) -> int:
     if args.output:
         _say(args, f"gallery of the top {len(table)} frames -> {args.output}")
     return 0
-
-
-def _gallery(args, table, images, utc_iso) -> None:
-    """The gallery of ``phbook top``: each panel titled with its rank, score, file
-    name and byte offset, so that two frames of different files never read alike.
-
-    Drawn on a bare ``Figure`` (no pyplot): called from Python or a notebook it leaves
-    the session's matplotlib backend, and its open figures, as they were."""
-    from . import plotting
-    from .io import writing
-    from .select import RERUN
-
-    titles = [
-        f"#{r.rank} {r.score:.3g}"
-        + (f" x{r.copies}" if args.distinct and r.copies > 1 else "")
-        + f"\n{_file_label(str(r.file))}\n@{r.offset} m{r.module} q{r.quabo}"
-        + f"\n{utc_iso(r.time)[11:23]}"
-        for r in table.itertuples(index=False)
-    ]
-    fig = plotting.show_images(
-        images,
-        titles=titles,
-        ncols=args.ncols,
-        size=1.9,
-        suptitle=f"Top {len(table)} anomaly scores: {Path(args.scores).name}",
-        title_fontsize=6,
-        layout="constrained",
-        pyplot=False,
-    )
-    fmt = Path(args.output).suffix.lstrip(".").lower() or "png"
-    with writing.atomic_write(args.output, RERUN) as f:
-        fig.savefig(f, format=fmt, dpi=args.dpi, bbox_inches="tight")
-
-
-def _file_label(file: str, width: int = 26) -> str:
-    """A short label of a frame's file for a gallery panel: its start time and
-    sequence number for a PANOSETI name (module and quabo are shown beside it), else
-    the name cut around its middle."""
-    from .io import pff
-
-    name = Path(file).name
-    try:
-        parts = pff.parse_filename(name)
-        return f"{parts.start:%Y-%m-%dT%H:%M:%S} s{parts.seqno}"
-    except pff.PFFError:
-        pass
-    if len(name) <= width:
-        return name
-    keep = (width - 1) // 2
-    return name[:keep] + "~" + name[-(width - 1 - keep) :]
 
 
 # ----------------------------------------------------------------------------------
@@ -655,6 +649,8 @@ def build_parser(models: bool = True) -> argparse.ArgumentParser:
     choices), which need the model code (torch) imported: :func:`main` builds the full
     parser only for ``phbook train``, so that every other command starts fast.
     """
+    from .sim import options as sim_options
+
     if models:
         from . import modelfile
 
@@ -701,8 +697,8 @@ def build_parser(models: bool = True) -> argparse.ArgumentParser:
     p.add_argument(
         "--dp",
         default=None,
-        help="data product of a .pff file whose name does not say it (ph256, ph1024, "
-        "img16, img8)",
+        choices=_DATA_PRODUCTS,
+        help="data product of a .pff file whose name does not say it",
     )
     p.add_argument(
         "--damage",
@@ -740,8 +736,10 @@ def build_parser(models: bool = True) -> argparse.ArgumentParser:
     p.add_argument(
         "-o", "--output", required=True, help="the selection file to write (.h5)"
     )
-    p.add_argument("--dp", default="ph256", help="data product")
-    p.add_argument("--seed", type=int, default=0, help="seed of the random draw")
+    p.add_argument("--dp", default="ph256", choices=_DATA_PRODUCTS, help="data product")
+    p.add_argument(
+        "--seed", type=sim_options.seed, default=0, help="seed of the random draw"
+    )
     p.add_argument(
         "--strict",
         action="store_true",
@@ -818,7 +816,9 @@ def build_parser(models: bool = True) -> argparse.ArgumentParser:
         default=3400.0,
         help="the pixel value mapped to 1 (saturation)",
     )
-    p.add_argument("--seed", type=int, default=0, help="seed of the subset and training")
+    p.add_argument(
+        "--seed", type=sim_options.seed, default=0, help="seed of the subset and training"
+    )
     p.add_argument(
         "--device",
         default=None,
@@ -922,10 +922,11 @@ def build_parser(models: bool = True) -> argparse.ArgumentParser:
     )
     p.add_argument("--ncols", type=int, default=10, help="gallery columns")
     p.add_argument("--dpi", type=int, default=120, help="gallery resolution")
+    p.add_argument(
+        "--overwrite", action="store_true", help="replace an existing gallery or table"
+    )
     common(p)
     p.set_defaults(func=_cmd_top)
-    from .sim import options as sim_options
-
     sim_options.add_parsers(sub, common, _cmd_simulate, _cmd_calibrate, _desc)
     return parser
 

@@ -830,12 +830,18 @@ def loads(data: bytes, name: str = "<bytes>", device=None) -> ModelFile:
     """:func:`load` from the bytes of a model file (``name`` is used in messages)."""
     import torch
 
+    if data.startswith(b"\x89HDF\r\n\x1a\n"):
+        raise ModelFileError(
+            f"{name} is an HDF5 file (a selection or a score file?), not a model file; "
+            "phbook train writes model files"
+        )
     try:
         obj = torch.load(io.BytesIO(data), map_location="cpu", weights_only=True)
     except Exception as exc:  # noqa: BLE001 - the message must name the file
+        why = (str(exc).strip().splitlines() or [""])[0][:160]
         raise ModelFileError(
             f"{name}: not a phbook model file, or one that could only be read by running "
-            f"code, which phbook refuses to do ({type(exc).__name__}: {exc})"
+            f"code, which phbook refuses to do ({type(exc).__name__}: {why})"
         ) from None
     if not isinstance(obj, dict) or obj.get("format") != FORMAT:
         got = obj.get("format") if isinstance(obj, dict) else type(obj).__name__

@@ -511,6 +511,11 @@ def read_attrs(path: str | os.PathLike) -> dict[str, Any]:
 
     with open_h5(path, "a phbook selection file") as h5:
         attrs = {k: (v.item() if hasattr(v, "item") else v) for k, v in h5.attrs.items()}
+    if attrs.get("format") != FORMAT:
+        raise ValueError(
+            f"{path} is not a phbook selection (format {attrs.get('format')!r}, expected "
+            f"{FORMAT!r}); phbook select writes them"
+        )
     if "query" in attrs:
         attrs["query"] = json.loads(attrs["query"])
     return attrs

@@ -21,6 +21,7 @@ import numpy as np
 
 from . import config, modelfile, train_ddp, transforms
 from . import select as _select
+from .io import writing
 
 __all__ = ["Training", "TrainReport", "prepare", "train"]
 
@@ -185,9 +186,11 @@ def prepare(
     normalisation ignores them. ``rank``/``world`` describe a DDP launch."""
     fam = modelfile.family(family)
     params = _params(fam, params)
-    out = Path(out)
-    if out.exists() and not overwrite:
-        raise FileExistsError(f"{out} exists; pass --overwrite to replace it")
+    # refused now, not after the training: an input as the output, an existing file,
+    # a folder that takes no file
+    out = writing.check_output(
+        out, {"selection": selection}, overwrite=overwrite, probe=rank == 0
+    )
     sel = Path(selection)
     if not sel.exists():
         raise FileNotFoundError(f"{sel} does not exist (make one with phbook select)")

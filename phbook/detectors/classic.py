@@ -32,7 +32,15 @@ class PCAReconstruction(Detector):
 
     def _fit(self, x):
         flat = _flat(x)
-        k = min(self.n_components, flat.shape[0], flat.shape[1])
+        k = min(self.n_components, flat.shape[1])
+        if flat.shape[0] <= k:
+            # k components pass through any k frames exactly: every training error
+            # would be 0 and the alert threshold meaningless
+            raise ValueError(
+                f"PCA with {k} components needs more than {k} training frames, got "
+                f"{flat.shape[0]}: select more frames or use fewer components "
+                "(--n-components)"
+            )
         self.pca_ = PCA(n_components=k, svd_solver="auto", random_state=0).fit(flat)
 
     def _anomaly_score(self, x):

@@ -522,7 +522,15 @@ class Archive:
                     pass
         if self._runs is None:
             runs = []
-            for dirpath, dirnames, filenames in os.walk(self.root):
+            # run folders linked into an archive are followed (each real folder once:
+            # a link that points back up the tree would otherwise loop)
+            seen: set[str] = set()
+            for dirpath, dirnames, filenames in os.walk(self.root, followlinks=True):
+                real = os.path.realpath(dirpath)
+                if real in seen:
+                    dirnames[:] = []
+                    continue
+                seen.add(real)
                 dirnames.sort()
                 here = Path(dirpath)
                 if here.name.endswith(".pffd"):

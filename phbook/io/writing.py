@@ -42,6 +42,7 @@ __all__ = [
     "temp_path",
     "exclusive",
     "LockedError",
+    "check_output",
 ]
 
 _ADVICE = {
@@ -111,6 +112,53 @@ def reserve(path: str | os.PathLike, nbytes: int, then: str = "") -> None:
         return  # the write itself will say what is wrong
     if free < 2 * nbytes + MARGIN:
         raise write_error(path, OSError(errno.ENOSPC, os.strerror(errno.ENOSPC)), then)
+
+
+def _same_file(a: Path, b: Path) -> bool:
+    try:
+        return a.exists() and b.exists() and os.path.samefile(a, b)
+    except OSError:
+        return False
+
+
+def check_output(
+    path: str | os.PathLike,
+    inputs: dict[str, str | os.PathLike | None] | None = None,
+    *,
+    overwrite: bool = False,
+    probe: bool = False,
+    then: str = "",
+) -> Path:
+    """Refuse an output before any work is done on it: ``path`` must not be one of
+    ``inputs`` (``{what: path}``; an input is never replaced, even with
+    ``overwrite``), must not exist unless ``overwrite``, and with ``probe`` its folder
+    must take a file (a temporary one is written and removed), so that a long job
+    does not learn at its end that it cannot save. Returns ``path`` as a ``Path``."""
+    out = Path(path)
+    for what, src in (inputs or {}).items():
+        if src is not None and (
+            _same_file(out, Path(src)) or out.resolve() == Path(src).resolve()
+        ):
+            raise ValueError(
+                f"{out} is the {what} this command reads: writing it would destroy "
+                "its input; choose another output path"
+            )
+    if out.exists() and not overwrite:
+        raise FileExistsError(f"{out} exists; pass --overwrite to replace it")
+    if out.is_dir():
+        raise IsADirectoryError(f"{out} is a folder: give a file name for the output")
+    if probe:
+        folder = out.parent
+        try:
+            before_write(out)
+            folder.mkdir(parents=True, exist_ok=True)
+            tmp = temp_path(out)
+            with open(tmp, "wb"):
+                pass
+            tmp.unlink()
+        except OSError as exc:
+            raise write_error(out, exc, then) from None
+    return out
 
 
 def temp_path(path: str | os.PathLike) -> Path:

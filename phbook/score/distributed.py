@@ -75,6 +75,8 @@ def local_cluster(
 def client_for(client: Any, scheduler: str | None, workers: int | None) -> Iterator[Any]:
     """``client`` itself, a client of the scheduler at ``scheduler``, or one of a
     ``LocalCluster`` of ``workers`` processes (closed on exit)."""
+    if workers is not None and int(workers) < 1:
+        raise ValueError(f"workers must be at least 1, got {workers}")
     if client is not None:
         yield client
         return
@@ -91,7 +93,7 @@ def client_for(client: Any, scheduler: str | None, workers: int | None) -> Itera
         with c:
             yield c
         return
-    with local_cluster(workers or 2) as c:
+    with local_cluster(2 if workers is None else int(workers)) as c:
         yield c
 
 

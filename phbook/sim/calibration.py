@@ -224,17 +224,30 @@ def load_parameters(path: str | Path) -> tuple[P.Instrument, P.ShowerPopulation]
 # --------------------------------------------------------------------- real frames
 
 
-def read_real_frames(path: str | Path) -> tuple[np.ndarray, np.ndarray]:
-    """(images (n, 16, 16), quabo (n,)) of every ph256 frame in a file or run folder."""
+def real_files(path: str | Path) -> list[Path]:
+    """The ph256 files :func:`read_real_frames` reads: ``path`` itself, or those of
+    the run folder ``path``."""
     path = Path(path)
     files = [path] if path.is_file() else sorted(path.rglob("*ph256*.pff"))
     if not files:
         raise ValueError(f"{path}: no ph256 .pff files found")
+    return files
+
+
+def read_real_frames(
+    path: str | Path, strict: bool = False, damage: list | None = None
+) -> tuple[np.ndarray, np.ndarray]:
+    """(images (n, 16, 16), quabo (n,)) of every good ph256 frame in a file or run
+    folder. Damaged stretches (a last frame cut short when the DAQ stopped, above
+    all) are skipped and appended to ``damage`` when given; ``strict=True`` raises at
+    the first instead."""
     images, quabo = [], []
-    for f in files:
-        fr = pff.read_frames(f, warn=False)
+    for f in real_files(path):
+        fr = pff.read_frames(f, strict=strict, warn=False)
         images.append(fr.images)
         quabo.append(fr.quabo)
+        if damage is not None:
+            damage.extend(fr.damage)
     return np.concatenate(images), np.concatenate(quabo).astype(np.int64)
 
 
@@ -369,6 +382,10 @@ def calibrate(
     fewer than ``min_usable`` (:data:`MIN_USABLE`) ordinary frames survive cleaning.
     """
     t0 = time.perf_counter()
+    if int(n_sim) < 50:
+        raise ValueError(f"n_sim must be at least 50 simulated frames, got {n_sim}")
+    if int(max_evaluations) < 1:
+        raise ValueError(f"max_evaluations must be at least 1, got {max_evaluations}")
     real = np.asarray(real)
     if real.ndim != 3 or real.shape[1:] != (16, 16):
         raise ValueError(f"real frames must have shape (n, 16, 16), got {real.shape}")

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import time
 
+from ..io import writing
 from . import calibration
 from . import run as sim_run
 
@@ -45,7 +46,17 @@ def simulate(args) -> str:
 def calibrate(args, progress: bool | None = None) -> str:
     """Fit the simulator to the run of ``phbook calibrate``, write the parameter file;
     returns the report."""
-    images, quabo = calibration.read_real_frames(args.run)
+    writing.check_output(
+        args.out,
+        {
+            "start parameter file": args.start,
+            **{f"run file {f.name}": f for f in calibration.real_files(args.run)},
+        },
+        overwrite=args.overwrite,
+        probe=True,
+    )
+    damage: list = []
+    images, quabo = calibration.read_real_frames(args.run, damage=damage)
     start = calibration.load_parameters(args.start) if args.start else None
     kw = dict(
         n_sim=args.n_sim,
@@ -56,6 +67,12 @@ def calibrate(args, progress: bool | None = None) -> str:
     )
     cal = calibration.calibrate(images, quabo, **kw)
     text = [cal.report()]
+    if damage:
+        text.append(
+            f"\n{len(damage)} damaged stretch(es) skipped in {args.run} "
+            f"({sum(d.length for d in damage):,} bytes; where: phbook inspect --damage "
+            f"{args.run}); the fit used the {len(images):,} good frames"
+        )
     extra = {}
     if args.held_out:
         check = calibration.held_out_check(images, quabo, **kw)

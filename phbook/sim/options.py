@@ -6,6 +6,19 @@ line's parser imports nothing heavy: ``phbook --help`` stays fast.
 
 from __future__ import annotations
 
+import argparse
+
+
+def seed(text: str) -> int:
+    """An argparse type: a random seed, a non-negative integer."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not an integer") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"a seed is a non-negative integer, got {value}")
+    return value
+
 
 def add_parsers(sub, common, cmd_simulate, cmd_calibrate, desc) -> None:
     """Add the ``simulate`` and ``calibrate`` sub-commands to the ``phbook`` parser."""
@@ -25,7 +38,7 @@ def add_parsers(sub, common, cmd_simulate, cmd_calibrate, desc) -> None:
     )
     p.add_argument("-n", type=int, required=True, help="number of frames")
     p.add_argument("-o", "--out", required=True, help="folder to write the run into")
-    p.add_argument("--seed", type=int, default=0, help="random seed")
+    p.add_argument("--seed", type=seed, default=0, help="random seed")
     p.add_argument(
         "--pe-threshold",
         type=float,
@@ -91,7 +104,7 @@ def add_parsers(sub, common, cmd_simulate, cmd_calibrate, desc) -> None:
     )
     p.add_argument("run", help="run folder (or .pff file) of real ph256 frames")
     p.add_argument("-o", "--out", required=True, help="parameter file to write (JSON)")
-    p.add_argument("--seed", type=int, default=0, help="random seed of the simulations")
+    p.add_argument("--seed", type=seed, default=0, help="random seed of the simulations")
     p.add_argument(
         "--n-sim", type=int, default=2500, help="frames per simulation of the fit"
     )
@@ -110,6 +123,9 @@ def add_parsers(sub, common, cmd_simulate, cmd_calibrate, desc) -> None:
         "--held-out",
         action="store_true",
         help="also fit half the frames and judge the fit on the other half",
+    )
+    p.add_argument(
+        "--overwrite", action="store_true", help="replace an existing parameter file"
     )
     common(p)
     p.set_defaults(func=cmd_calibrate)
