@@ -603,7 +603,7 @@ def _cmd_top(args) -> int:
             f"{args.scores} holds no scored frames: nothing to rank (did phbook score "
             "find usable frames in its source? phbook inspect on the source says)"
         )
-    if images is None:
+    if images is None and args.output:  # the table needs only the score file
         images = _score.frames_of(args.scores, table)
     cols = ["rank", "score", "file", "offset", "time", "module", "quabo", "label"]
     if args.distinct:

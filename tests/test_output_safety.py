@@ -154,3 +154,24 @@ def test_calibrate_reads_a_run_whose_last_frame_is_cut_short(real_ph256, tmp_pat
     assert rc == 1 and "destroy its input" in err
     rc, _, err = run(capsys, "calibrate", cut, "-o", tmp_path / "q.json", "--n-sim", 0)
     assert rc == 1 and "n_sim" in err
+
+
+def test_top_reads_back_only_the_frames_it_scored(real_run, capsys, tmp_path):
+    """The table needs the score file alone; the gallery reads the frames back and
+    refuses frames that are not those scored (a file replaced since)."""
+    folder, run_dir, _, _, scores = real_run
+    moved = folder / "moved"
+    run_dir.rename(moved)
+    rc, out, err = run(capsys, "top", scores, "-k", 3)
+    assert rc == 0 and out.count("\n") == 4, err  # header + 3 rows
+    rc, _, err = run(capsys, "top", scores, "-k", 3, "-o", tmp_path / "g.png")
+    assert rc == 1 and "does not exist" in err
+    moved.rename(run_dir)
+    pff_file = next(run_dir.glob("*.pff"))
+    raw = pff_file.read_bytes()
+    fs = 636
+    frames = [raw[i * fs : (i + 1) * fs] for i in range(len(raw) // fs)]
+    pff_file.write_bytes(b"".join(frames[::-1]))  # same size, frames in reverse
+    rc, _, err = run(capsys, "top", scores, "-k", 3, "-o", tmp_path / "g.png")
+    assert rc == 1 and "source has changed since it was scored" in err
+    assert not (tmp_path / "g.png").exists()

@@ -122,7 +122,17 @@ def frames_of(path: str | os.PathLike, table: pd.DataFrame) -> np.ndarray:
     if kind == "h5":
         if not os.path.exists(source):
             raise FileNotFoundError(f"the source selection {source} of {path} is gone")
-        images, _, _ = _select.load(source, table["row"].to_numpy())
+        images, _, meta = _select.load(source, table["row"].to_numpy())
+        _check_same_frames(
+            path,
+            source,
+            table["row"].to_numpy(),
+            "row",
+            meta["time"].to_numpy(np.float64),
+            meta["quabo"].to_numpy(np.int64),
+            table,
+            np.arange(len(table)),
+        )
         return images
     out = np.empty((len(table), *prod.shape), prod.pixel_dtype)
     names = table["file"].astype(str).to_numpy()
@@ -132,13 +142,34 @@ def frames_of(path: str | os.PathLike, table: pd.DataFrame) -> np.ndarray:
         file = Path(root) / name
         if not file.exists():
             raise FileNotFoundError(f"{file} (listed in {path}) does not exist")
-        got = _read_at(file, dp, offsets[rows])
+        got, time, quabo = _read_at(file, dp, offsets[rows])
+        _check_same_frames(path, file, offsets[rows], "byte", time, quabo, table, rows)
         out[rows] = got
     return out
 
 
-def _read_at(file: Path, dp: str, offsets: np.ndarray) -> np.ndarray:
-    """Images of the frames at byte ``offsets`` of one PFF file (in that order)."""
+def _check_same_frames(path, source, where, unit, time, quabo, table, rows) -> None:
+    """Raise unless the frames read back have the time and quabo the score file
+    recorded for them (a source replaced or redrawn since it was scored)."""
+    want_t = table["time"].to_numpy(np.float64)[rows]
+    want_q = table["quabo"].to_numpy(np.int64)[rows]
+    moved = ~((time == want_t) | (np.isnan(time) & np.isnan(want_t)))
+    moved |= quabo != want_q
+    if moved.any():
+        i = int(np.flatnonzero(moved)[0])
+        raise ScoreError(
+            f"{source}: the frame at {unit} {int(where[i])} is not the one {path} "
+            f"scored there (time {time[i]!r} against {want_t[i]!r}, quabo "
+            f"{int(quabo[i])} against {int(want_q[i])}): the source has changed since "
+            "it was scored; score it again"
+        )
+
+
+def _read_at(
+    file: Path, dp: str, offsets: np.ndarray
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Images, times and quabos of the frames at byte ``offsets`` of one PFF file
+    (in that order)."""
     try:
         info = pff.scan_file(file, dp)
     except pff.PFFError:
@@ -150,8 +181,8 @@ def _read_at(file: Path, dp: str, offsets: np.ndarray) -> np.ndarray:
         if len(frames) == len(np.unique(offsets)):
             pos = np.searchsorted(frames.offsets, offsets)
             if (frames.offsets[pos] == offsets).all():
-                return frames.images[pos]
-    images = []
+                return frames.images[pos], frames.time[pos], frames.quabo[pos]
+    images, times, quabos = [], [], []
     for offset in offsets:  # frames after damage that shifted them: one by one
         frames = pff.read_frames(
             file, dp=dp, offset=int(offset), max_frames=1, strict=True, warn=False
@@ -159,7 +190,9 @@ def _read_at(file: Path, dp: str, offsets: np.ndarray) -> np.ndarray:
         if not len(frames) or int(frames.offsets[0]) != int(offset):
             raise ScoreError(f"{file}: no frame at byte {offset}; the file has changed")
         images.append(frames.images[0])
-    return np.stack(images)
+        times.append(frames.time[0])
+        quabos.append(frames.quabo[0])
+    return np.stack(images), np.asarray(times, np.float64), np.asarray(quabos, np.int64)
 
 
 def top_distinct(
