@@ -39,8 +39,10 @@ def _check_rate(trigger_rate_hz: float) -> None:
 def allowed_fraction(alarms_per_hour: float, trigger_rate_hz: float) -> float:
     """Fraction of normal frames a threshold may let through for the alarm budget."""
     _check_rate(trigger_rate_hz)
-    if alarms_per_hour < 0:
-        raise ValueError(f"alarms_per_hour must be non-negative, got {alarms_per_hour}")
+    if not np.isfinite(alarms_per_hour) or alarms_per_hour < 0:
+        raise ValueError(
+            f"alarms_per_hour must be a non-negative number, got {alarms_per_hour}"
+        )
     return min(1.0, alarms_per_hour / (SECONDS_PER_HOUR * trigger_rate_hz))
 
 
@@ -48,10 +50,19 @@ def false_alarms_per_hour(normal_scores, threshold: float, trigger_rate_hz: floa
     """Expected false alarms per hour: the fraction of normal scores above ``threshold``
     times the frames recorded per hour."""
     _check_rate(trigger_rate_hz)
-    s = np.asarray(normal_scores, dtype=np.float64).ravel()
-    if s.size == 0:
-        raise ValueError("normal_scores is empty")
+    s = _finite(normal_scores, "normal_scores")
     return float(np.mean(s > threshold) * SECONDS_PER_HOUR * trigger_rate_hz)
+
+
+def _finite(scores, name: str) -> np.ndarray:
+    """Scores as float64, refusing NaN (never above a threshold: an unscored frame
+    would pass for a normal one) and an empty array."""
+    s = np.asarray(scores, dtype=np.float64).ravel()
+    if s.size == 0:
+        raise ValueError(f"{name} is empty")
+    if np.isnan(s).any():
+        raise ValueError(f"{name}: {int(np.isnan(s).sum())} scores are NaN")
+    return s
 
 
 @dataclass(frozen=True)
@@ -106,7 +117,7 @@ def threshold_for_rate(
 
 def detection_rates(scores, classes, threshold: float, normal: str = "normal") -> pd.Series:
     """Fraction of each anomaly class scoring above ``threshold`` (and of normal frames)."""
-    scores = np.asarray(scores, dtype=np.float64).ravel()
+    scores = _finite(scores, "scores")
     classes = np.asarray(classes).astype(str).ravel()
     if scores.shape != classes.shape:
         raise ValueError(f"{scores.size} scores but {classes.size} class names")

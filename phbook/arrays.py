@@ -19,7 +19,11 @@ __all__ = ["as_images", "batched"]
 
 
 def as_images(X, name: str = "X") -> np.ndarray:
-    """``X`` as a float32 array of shape (N, C, H, W); (N, H, W) gains a channel axis."""
+    """``X`` as a float32 array of shape (N, C, H, W); (N, H, W) gains a channel axis.
+
+    NaN or infinite pixels (or values beyond float32's range) are an error naming the
+    first such image: a detector would otherwise score it NaN, which sorts and
+    thresholds as if it were normal."""
     if hasattr(X, "detach"):
         X = X.detach().cpu().numpy()
     x = np.asarray(X)
@@ -33,7 +37,17 @@ def as_images(X, name: str = "X") -> np.ndarray:
         )
     if len(x) == 0:
         raise ValueError(f"{name} holds no images")
-    return np.ascontiguousarray(x, dtype=np.float32)
+    out = np.ascontiguousarray(x, dtype=np.float32)
+    if out.dtype.kind == "f" and x.dtype.kind == "f":
+        finite = np.isfinite(out).reshape(len(out), -1).all(axis=1)
+        if not finite.all():
+            bad = np.flatnonzero(~finite)
+            raise ValueError(
+                f"{name}: image {int(bad[0])} holds NaN or infinite pixels (or values "
+                f"beyond float32's range), and {len(bad) - 1} more image(s) do: drop or "
+                "repair them before fitting or scoring"
+            )
+    return out
 
 
 def batched(

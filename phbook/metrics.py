@@ -36,7 +36,10 @@ __all__ = [
 
 
 def _check(labels, scores) -> tuple[np.ndarray, np.ndarray]:
-    labels = np.asarray(labels).astype(int).ravel()
+    raw = np.asarray(labels).ravel()
+    if raw.dtype.kind not in "biuf" or not np.isin(raw, (0, 1)).all():
+        raise ValueError("labels must be 0 (normal) or 1 (anomaly)")
+    labels = raw.astype(int)
     scores = np.asarray(scores, dtype=np.float64).ravel()
     if labels.shape != scores.shape:
         raise ValueError(
@@ -61,12 +64,20 @@ def auc_standard_error(auc: float, n_pos: int, n_neg: int) -> float:
     """The standard error of a ROC-AUC measured on ``n_pos`` positives and ``n_neg``
     negatives (Hanley & McNeil 1982): how far two AUCs on test sets of this size
     must differ before the difference means something."""
-    a = float(auc)
+    a = _check_auc(auc)
+    _check_counts(n_pos, n_neg, 1.0)
     q1, q2 = a / (2 - a), 2 * a * a / (1 + a)
     var = (a * (1 - a) + (n_pos - 1) * (q1 - a * a) + (n_neg - 1) * (q2 - a * a)) / (
         n_pos * n_neg
     )
     return float(np.sqrt(max(var, 0.0)))
+
+
+def _check_auc(auc) -> float:
+    a = float(auc)
+    if not 0.0 <= a <= 1.0:  # NaN fails too
+        raise ValueError(f"a ROC-AUC lies in [0, 1], got {auc}")
+    return a
 
 
 def _check_counts(n_pos, n_neg, k) -> None:
@@ -110,7 +121,7 @@ def compare_aucs(
     verdict errs towards a tie, never towards a win.
     """
     _check_counts(n_pos, n_neg, k)
-    a, b = float(auc_a), float(auc_b)
+    a, b = _check_auc(auc_a), _check_auc(auc_b)
     se = float(
         np.hypot(auc_standard_error(a, n_pos, n_neg), auc_standard_error(b, n_pos, n_neg))
     )
@@ -125,7 +136,7 @@ def versus_chance(auc: float, n_pos: int, n_neg: int, k: float = 2.0) -> str:
     ``n_pos`` positives and ``n_neg`` negatives (a detector that sees nothing)."""
     _check_counts(n_pos, n_neg, k)
     band = k * auc_standard_error(0.5, n_pos, n_neg)
-    a = float(auc)
+    a = _check_auc(auc)
     return (
         "above chance"
         if a > 0.5 + band

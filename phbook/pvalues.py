@@ -9,8 +9,8 @@ the most anomalous frames of a fusion tie exactly where the ranking matters most
 :func:`log_p_values` is continuous and strictly decreasing in the score:
 
 * inside the reference range the count ``#{reference >= s}`` is interpolated linearly
-  between neighbouring reference scores (equal to the empirical count at each of
-  them);
+  between neighbouring distinct reference scores (equal to the empirical count at each
+  of them, tied scores included);
 * beyond the largest reference score, ``p`` falls exponentially with the excess, at
   the scale of the excesses of the ``tail`` largest reference scores over the next
   one (the maximum-likelihood scale of an exponential tail; Pickands 1975): ``log p
@@ -54,8 +54,10 @@ def log_p_values(reference, scores, tail: int | None = None) -> np.ndarray:
     n = ref.size
     if tail is None:
         tail = max(10, int(np.ceil(0.05 * n)))
-    # continuous count of reference scores >= s, n at or below the minimum
-    above = n - np.interp(s, ref, np.arange(n, dtype=np.float64), left=0.0)
+    # continuous count of reference scores >= s: the empirical count at each distinct
+    # reference score (tied scores counted whole), linear between them, n below
+    values, first = np.unique(ref, return_index=True)
+    above = np.interp(s, values, (n - first).astype(np.float64), left=float(n))
     out = np.log((above + 1.0) / (n + 1.0))
     beyond = s > ref[-1]
     if beyond.any():

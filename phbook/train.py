@@ -139,6 +139,27 @@ def _checksum(tensors: tuple[torch.Tensor, ...]) -> str:
     return "|".join(parts)
 
 
+def _order_checksum(tensors: tuple[torch.Tensor, ...]) -> str:
+    """What :func:`_checksum` misses: the same values in another place (frames in
+    another order, images flipped or their rows swapped), from a subsample of every
+    frame weighted by position."""
+    parts = []
+    for t in tensors:
+        rows = t.reshape(len(t), -1) if t.ndim > 1 else t.reshape(-1, 1)
+        step_n = max(1, len(rows) // 1000)
+        step_p = max(1, rows.shape[1] // 256)
+        sample = rows[::step_n, ::step_p].double()
+        w_n = torch.arange(1, len(sample) + 1, dtype=torch.float64)[:, None]
+        w_p = torch.arange(1, sample.shape[1] + 1, dtype=torch.float64)[None, :]
+        parts.append(f"{float((sample * w_n).sum()):.6e}:{float((sample * w_p).sum()):.6e}")
+    return "|".join(parts)
+
+
+#: Fingerprint keys added after checkpoints were first written: a checkpoint that
+#: lacks one is matched on the keys it has (it was made before the key existed).
+_LATER_KEYS = frozenset({"data_order"})
+
+
 def _model_signature(model: nn.Module) -> str:
     shapes = ",".join(f"{k}{tuple(v.shape)}" for k, v in model.state_dict().items())
     # hyperparameters that change no shape (a VAE's beta, a penalty weight) still
@@ -463,7 +484,10 @@ def fit(
         "batch_size": str(batch_size),
         "lr": repr(lr),
         "seed": str(seed),
+        "data_order": _order_checksum(tensors),
     }
+    if weight_decay:  # absent at 0, so that checkpoints made without it still match
+        fingerprint["weight_decay"] = repr(weight_decay)
     path = Path(checkpoint) if checkpoint is not None else None
 
     model.to(dev)
@@ -478,10 +502,10 @@ def fit(
 
     if path is not None and path.exists():
         ckpt = load_checkpoint(path, map_location=dev)
-        if ckpt["fingerprint"] != fingerprint:
-            changed = sorted(
-                k for k in fingerprint if ckpt["fingerprint"].get(k) != fingerprint[k]
-            )
+        old = ckpt["fingerprint"]
+        mine = {k: v for k, v in fingerprint.items() if k in old or k not in _LATER_KEYS}
+        if old != mine:
+            changed = sorted(k for k in {*old, *mine} if old.get(k) != mine.get(k))
             warnings.warn(
                 f"{path}: the checkpoint was made with a different {', '.join(changed)}; "
                 "training from scratch and overwriting it",
@@ -711,11 +735,19 @@ def load_or_train(
     unless ``directory`` says otherwise. An interrupted training resumes where it
     stopped. A checkpoint made with another architecture, data, batch size, learning
     rate or seed is not used: the model is trained afresh (with a warning).
-    ``retrain=True`` always trains from scratch.
+    ``retrain=True`` always trains from scratch; the finished checkpoint it replaces is
+    kept aside until the new training has finished, and put back if it fails.
     """
     path = checkpoint_path(name, directory)
+    previous = path.with_name(path.name + ".previous")
     if retrain and path.exists():
-        path.unlink()
-    history = fit(model, x, checkpoint=path, **fit_kwargs)
+        os.replace(path, previous)
+    try:
+        history = fit(model, x, checkpoint=path, **fit_kwargs)
+    except BaseException:
+        if previous.exists():
+            os.replace(previous, path)
+        raise
+    previous.unlink(missing_ok=True)
     model.eval()
     return model, history

@@ -75,9 +75,9 @@ def test_the_tail_joins_the_body_and_never_overflows(fitted):
 def test_nan_pixels_are_an_error(fitted, sim_test_adc):
     bad = sim_test_adc[:5].copy()
     bad[3, 2, 2] = np.nan
-    with pytest.raises(ValueError, match="frame 3 holds NaN"):
+    with pytest.raises(ValueError, match="image 3 holds NaN"):
         fitted.anomaly_score(bad)
-    with pytest.raises(ValueError, match="frame 3 holds NaN"):
+    with pytest.raises(ValueError, match="image 3 holds NaN"):
         PointFlash().fit(np.concatenate([bad, sim_test_adc[:30]]))
 
 

@@ -42,3 +42,16 @@ def test_errors():
         pvalues.log_p_values([], [1.0])
     with pytest.raises(ValueError, match="finite"):
         pvalues.log_p_values([1.0, np.inf], [1.0])
+
+
+def test_tied_reference_scores_count_whole():
+    """A score equal to tied reference scores counts them all (the empirical
+    p-value), so a detector whose scores tie often is not made to look odder."""
+    assert pvalues.p_values([0, 1, 1, 1, 2], [1.0])[0] == pytest.approx(5 / 6)
+    assert pvalues.p_values(np.zeros(100), [0.0])[0] == pytest.approx(1.0)
+    ref = np.repeat(np.arange(10.0), 40)  # 10 values, each 40 times
+    fresh = np.random.default_rng(0).integers(0, 10, 5000).astype(float)
+    p = pvalues.p_values(ref, fresh)
+    # calibrated: P(p <= a) <= a for discrete scores
+    for a in (0.1, 0.3, 0.5):
+        assert np.mean(p <= a) <= a + 0.02

@@ -142,6 +142,42 @@ def test_checkpoint_of_other_data_is_not_reused(tmp_path):
         )
 
 
+def test_checkpoint_of_the_same_values_rearranged_or_other_decay_is_not_reused(tmp_path):
+    kw = {"directory": tmp_path, "epochs": 2, "batch_size": 32, "device": "cpu"}
+    x = data()
+    train.load_or_train("tiny", make_model(), x, **kw)
+    flipped = torch.as_tensor(np.ascontiguousarray(np.flip(np.asarray(x), -1)))
+    with pytest.warns(UserWarning, match="different data_order"):
+        train.load_or_train("tiny", make_model(), flipped, **kw)
+    with pytest.warns(UserWarning, match="different weight_decay"):
+        train.load_or_train("tiny", make_model(), flipped, weight_decay=0.5, **kw)
+    # a checkpoint written before data_order existed still matches on the rest
+    ckpt = torch.load(tmp_path / "tiny.pt", weights_only=True)
+    ckpt["fingerprint"].pop("data_order")
+    torch.save(ckpt, tmp_path / "tiny.pt")
+    calls = []
+    spy = make_model()
+    original = spy.loss
+    spy.loss = lambda batch: calls.append(1) or original(batch)
+    train.load_or_train("tiny", spy, flipped, weight_decay=0.5, **kw)
+    assert not calls
+
+
+def test_retraining_keeps_the_finished_model_until_the_new_one_is_done(tmp_path):
+    kw = {"directory": tmp_path, "epochs": 2, "batch_size": 32, "device": "cpu"}
+    model, _ = train.load_or_train("tiny", make_model(), data(), **kw)
+    before = (tmp_path / "tiny.pt").read_bytes()
+    broken = make_model(seed=3)
+    broken.loss = lambda batch: torch.tensor(float("nan"), requires_grad=True)
+    with pytest.raises(train.NonFiniteLossError):
+        train.load_or_train("tiny", broken, data(), retrain=True, **kw)
+    assert (tmp_path / "tiny.pt").read_bytes() == before
+    assert not (tmp_path / "tiny.pt.previous").exists()
+    train.load_or_train("tiny", make_model(seed=4), data(), retrain=True, **kw)
+    assert (tmp_path / "tiny.pt").read_bytes() != before
+    assert not (tmp_path / "tiny.pt.previous").exists()
+
+
 def test_early_stopping_restores_best_weights():
     x, x_val = data(), data(100, 1)
     model = make_model()

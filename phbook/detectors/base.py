@@ -29,6 +29,10 @@ def adc_frames(x: np.ndarray, transform=None) -> np.ndarray:
     """Single-channel frames (N, H, W) in ADC from images (N, 1, H, W) or (N, H, W),
     undoing ``transform`` (a normalisation applied to them) if given. Pulse heights are
     integer ADC counts, so the inverse is rounded: that undoes its float round-off."""
+    if x.ndim == 4 and x.shape[1] != 1:
+        raise ValueError(
+            f"pulse-height detectors take single-channel frames, got {x.shape[1]} channels"
+        )
     img = x[:, 0] if x.ndim == 4 else x
     if transform is not None:
         img = np.rint(transform.inverse(img))
@@ -70,7 +74,15 @@ class Detector(OutlierMixin, BaseEstimator):
         x = as_images(X)
         self.image_shape_ = tuple(x.shape[1:])
         self._fit(x)
-        self.offset_ = float(np.quantile(self.score_samples(x), self.contamination))
+        train_scores = self.score_samples(x)
+        if not np.isfinite(train_scores).all():
+            n_bad = int((~np.isfinite(train_scores)).sum())
+            raise ValueError(
+                f"{type(self).__name__}: {n_bad} of {len(x)} training images got a NaN "
+                "or infinite score, so no alert threshold can be set (a model that "
+                "diverged, or images it cannot describe)"
+            )
+        self.offset_ = float(np.quantile(train_scores, self.contamination))
         return self
 
     def _checked(self, X) -> np.ndarray:

@@ -51,7 +51,8 @@ The package follows those steps, each module importing only the ones before it:
 :mod:`~phbook.score.parts` (reading and scoring a part), :mod:`~phbook.score.journal`,
 :mod:`~phbook.score.output`, :mod:`~phbook.score.distributed` (the parts as Dask
 tasks), :mod:`~phbook.score.run` (the driver, :func:`score`) and
-:mod:`~phbook.score.results` (reading scores back).
+:mod:`~phbook.score.results` (reading scores back), and :mod:`~phbook.score.gallery`
+(the image gallery of the top frames, ``phbook top -o``).
 """
 
 from __future__ import annotations

@@ -1,0 +1,79 @@
+"""Inputs the Python API refuses instead of answering wrongly: NaN pixels, a NaN
+training score, extra channels where one is read, non-binary labels, AUCs outside
+[0, 1], NaN alert budgets and scores."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from phbook import alerts, metrics
+from phbook import detectors as D
+
+
+@pytest.fixture(scope="module")
+def frames():
+    return np.random.default_rng(0).poisson(15, (200, 16, 16)).astype(np.float32)
+
+
+@pytest.mark.parametrize(
+    "make",
+    [
+        lambda: D.IsolationForestDetector(n_estimators=20),
+        lambda: D.HillasCut(),
+        lambda: D.ReadoutFaults(),
+        lambda: D.ScoreFusion([D.HillasCut(), D.ReadoutFaults()]),
+    ],
+    ids=["iforest", "hillas", "readout", "fusion"],
+)
+def test_nan_or_infinite_pixels_are_refused_in_training_and_scoring(frames, make):
+    bad = frames[:5].copy()
+    bad[2, 3, 3] = np.nan
+    with pytest.raises(ValueError, match="image 2 holds NaN"):
+        make().fit(np.concatenate([bad, frames]))
+    det = make().fit(frames)
+    with pytest.raises(ValueError, match="image 2 holds NaN"):
+        det.anomaly_score(bad)
+    bad[2, 3, 3] = np.inf
+    with pytest.raises(ValueError, match="image 2 holds NaN or infinite"):
+        det.predict(bad)
+
+
+def test_a_detector_whose_training_scores_are_nan_sets_no_threshold(frames):
+    class Broken(D.PCAReconstruction):
+        def _anomaly_score(self, x):
+            return np.full(len(x), np.nan)
+
+    with pytest.raises(ValueError, match="NaN or infinite score"):
+        Broken(4).fit(frames)
+
+
+def test_physics_detectors_read_one_channel_and_refuse_more(frames):
+    two = np.stack([frames, frames], axis=1)
+    for det in (D.HillasCut(), D.PointFlash(), D.ReadoutFaults()):
+        with pytest.raises(ValueError, match="single-channel"):
+            det.fit(two)
+
+
+def test_metrics_refuse_non_binary_labels_and_impossible_aucs():
+    with pytest.raises(ValueError, match="0 \\(normal\\) or 1"):
+        metrics.roc_auc([0, 0, 0, 0.7, 1], [0.1, 0.2, 0.3, 0.4, 0.5])
+    for bad in (np.nan, 85.0, -0.1):
+        with pytest.raises(ValueError, match="lies in \\[0, 1\\]"):
+            metrics.compare_aucs(bad, 0.5, 50, 50)
+        with pytest.raises(ValueError, match="lies in \\[0, 1\\]"):
+            metrics.versus_chance(bad, 50, 50)
+    with pytest.raises(ValueError, match="at least 1"):
+        metrics.auc_standard_error(0.9, 0, 10)
+
+
+def test_alerts_refuse_a_nan_budget_and_nan_scores():
+    s = np.random.default_rng(1).normal(size=1000)
+    with pytest.raises(ValueError, match="alarms_per_hour"):
+        alerts.threshold_for_rate(s, np.nan, 1.0)
+    bad = s.copy()
+    bad[:3] = np.nan
+    with pytest.raises(ValueError, match="3 scores are NaN"):
+        alerts.false_alarms_per_hour(bad, 0.0, 1.0)
+    with pytest.raises(ValueError, match="NaN"):
+        alerts.detection_rates(bad, ["normal"] * 1000, 0.0)
