@@ -77,3 +77,16 @@ def test_alerts_refuse_a_nan_budget_and_nan_scores():
         alerts.false_alarms_per_hour(bad, 0.0, 1.0)
     with pytest.raises(ValueError, match="NaN"):
         alerts.detection_rates(bad, ["normal"] * 1000, 0.0)
+
+
+def test_simulating_no_frames_gives_empty_sets_and_a_class_named_twice_is_refused():
+    from phbook.sim import panoseti as P
+
+    rng = np.random.default_rng(0)
+    inst, pop = P.Instrument(), P.ShowerPopulation()
+    assert P.simulate_normal(0, rng, inst, pop)[0].shape == (0, 16, 16)
+    assert len(P.simulate_anomalies("hot_pixel", 0, rng, inst, pop)) == 0
+    with pytest.raises(ValueError, match="hot_pixel more than once"):
+        P.simulate(10, anomaly_fraction=0.5, anomaly_classes=("hot_pixel", "hot_pixel"))
+    with pytest.raises(ValueError, match="whole number"):
+        P.simulate(2.5)

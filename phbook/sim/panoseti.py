@@ -609,6 +609,10 @@ def simulate_normal(
     digitised and kept if it triggers, so a shower crossing a quabo boundary can give two
     frames, each cut at the edge, as in real data.
     """
+    if int(n) != n or n < 0:
+        raise ValueError(f"n must be a non-negative whole number, got {n}")
+    if n == 0:
+        return np.zeros((0, 16, 16), np.int16), np.zeros(0, np.uint8)
     out_adc, out_q, have = [], [], 0
     soft = inst.trigger_spread > 0
     if soft:  # digitise down to 3 spreads below threshold, then accept softly
@@ -838,6 +842,15 @@ def simulate_anomalies(
     )
     if not 0 <= lo <= hi <= 1:
         raise ValueError(f"strength must lie in [0, 1], got {strength}")
+    if int(n) != n or n < 0:
+        raise ValueError(f"n must be a non-negative whole number, got {n}")
+    if n == 0:
+        return PHFrames(
+            np.zeros((0, 16, 16), np.int16),
+            np.zeros(0, str),
+            np.zeros(0, np.float32),
+            np.zeros(0, np.uint8),
+        )
     parts_adc, parts_s, parts_q, have, tries = [], [], [], 0, 0
     while have < n:
         tries += 1
@@ -903,8 +916,8 @@ def simulate(
     instrument's ``pedestal_drift_adc`` shifts the frames' pedestal linearly over the
     run (frame order is time order); the drift is applied after the trigger.
     """
-    if n < 0:
-        raise ValueError(f"n must be non-negative, got {n}")
+    if int(n) != n or n < 0:
+        raise ValueError(f"n must be a non-negative whole number, got {n}")
     if not 0 <= anomaly_fraction <= 1:
         raise ValueError(f"anomaly_fraction must lie in [0, 1], got {anomaly_fraction}")
     rng = seed if isinstance(seed, np.random.Generator) else np.random.default_rng(seed)
@@ -920,6 +933,10 @@ def simulate(
         raise ValueError(
             f"unknown anomaly classes {unknown}; valid: {', '.join(ALL_CLASSES)}"
         )
+    twice = sorted({c for c in classes if classes.count(c) > 1})
+    if twice:
+        raise ValueError(f"anomaly_classes names {', '.join(twice)} more than once")
+    n = int(n)
     n_anom = (
         int(rng.binomial(n, anomaly_fraction))
         if 0 < anomaly_fraction < 1
