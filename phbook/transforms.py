@@ -38,9 +38,10 @@ class AsinhStretch:
     """
 
     def __init__(self, softening: float = 16.0, x_max: float = 3400.0):
-        if softening <= 0 or x_max <= 0:
+        if not (0 < softening < np.inf and 0 < x_max < np.inf):  # NaN fails too
             raise ValueError(
-                f"softening and x_max must be positive, got {softening} and {x_max}"
+                f"softening and x_max must be positive and finite, got {softening} and "
+                f"{x_max}"
             )
         self.softening = float(softening)
         self.x_max = float(x_max)
@@ -70,6 +71,8 @@ class AsinhStretch:
 class SqrtStretch:
     """``y = (sqrt(x + v) - sqrt(v)) / (sqrt(x_max + v) - sqrt(v))``: a variance-
     stabilising stretch for counts with Poisson noise on top of a noise floor ``v``.
+    Counts below ``-v`` (noise dips deeper than the floor) map to ``y`` of ``x = -v``,
+    so the inverse gives them back as ``-v``: the stretch is not invertible there.
 
     When a pixel's variance is its expected counts plus ``v`` (sky, read noise), the
     noise of ``sqrt(x + v)`` is 1/2 whatever the brightness (Anscombe's transform), so
@@ -79,9 +82,10 @@ class SqrtStretch:
     """
 
     def __init__(self, noise_floor: float, x_max: float = 5000.0):
-        if noise_floor <= 0 or x_max <= 0:
+        if not (0 < noise_floor < np.inf and 0 < x_max < np.inf):  # NaN fails too
             raise ValueError(
-                f"noise_floor and x_max must be positive, got {noise_floor} and {x_max}"
+                f"noise_floor and x_max must be positive and finite, got {noise_floor} "
+                f"and {x_max}"
             )
         self.noise_floor = float(noise_floor)
         self.x_max = float(x_max)
@@ -116,8 +120,8 @@ class LinearScale:
     """``y = x / scale``: the plain alternative, for comparison."""
 
     def __init__(self, scale: float = 3400.0):
-        if scale <= 0:
-            raise ValueError(f"scale must be positive, got {scale}")
+        if not 0 < scale < np.inf:  # NaN fails too
+            raise ValueError(f"scale must be positive and finite, got {scale}")
         self.scale = float(scale)
 
     def __call__(self, x) -> np.ndarray:

@@ -90,3 +90,15 @@ def test_simulating_no_frames_gives_empty_sets_and_a_class_named_twice_is_refuse
         P.simulate(10, anomaly_fraction=0.5, anomaly_classes=("hot_pixel", "hot_pixel"))
     with pytest.raises(ValueError, match="whole number"):
         P.simulate(2.5)
+
+
+def test_stretches_refuse_nan_and_infinite_parameters():
+    from phbook import transforms
+
+    for bad in (np.nan, np.inf, 0.0, -1.0):
+        with pytest.raises(ValueError, match="positive and finite"):
+            transforms.AsinhStretch(softening=bad)
+        with pytest.raises(ValueError, match="positive and finite"):
+            transforms.SqrtStretch(bad)
+        with pytest.raises(ValueError, match="positive and finite"):
+            transforms.LinearScale(bad)
