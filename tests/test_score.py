@@ -265,6 +265,12 @@ def test_a_changed_source_is_not_taken_for_done(arch, model_path, tmp_path):
     select.select(arch, sel, 300, seed=2, progress=False, overwrite=True)
     with pytest.raises(FileExistsError, match="selection drawn again"):
         score.score(model_path, sel, out, progress=False)
+    # a score file of an older phbook, which did not record the source's files
+    score.score(model_path, sel, out, overwrite=True, progress=False)
+    with h5py.File(out, "a") as h5:
+        del h5.attrs["plan"]
+    with pytest.raises(FileExistsError, match="older phbook"):
+        score.score(model_path, sel, out, progress=False)
 
 
 def test_existing_outputs_and_other_runs_are_not_clobbered(arch, model_path, tmp_path):

@@ -152,8 +152,15 @@ def _already_done(out: Path, model: Any, plan: Plan) -> bool | str:
             )
             if not same:
                 return False
-            if h5.attrs.get("plan") == _plan_json(plan):
+            recorded = h5.attrs.get("plan")
+            if recorded == _plan_json(plan):
                 return True
+            if recorded is None:
+                return (
+                    f"{out} holds this model's scores of {plan.source}, written by an "
+                    "older phbook that did not record the source's files, so whether "
+                    "the source has changed since cannot be told"
+                )
             return (
                 f"{out} holds this model's scores of {plan.source} as it was when "
                 "they were written, and the source has changed since (files "
