@@ -90,6 +90,12 @@ def test_score_and_train_refuse_to_write_over_their_inputs(real_run, capsys, tmp
     rc, _, err = run(capsys, "train", sel, "--model", "pca", "-o", sel, "--overwrite")
     assert rc == 1 and "destroy its input" in err
     assert sel.read_bytes() == before
+    raw = next(run_dir.glob("*.pff"))
+    before = raw.read_bytes()
+    rc, _, err = run(
+        capsys, "select", raw, "-n", 5, "--run-type", "any", "-o", raw, "--overwrite"
+    )
+    assert rc == 1 and "destroy its input" in err and raw.read_bytes() == before
     rc, _, err = run(
         capsys, "score", model, run_dir, "-o", tmp_path / "s.h5", "--workers", 0
     )
