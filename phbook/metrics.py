@@ -206,6 +206,11 @@ def per_class_report(
     names = [c for c in pd.unique(classes) if c != normal]
     if not names:
         raise ValueError("no anomalous samples: every sample is of the normal class")
+    if overall and "all" in names:
+        raise ValueError(
+            "a class is named 'all', the name of the row of every anomaly: rename it "
+            "(or pass overall=False)"
+        )
     for name in names + (["all"] if overall else []):
         sel = ~is_normal if name == "all" else classes == name
         mask = is_normal | sel

@@ -65,6 +65,8 @@ def test_metrics_refuse_non_binary_labels_and_impossible_aucs():
             metrics.versus_chance(bad, 50, 50)
     with pytest.raises(ValueError, match="at least 1"):
         metrics.auc_standard_error(0.9, 0, 10)
+    with pytest.raises(ValueError, match="named 'all'"):
+        metrics.per_class_report([0.1, 0.9, 0.5], ["normal", "all", "x"])
 
 
 def test_alerts_refuse_a_nan_budget_and_nan_scores():
