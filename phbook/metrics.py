@@ -285,6 +285,15 @@ def auc_by_strength(
     is_normal = classes == normal
     if not is_normal.any():
         raise ValueError(f"no samples of the normal class {normal!r}")
+    anomalous = ~is_normal
+    inside = anomalous & (strength >= edges[0]) & (strength <= edges[-1])
+    if anomalous.any() and not inside.any():
+        finite = strength[anomalous & np.isfinite(strength)]
+        span = f"{finite.min():g} to {finite.max():g}" if finite.size else "all NaN"
+        raise ValueError(
+            f"no anomaly's strength lies in the bins {edges[0]:g} to {edges[-1]:g} "
+            f"(the strengths run {span}): give bins on the strengths' scale"
+        )
     centres = (edges[:-1] + edges[1:]) / 2
     rows = {}
     for name in [c for c in pd.unique(classes) if c != normal]:

@@ -117,6 +117,12 @@ def _as_tensors(x) -> tuple[torch.Tensor, ...]:
         )
     if n == 0:
         raise ValueError("the training data is empty")
+    for t in out:
+        if t.is_floating_point() and not torch.isfinite(t).all():
+            raise ValueError(
+                f"the training data hold {int((~torch.isfinite(t)).sum())} NaN or "
+                "infinite values: drop or repair those samples"
+            )
     return tuple(out)
 
 
@@ -450,10 +456,13 @@ def fit(
         ``model.schedule_epochs``, else 0). They are never restored as the best epoch
         and do not count towards ``patience`` (see the module's "Best epoch").
     """
-    if epochs < 1:
-        raise ValueError(f"epochs must be at least 1, got {epochs}")
-    if batch_size < 1:
-        raise ValueError(f"batch_size must be at least 1, got {batch_size}")
+    if int(epochs) != epochs or epochs < 1:
+        raise ValueError(f"epochs must be a whole number of at least 1, got {epochs!r}")
+    if int(batch_size) != batch_size or batch_size < 1:
+        raise ValueError(
+            f"batch_size must be a whole number of at least 1, got {batch_size!r}"
+        )
+    epochs, batch_size = int(epochs), int(batch_size)
     if patience is not None and x_val is None:
         raise ValueError("early stopping (patience=...) needs validation data (x_val=...)")
     ddp, rank, world = _distributed_setup(distributed)

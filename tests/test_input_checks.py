@@ -104,3 +104,29 @@ def test_stretches_refuse_nan_and_infinite_parameters():
             transforms.SqrtStretch(bad)
         with pytest.raises(ValueError, match="positive and finite"):
             transforms.LinearScale(bad)
+
+
+def test_strength_bins_off_the_strengths_scale_and_unfitted_kmeans_are_refused(frames):
+    rng = np.random.default_rng(2)
+    classes = np.r_[["normal"] * 50, ["hot_pixel"] * 50]
+    scores = rng.normal(size=100)
+    adc = np.r_[np.full(50, np.nan), rng.uniform(100, 3000, 50)]  # strengths in ADC
+    with pytest.raises(ValueError, match="strengths run 1"):
+        metrics.auc_by_strength(scores, classes, adc)
+    with pytest.raises(RuntimeError, match="not fitted"):
+        D.KMeansDetector().transform(frames)
+
+
+def test_training_refuses_fractional_sizes_and_nan_data():
+    import torch
+
+    from phbook import train
+
+    model = torch.nn.Linear(4, 4)
+    model.loss = lambda batch: ((model(batch) - batch) ** 2).mean()
+    x = np.random.default_rng(0).normal(size=(64, 4)).astype(np.float32)
+    with pytest.raises(ValueError, match="batch_size must be a whole number"):
+        train.fit(model, x, epochs=1, batch_size=2.5)
+    x[3, 1] = np.nan
+    with pytest.raises(ValueError, match="1 NaN or infinite"):
+        train.fit(model, x, epochs=1, batch_size=16)

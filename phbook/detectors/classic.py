@@ -352,8 +352,10 @@ class KMeansDetector(Detector):
 
     def transform(self, X) -> np.ndarray:
         """The features that are clustered: PCA coefficients or flattened pixels."""
+        if not hasattr(self, "pca_"):
+            raise RuntimeError("KMeansDetector is not fitted yet; call fit(X) first")
         flat = _flat(as_images(X)).astype(np.float64)
-        pca = getattr(self, "pca_", None)
+        pca = self.pca_
         return pca.transform(flat) if pca is not None else flat
 
     def predict_cluster(self, X) -> np.ndarray:
