@@ -65,7 +65,7 @@ def auc_standard_error(auc: float, n_pos: int, n_neg: int) -> float:
     negatives (Hanley & McNeil 1982): how far two AUCs on test sets of this size
     must differ before the difference means something."""
     a = _check_auc(auc)
-    _check_counts(n_pos, n_neg, 1.0)
+    _check_counts(n_pos, n_neg)
     q1, q2 = a / (2 - a), 2 * a * a / (1 + a)
     var = (a * (1 - a) + (n_pos - 1) * (q1 - a * a) + (n_neg - 1) * (q2 - a * a)) / (
         n_pos * n_neg
@@ -80,7 +80,8 @@ def _check_auc(auc) -> float:
     return a
 
 
-def _check_counts(n_pos, n_neg, k) -> None:
+def _check_counts(n_pos, n_neg, k: float = 1.0) -> None:
+    """Both class counts at least 1 and ``k`` (standard errors) positive."""
     if int(n_pos) < 1 or int(n_neg) < 1:
         raise ValueError(f"n_pos and n_neg must be at least 1, got {n_pos} and {n_neg}")
     if not k > 0:

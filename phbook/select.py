@@ -401,10 +401,8 @@ def select(
     if not isinstance(archive, _archive.Archive):
         archive = _archive.Archive(archive)
     out = Path(out)
-    if archive.file is not None:  # one PFF file: never the output, even with overwrite
-        writing.check_output(out, {"PFF file": archive.file}, overwrite=True)
-    if out.exists() and not overwrite:
-        raise FileExistsError(f"{out} exists; pass overwrite=True to replace it")
+    # one PFF file is never the output, even with overwrite
+    writing.check_output(out, {"PFF file": archive.file}, overwrite=overwrite)
     q = _as_query(query)
     prod = pff.data_product(q.dp)
     pop = population(archive, q, strict=strict)

@@ -200,15 +200,12 @@ def score(
     if chunk_frames < 1:
         raise ValueError(f"chunk_frames must be at least 1, got {chunk_frames}")
     t0 = time.perf_counter()
-    inputs = {"source": source}
-    if isinstance(model, str | os.PathLike):
-        inputs["model file"] = model
-    elif getattr(model, "path", None):
-        inputs["model file"] = model.path
+    model = _load_model(model, device)
     # the input check only: an existing output is a resumption, or this model's
     # finished scores, or refused below
-    out = writing.check_output(out, inputs, overwrite=True)
-    model = _load_model(model, device)
+    out = writing.check_output(
+        out, {"source": source, "model file": model.path}, overwrite=True
+    )
     plan = plan_source(source, dp=model.dp, query=query, part_frames=part_frames)
     model.check(plan.dp, plan.image_shape, str(source))
     if out.exists():
