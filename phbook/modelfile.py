@@ -318,6 +318,8 @@ def _pointflash_build(params: dict, fit_kwargs: dict) -> Detector:
     return PointFlash(
         noise_floor=float(params["noise_floor"]),
         contamination=float(params.get("contamination", 0.01)),
+        # files written before the option read as the single pixel they scored
+        block=str(params.get("block", "1x1")),
     )
 
 
@@ -328,7 +330,8 @@ def _pointflash_get(det: Detector) -> tuple[dict, dict]:
         "tail_scale": det.tail_scale_,
         "sorted": det.sorted_,
     }
-    return {"noise_floor": float(det.noise_floor)}, state
+    block = "x".join(str(b) for b in det.block)
+    return {"noise_floor": float(det.noise_floor), "block": block}, state
 
 
 def _pointflash_set(params: dict, state: dict, image_shape: tuple) -> Detector:
@@ -351,6 +354,13 @@ register(
                 float,
                 10.0,
                 "ADC added to the neighbours' mean under the square root of the noise",
+            ),
+            Option(
+                "block",
+                str,
+                "1x1",
+                "the flash's footprint, rows x columns: 1x1 one pixel, 2x2 light shared "
+                "where four pixels meet (the block's weakest pixel against its ring)",
             ),
         ),
         build=_pointflash_build,

@@ -422,3 +422,38 @@ def test_a_physics_check_trains_and_scores_from_the_command_line(
     assert rc == 0, err
     df, _ = score.read_scores(tmp_path / "s.h5")
     np.testing.assert_allclose(df["score"], direct.anomaly_score(images), rtol=1e-6)
+
+
+def test_a_block_point_flash_keeps_its_footprint_in_the_model_file(
+    trained, tmp_path, capsys
+):
+    from phbook import detectors
+
+    sel, _ = trained
+    model = tmp_path / "block.pt"
+    rc, _, err = run(
+        capsys, "train", sel, "--model", "point-flash", "--block", "2x2", "-o", model, "-q"
+    )
+    assert rc == 0, err
+    m = modelfile.load(model)
+    assert m.detector.block == (2, 2)
+    images, _, _ = select.load(sel)
+    order = np.random.default_rng(0).permutation(len(images))
+    direct = detectors.PointFlash(block=(2, 2)).fit(images[order].astype(np.float32))
+    np.testing.assert_allclose(
+        m.detector.anomaly_score(images), direct.anomaly_score(images), rtol=1e-6
+    )
+    # a footprint that is not rows x columns is refused before any training
+    rc, _, err = run(
+        capsys,
+        "train",
+        sel,
+        "--model",
+        "point-flash",
+        "--block",
+        "2",
+        "-o",
+        tmp_path / "bad.pt",
+        "-q",
+    )
+    assert rc != 0 and "block" in err and not (tmp_path / "bad.pt").exists()

@@ -96,3 +96,56 @@ def test_any_frame_size_works_a_module_of_four_quabos():
     x = np.full((1, 32, 32), 16.0, np.float32)
     x[0, 20, 30] += 90.0
     np.testing.assert_allclose(local_excess(x, 20.0), [90.0 / np.sqrt(36.0)], rtol=1e-6)
+
+
+def test_a_block_is_its_weakest_pixel_against_the_ring_around_it():
+    x = np.full((3, 16, 16), 16.0, np.float32)
+    x[0, 5:7, 8:10] += 150.0  # light shared by four pixels
+    x[1, 5, 8] += 600.0  # the same light in one pixel
+    x[2, 5:7, 8:10] += [[150.0, 150.0], [150.0, 40.0]]  # one pixel of the four dim
+    z = local_excess(x, noise_floor=20.0, block="2x2")
+    shared = 150.0 / np.sqrt(16.0 + 20.0)  # the ring of 12 is the flat sky
+    np.testing.assert_allclose(z[0], shared, rtol=1e-5)
+    # one bright pixel lights no whole block: its best block is the pixel and three
+    # dark ones, whose weakest pixel sits at or below its ring
+    assert z[1] <= 0.0
+    np.testing.assert_allclose(z[2], 40.0 / np.sqrt(36.0), rtol=1e-5)
+    # (1, 1) is the single-pixel excess, whichever way the block is written
+    for frames in (x, np.random.default_rng(0).poisson(20, (5, 16, 16))):
+        np.testing.assert_array_equal(
+            local_excess(frames, 10.0), local_excess(frames, 10.0, block=(1, 1))
+        )
+    np.testing.assert_array_equal(
+        local_excess(x, 20.0, block=(2, 2)), local_excess(x, 20.0, block="2X2")
+    )
+
+
+def test_a_flash_shared_by_four_pixels_is_seen_by_the_block_not_the_pixel(
+    sim_normal_adc, sim_test_adc
+):
+    rng = np.random.default_rng(4)
+    n = len(sim_test_adc)
+    shared = sim_test_adc.astype(np.float32)
+    r, c = rng.integers(1, 14, n), rng.integers(1, 14, n)
+    for dr in (0, 1):
+        for dc in (0, 1):
+            shared[np.arange(n), r + dr, c + dc] += 150.0
+    y = np.r_[np.zeros(n), np.ones(n)]
+    block = PointFlash(block=(2, 2)).fit(sim_normal_adc)
+    pixel = PointFlash().fit(sim_normal_adc)
+
+    def auc(det):
+        return metrics.roc_auc(
+            y, np.r_[det.anomaly_score(sim_test_adc), det.anomaly_score(shared)]
+        )
+
+    assert auc(block) > 0.97
+    assert auc(block) > auc(pixel) + 0.05
+
+
+def test_bad_blocks_are_clear():
+    for bad in ("2", "2x", "axb", (0, 2), (2,), "1x1x1"):
+        with pytest.raises(ValueError, match="block"):
+            PointFlash(block=bad)
+    with pytest.raises(ValueError, match="does not fit"):
+        local_excess(np.zeros((1, 4, 4)), block=(5, 1))

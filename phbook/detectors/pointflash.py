@@ -16,6 +16,21 @@ From normal frames it learns the distribution of that largest excess; the score 
 ``-log10`` of its tail probability (empirical up to the 90th percentile of the normal
 frames, an exponential tail fitted to their excesses above it), on the same scale as
 :class:`~phbook.detectors.ReadoutFaults`.
+
+A pulse that lands where two or four pixels meet shares its light between them, and
+then each lit pixel has a bright neighbour: the single-pixel excess above sees it
+weakly. ``PointFlash(block=(2, 2))`` looks for that footprint instead: for every
+block of ``rows x columns`` pixels, the excess of its *weakest* pixel over the mean of
+the ring of pixels around the block, in the same noise units. The weakest pixel, not
+the block's mean, because a single bright pixel raises a block's mean as much as
+light shared by all four does; only a flash that lights every pixel of the block
+lifts its weakest one. ``block=(1, 1)`` (the default) is the single-pixel excess. On
+chapter 9's 88 real frames with a 600 ADC flash shared by a random 2x2 block, the
+single-pixel excess reaches ROC-AUC 0.62, the block's mean over its ring 0.90, its
+weakest pixel 0.96 (measured when the block option was added; the weakest pixel was chosen on
+those frames, so their AUC is not blind to that choice). A block detector sees little else:
+a point source that lands in one pixel lights no whole 2x2 block, which is why both
+footprints are worth running (chapter 9 fuses them).
 """
 
 from __future__ import annotations
@@ -30,11 +45,39 @@ _TAIL_QUANTILE = 0.9
 _CHUNK = 65536  # frames per pass: about 6 x 64 MiB of float32 at 16 x 16
 
 
-def local_excess(images: np.ndarray, noise_floor: float = 10.0) -> np.ndarray:
+def _block(block) -> tuple[int, int]:
+    """``(rows, columns)`` of a footprint given as a pair or as ``"2x2"``."""
+    if isinstance(block, str):
+        parts = block.lower().replace(" ", "").split("x")
+        if len(parts) != 2 or not all(p.isdigit() for p in parts):
+            raise ValueError(f"block must look like '2x2' (rows x columns), got {block!r}")
+        block = parts
+    try:
+        h, w = (int(b) for b in block)
+    except (TypeError, ValueError):
+        raise ValueError(f"block must be (rows, columns) or 'RxC', got {block!r}") from None
+    if h < 1 or w < 1:
+        raise ValueError(f"block must be at least 1 x 1 pixels, got {h} x {w}")
+    return h, w
+
+
+def _window_sum(p: np.ndarray, h: int, w: int) -> np.ndarray:
+    """Sums of every ``h x w`` window of ``p`` (N, H, W): (N, H - h + 1, W - w + 1),
+    by two 1-D passes."""
+    rows = sum(p[:, i : p.shape[1] - h + 1 + i] for i in range(h))
+    return sum(rows[:, :, j : p.shape[2] - w + 1 + j] for j in range(w))
+
+
+def local_excess(images: np.ndarray, noise_floor: float = 10.0, block=(1, 1)) -> np.ndarray:
     """Per frame, the largest excess of a pixel over the mean of its 8 neighbours,
     ``(x - m) / sqrt(max(m, 0) + noise_floor)``, for frames ``(N, H, W)`` (or
     ``(N, 1, H, W)``) in ADC, baseline subtracted: a 16 x 16 quabo, a 32 x 32 module.
-    A neighbour outside the frame is the nearest pixel inside."""
+    A neighbour outside the frame is the nearest pixel inside.
+
+    ``block=(rows, columns)`` (or ``"2x2"``) generalises the pixel to a block: ``x`` is
+    then the block's weakest pixel and ``m`` the mean of the ring of pixels around the
+    block (12 for a 2x2 block); ``(1, 1)`` is the single pixel above.
+    """
     x = np.asarray(images, dtype=np.float32)
     if x.ndim == 4 and x.shape[1] == 1:
         x = x[:, 0]
@@ -42,13 +85,21 @@ def local_excess(images: np.ndarray, noise_floor: float = 10.0) -> np.ndarray:
         raise ValueError(f"frames must have shape (N, H, W) with H, W >= 2, got {x.shape}")
     if not noise_floor > 0:
         raise ValueError(f"noise_floor must be positive, got {noise_floor}")
+    h, w = _block(block)
+    if h > x.shape[1] or w > x.shape[2]:
+        raise ValueError(f"a {h} x {w} block does not fit in {x.shape[1:]} frames")
     n = len(x)
     p = np.pad(x, ((0, 0), (1, 1), (1, 1)), mode="edge")
-    # the 3x3 box sum by two 1-D passes, then the centre taken out
-    rows = p[:, :-2] + p[:, 1:-1] + p[:, 2:]
-    box = rows[:, :, :-2] + rows[:, :, 1:-1] + rows[:, :, 2:]
-    mean = (box - x) / 8.0
-    z = (x - mean) / np.sqrt(np.maximum(mean, 0.0) + np.float32(noise_floor))
+    # the block's weakest pixel, and the box around it less the block
+    nh, nw = x.shape[1] - h + 1, x.shape[2] - w + 1
+    weakest = x[:, :nh, :nw]
+    for i in range(h):
+        for j in range(w):
+            if i or j:
+                weakest = np.minimum(weakest, x[:, i : i + nh, j : j + nw])
+    inner = _window_sum(x, h, w)
+    ring = (_window_sum(p, h + 2, w + 2) - inner) / float((h + 2) * (w + 2) - h * w)
+    z = (weakest - ring) / np.sqrt(np.maximum(ring, 0.0) + np.float32(noise_floor))
     return z.reshape(n, -1).max(axis=1)
 
 
@@ -71,13 +122,17 @@ class PointFlash(Detector):
     deliberately, since showers that leave the frame are brightest at the edge.
     Frames in ADC, baseline subtracted, any size (``transform``, if given, is undone
     first, as for :class:`~phbook.detectors.HillasCut`); NaN or infinite pixels are an
-    error.
+    error. ``block`` (``(rows, columns)`` or ``"2x2"``) looks for light shared by a block
+    of pixels instead of one pixel (module docstring).
     """
 
-    def __init__(self, noise_floor: float = 10.0, transform=None, contamination=0.01):
+    def __init__(
+        self, noise_floor: float = 10.0, transform=None, contamination=0.01, block=(1, 1)
+    ):
         super().__init__(contamination)
         self.noise_floor = noise_floor
         self.transform = transform
+        self.block = _block(block)
 
     def _excess(self, x) -> np.ndarray:
         """:func:`local_excess` of ADC frames, in chunks (bounded memory)."""
@@ -91,7 +146,7 @@ class PointFlash(Detector):
                     f"frame {bad} holds NaN or infinite pixels: PointFlash scores "
                     "pulse heights in ADC"
                 )
-            out[start : start + _CHUNK] = local_excess(part, self.noise_floor)
+            out[start : start + _CHUNK] = local_excess(part, self.noise_floor, self.block)
         return out
 
     def _fit(self, x):
