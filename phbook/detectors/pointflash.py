@@ -24,13 +24,14 @@ block of ``rows x columns`` pixels, the excess of its *weakest* pixel over the m
 the ring of pixels around the block, in the same noise units. The weakest pixel, not
 the block's mean, because a single bright pixel raises a block's mean as much as
 light shared by all four does; only a flash that lights every pixel of the block
-lifts its weakest one. ``block=(1, 1)`` (the default) is the single-pixel excess. On
-chapter 9's 88 real frames with a 600 ADC flash shared by a random 2x2 block, the
+lifts its weakest one. ``block=(1, 1)`` (the default) is the single-pixel excess.
+On chapter 9's 88 real frames with a 600 ADC flash shared by a random 2x2 block, the
 single-pixel excess reaches ROC-AUC 0.62, the block's mean over its ring 0.90, its
-weakest pixel 0.96 (measured when the block option was added; the weakest pixel was chosen on
-those frames, so their AUC is not blind to that choice). A block detector sees little else:
-a point source that lands in one pixel lights no whole 2x2 block, which is why both
-footprints are worth running (chapter 9 fuses them).
+weakest pixel 0.96 (measured when the block option was added; the weakest pixel was
+chosen on those frames, so their AUC is not blind to that choice). A block check sees
+little else: a point source that lands in one pixel lights no whole 2x2 block, and a
+speckled frame need not top its ranking, which is why the benchmark runs both
+footprints.
 """
 
 from __future__ import annotations
