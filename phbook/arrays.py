@@ -27,7 +27,11 @@ def as_images(X, name: str = "X") -> np.ndarray:
     if hasattr(X, "detach"):
         X = X.detach().cpu().numpy()
     x = np.asarray(X)
-    if x.dtype.kind not in "biuf":
+    if x.dtype.kind == "b":
+        raise TypeError(
+            f"{name} is a boolean array (a mask?), not images: pass the pixel values"
+        )
+    if x.dtype.kind not in "iuf":
         raise TypeError(f"{name} must hold numbers, got dtype {x.dtype}")
     if x.ndim == 3:
         x = x[:, None]

@@ -130,3 +130,29 @@ def test_training_refuses_fractional_sizes_and_nan_data():
     x[3, 1] = np.nan
     with pytest.raises(ValueError, match="1 NaN or infinite"):
         train.fit(model, x, epochs=1, batch_size=16)
+
+
+def test_a_boolean_mask_is_not_taken_for_images(frames):
+    with pytest.raises(TypeError, match="boolean array"):
+        D.PCAReconstruction().fit(frames > 15)
+
+
+def test_one_training_image_is_too_few_to_learn_normal_from(frames):
+    # an IsolationForest fitted on one frame scored every frame 0.5
+    with pytest.raises(ValueError, match="at least 2 training images"):
+        D.IsolationForestDetector(n_estimators=20).fit(frames[:1])
+
+
+@pytest.mark.parametrize(
+    "call",
+    [
+        lambda x: D.IncrementalPCADetector(n_components=4).transform(x),
+        lambda x: D.DictionaryLearningDetector().transform(x),
+        lambda x: D.ScoreFusion([D.HillasCut(), D.ReadoutFaults()]).p_values(x),
+        lambda x: D.ScoreFusion([D.HillasCut(), D.ReadoutFaults()]).log_p_values(x),
+    ],
+    ids=["ipca", "dictionary", "fusion-p", "fusion-logp"],
+)
+def test_methods_used_before_fit_say_so(frames, call):
+    with pytest.raises(RuntimeError, match="not fitted yet"):
+        call(frames[:10])

@@ -72,6 +72,11 @@ class Detector(OutlierMixin, BaseEstimator):
                 f"contamination must lie in [0, 0.5), got {self.contamination}"
             )
         x = as_images(X)
+        if len(x) < 2:
+            raise ValueError(
+                f"{type(self).__name__} needs at least 2 training images to learn what "
+                f"normal looks like, got {len(x)}"
+            )
         self.image_shape_ = tuple(x.shape[1:])
         self._fit(x)
         train_scores = self.score_samples(x)
@@ -220,6 +225,7 @@ class ScoreFusion(Detector):
         """(n, n_detectors) ``log p`` of each frame under each detector: continuous
         and calibrated (:func:`phbook.pvalues.log_p_values`), so frames odder than
         every training frame still rank by how much odder (no ties at the top)."""
+        x = self._checked(x)
         return np.column_stack(
             [
                 log_p_values(ref, det.anomaly_score(x))

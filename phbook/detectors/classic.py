@@ -139,7 +139,8 @@ class IncrementalPCADetector(Detector):
 
     def transform(self, X) -> np.ndarray:
         """The principal-component coefficients (the latent code) of each image."""
-        return self.pca_.transform(_flat(self._checked(X)))
+        flat = _flat(self._checked(X))  # says 'not fitted' before pca_ is read
+        return self.pca_.transform(flat)
 
     def _anomaly_score(self, x):
         # float64: a float32 product's last bit depends on how BLAS blocks the rows
@@ -195,7 +196,8 @@ class DictionaryLearningDetector(Detector):
 
     def transform(self, X) -> np.ndarray:
         """The sparse code (at most ``n_nonzero`` non-zeros) of each image."""
-        return self.dict_.transform(_flat(self._checked(X)))
+        flat = _flat(self._checked(X))  # says 'not fitted' before dict_ is read
+        return self.dict_.transform(flat)
 
     def _anomaly_score(self, x):
         flat = _flat(x)
