@@ -330,7 +330,7 @@ def _pointflash_get(det: Detector) -> tuple[dict, dict]:
         "tail_scale": det.tail_scale_,
         "sorted": det.sorted_,
     }
-    block = "x".join(str(b) for b in det.block)
+    block = "x".join(str(b) for b in det.footprint)
     return {"noise_floor": float(det.noise_floor), "block": block}, state
 
 

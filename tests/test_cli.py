@@ -436,7 +436,7 @@ def test_a_block_point_flash_keeps_its_footprint_in_the_model_file(
     )
     assert rc == 0, err
     m = modelfile.load(model)
-    assert m.detector.block == (2, 2)
+    assert m.detector.footprint == (2, 2)
     images, _, _ = select.load(sel)
     order = np.random.default_rng(0).permutation(len(images))
     direct = detectors.PointFlash(block=(2, 2)).fit(images[order].astype(np.float32))

@@ -144,8 +144,79 @@ def test_a_flash_shared_by_four_pixels_is_seen_by_the_block_not_the_pixel(
 
 
 def test_bad_blocks_are_clear():
-    for bad in ("2", "2x", "axb", (0, 2), (2,), "1x1x1"):
+    for bad in ("2", "2x", "axb", (0, 2), (2,), "1x1x1", (2.7, 2), (True, 2), 2):
         with pytest.raises(ValueError, match="block"):
             PointFlash(block=bad)
     with pytest.raises(ValueError, match="does not fit"):
         local_excess(np.zeros((1, 4, 4)), block=(5, 1))
+
+
+def _excess_by_hand(x, h, w, floor):
+    """The block excess pixel by pixel: the ring is the (h+2) x (w+2) box around the
+    block less the block, a position outside the frame read at the nearest pixel."""
+    n, H, W = x.shape
+    best = np.full(n, -np.inf)
+    for r in range(H - h + 1):
+        for c in range(W - w + 1):
+            ring = []
+            for i in range(r - 1, r + h + 1):
+                for j in range(c - 1, c + w + 1):
+                    if r <= i < r + h and c <= j < c + w:
+                        continue
+                    ring.append(x[:, min(max(i, 0), H - 1), min(max(j, 0), W - 1)])
+            m = np.mean(ring, axis=0)
+            weakest = x[:, r : r + h, c : c + w].reshape(n, -1).min(axis=1)
+            best = np.maximum(best, (weakest - m) / np.sqrt(np.maximum(m, 0) + floor))
+    return best
+
+
+@pytest.mark.parametrize("block", [(1, 1), (1, 2), (2, 1), (2, 2), (3, 2)])
+def test_the_block_excess_is_what_its_definition_says(block):
+    rng = np.random.default_rng(7)
+    x = rng.poisson(20, (6, 9, 11)).astype(np.float32)
+    x[0, 0, 0] += 400  # a corner
+    x[1, 0:2, 5:7] += 150  # a block on the top edge
+    x[2, 8, 3:5] += 200  # the bottom edge
+    np.testing.assert_allclose(
+        local_excess(x, 10.0, block), _excess_by_hand(x, *block, 10.0), rtol=1e-5
+    )
+
+
+def test_the_block_survives_clone_set_params_and_the_model_file(sim_normal_adc, tmp_path):
+    from sklearn.base import clone
+
+    from phbook import modelfile
+
+    det = PointFlash(block="2x2")
+    assert clone(det).footprint == (2, 2)
+    det = PointFlash().set_params(block="2x2").fit(sim_normal_adc)
+    path = modelfile.save(
+        tmp_path / "pf.pt", det, "point-flash", dp="ph256", normalisation={"kind": "none"}
+    )
+    m = modelfile.load(path)
+    back = m.detector
+    assert back.footprint == (2, 2) and m.params["block"] == "2x2"
+    np.testing.assert_array_equal(
+        back.anomaly_score(sim_normal_adc[:50]), det.anomaly_score(sim_normal_adc[:50])
+    )
+
+
+def test_a_model_file_from_before_the_block_option_reads_as_one_pixel(
+    sim_normal_adc, tmp_path
+):
+    import torch
+
+    from phbook import modelfile
+
+    det = PointFlash().fit(sim_normal_adc)
+    path = modelfile.save(
+        tmp_path / "pf.pt", det, "point-flash", dp="ph256", normalisation={"kind": "none"}
+    )
+    obj = torch.load(path, weights_only=True)
+    del obj["params"]["block"]  # as phbook wrote it before the option existed
+    torch.save(obj, path)
+    back = modelfile.load(path).detector
+    assert back.footprint == (1, 1)
+    np.testing.assert_array_equal(
+        back.anomaly_score(sim_normal_adc[:50]), det.anomaly_score(sim_normal_adc[:50])
+    )

@@ -36,6 +36,8 @@ footprints.
 
 from __future__ import annotations
 
+import operator
+
 import numpy as np
 
 from .base import Detector, adc_frames
@@ -47,16 +49,22 @@ _CHUNK = 65536  # frames per pass: about 6 x 64 MiB of float32 at 16 x 16
 
 
 def _block(block) -> tuple[int, int]:
-    """``(rows, columns)`` of a footprint given as a pair or as ``"2x2"``."""
+    """``(rows, columns)`` of a footprint given as a pair of integers or as ``"2x2"``."""
     if isinstance(block, str):
         parts = block.lower().replace(" ", "").split("x")
         if len(parts) != 2 or not all(p.isdigit() for p in parts):
             raise ValueError(f"block must look like '2x2' (rows x columns), got {block!r}")
-        block = parts
-    try:
-        h, w = (int(b) for b in block)
-    except (TypeError, ValueError):
-        raise ValueError(f"block must be (rows, columns) or 'RxC', got {block!r}") from None
+        h, w = (int(p) for p in parts)
+    else:
+        try:
+            h, w = block
+            if isinstance(h, bool) or isinstance(w, bool):
+                raise TypeError
+            h, w = operator.index(h), operator.index(w)  # integers only: 2.7 is refused
+        except (TypeError, ValueError):
+            raise ValueError(
+                f"block must be two integers (rows, columns) or 'RxC', got {block!r}"
+            ) from None
     if h < 1 or w < 1:
         raise ValueError(f"block must be at least 1 x 1 pixels, got {h} x {w}")
     return h, w
@@ -124,7 +132,9 @@ class PointFlash(Detector):
     Frames in ADC, baseline subtracted, any size (``transform``, if given, is undone
     first, as for :class:`~phbook.detectors.HillasCut`); NaN or infinite pixels are an
     error. ``block`` (``(rows, columns)`` or ``"2x2"``) looks for light shared by a block
-    of pixels instead of one pixel (module docstring).
+    of pixels instead of one pixel (module docstring); on the edge the nearest pixels
+    inside stand in for the missing ring as they do for a pixel's neighbours, so a block
+    in a corner, five of whose twelve ring values are its own pixels, scores lower.
     """
 
     def __init__(
@@ -133,7 +143,13 @@ class PointFlash(Detector):
         super().__init__(contamination)
         self.noise_floor = noise_floor
         self.transform = transform
-        self.block = _block(block)
+        _block(block)  # a bad footprint is refused here, not after a fit
+        self.block = block  # as given (scikit-learn's clone and set_params expect it)
+
+    @property
+    def footprint(self) -> tuple[int, int]:
+        """``(rows, columns)`` of the block looked at: ``(1, 1)`` is one pixel."""
+        return _block(self.block)
 
     def _excess(self, x) -> np.ndarray:
         """:func:`local_excess` of ADC frames, in chunks (bounded memory)."""
@@ -147,7 +163,9 @@ class PointFlash(Detector):
                     f"frame {bad} holds NaN or infinite pixels: PointFlash scores "
                     "pulse heights in ADC"
                 )
-            out[start : start + _CHUNK] = local_excess(part, self.noise_floor, self.block)
+            out[start : start + _CHUNK] = local_excess(
+                part, self.noise_floor, self.footprint
+            )
         return out
 
     def _fit(self, x):
