@@ -14,8 +14,9 @@ discriminator (:class:`phbook.models.aae.AdversarialAutoencoder` with
 ``architecture="conv"``), trained as long and as fast as the autoencoder, so the two
 differ by the adversary (and by the scale of the squared error, summed over pixels by
 the AAE and averaged by the autoencoder, which Adam hardly notices), the comparison the
-paper makes. Every network is scored
-by its reconstruction error, as in the paper's code
+paper makes. The sizes give every network the VAE's number of epochs (a test checks
+it): with fewer, the autoencoders were still learning and the comparison measured
+training length. Every network is scored by its reconstruction error, as in the paper's code
 (github.com/DeepLense-Unsupervised/unsupervised-lensing keeps a reconstruction loss per
 model).
 
