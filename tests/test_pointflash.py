@@ -220,3 +220,16 @@ def test_a_model_file_from_before_the_block_option_reads_as_one_pixel(
     np.testing.assert_array_equal(
         back.anomaly_score(sim_normal_adc[:50]), det.anomaly_score(sim_normal_adc[:50])
     )
+
+
+def test_the_brightest_block_is_where_the_flash_was_put():
+    from phbook.detectors.pointflash import brightest_block, excess_map
+
+    x = np.random.default_rng(8).poisson(20, (4, 16, 16)).astype(np.float32)
+    at = [(0, 0), (5, 9), (14, 3), (7, 14)]  # top-left pixels of 2x2 flashes
+    for k, (r, c) in enumerate(at):
+        x[k, r : r + 2, c : c + 2] += 300.0
+    row, col, z = brightest_block(x, block=(2, 2))
+    assert list(zip(row.tolist(), col.tolist(), strict=True)) == at
+    np.testing.assert_array_equal(z, local_excess(x, block=(2, 2)))
+    assert excess_map(x, block=(2, 2)).shape == (4, 15, 15)

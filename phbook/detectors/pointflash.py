@@ -42,7 +42,7 @@ import numpy as np
 
 from .base import Detector, adc_frames
 
-__all__ = ["PointFlash", "local_excess"]
+__all__ = ["PointFlash", "local_excess", "excess_map", "brightest_block"]
 
 _TAIL_QUANTILE = 0.9
 _CHUNK = 65536  # frames per pass: about 6 x 64 MiB of float32 at 16 x 16
@@ -77,15 +77,13 @@ def _window_sum(p: np.ndarray, h: int, w: int) -> np.ndarray:
     return sum(rows[:, :, j : p.shape[2] - w + 1 + j] for j in range(w))
 
 
-def local_excess(images: np.ndarray, noise_floor: float = 10.0, block=(1, 1)) -> np.ndarray:
-    """Per frame, the largest excess of a pixel over the mean of its 8 neighbours,
-    ``(x - m) / sqrt(max(m, 0) + noise_floor)``, for frames ``(N, H, W)`` (or
-    ``(N, 1, H, W)``) in ADC, baseline subtracted: a 16 x 16 quabo, a 32 x 32 module.
-    A neighbour outside the frame is the nearest pixel inside.
-
-    ``block=(rows, columns)`` (or ``"2x2"``) generalises the pixel to a block: ``x`` is
-    then the block's weakest pixel and ``m`` the mean of the ring of pixels around the
-    block (12 for a 2x2 block); ``(1, 1)`` is the single pixel above.
+def excess_map(images: np.ndarray, noise_floor: float = 10.0, block=(1, 1)) -> np.ndarray:
+    """The excess of every block of a frame over the ring around it, in noise units:
+    ``(N, H - rows + 1, W - columns + 1)`` for frames ``(N, H, W)`` (or ``(N, 1, H, W)``)
+    in ADC, baseline subtracted. Entry ``[k, r, c]`` is the block whose top-left pixel is
+    ``(r, c)``: ``(x - m) / sqrt(max(m, 0) + noise_floor)`` with ``x`` the block's
+    weakest pixel and ``m`` the mean of the ring of pixels around it (8 for one pixel, 12
+    for a 2x2 block); a position outside the frame is read at the nearest pixel inside.
     """
     x = np.asarray(images, dtype=np.float32)
     if x.ndim == 4 and x.shape[1] == 1:
@@ -97,7 +95,6 @@ def local_excess(images: np.ndarray, noise_floor: float = 10.0, block=(1, 1)) ->
     h, w = _block(block)
     if h > x.shape[1] or w > x.shape[2]:
         raise ValueError(f"a {h} x {w} block does not fit in {x.shape[1:]} frames")
-    n = len(x)
     p = np.pad(x, ((0, 0), (1, 1), (1, 1)), mode="edge")
     # the block's weakest pixel, and the box around it less the block
     nh, nw = x.shape[1] - h + 1, x.shape[2] - w + 1
@@ -108,8 +105,33 @@ def local_excess(images: np.ndarray, noise_floor: float = 10.0, block=(1, 1)) ->
                 weakest = np.minimum(weakest, x[:, i : i + nh, j : j + nw])
     inner = _window_sum(x, h, w)
     ring = (_window_sum(p, h + 2, w + 2) - inner) / float((h + 2) * (w + 2) - h * w)
-    z = (weakest - ring) / np.sqrt(np.maximum(ring, 0.0) + np.float32(noise_floor))
-    return z.reshape(n, -1).max(axis=1)
+    return (weakest - ring) / np.sqrt(np.maximum(ring, 0.0) + np.float32(noise_floor))
+
+
+def local_excess(images: np.ndarray, noise_floor: float = 10.0, block=(1, 1)) -> np.ndarray:
+    """Per frame, the largest excess of a pixel over the mean of its 8 neighbours,
+    ``(x - m) / sqrt(max(m, 0) + noise_floor)``, for frames ``(N, H, W)`` (or
+    ``(N, 1, H, W)``) in ADC, baseline subtracted: a 16 x 16 quabo, a 32 x 32 module.
+    A neighbour outside the frame is the nearest pixel inside.
+
+    ``block=(rows, columns)`` (or ``"2x2"``) generalises the pixel to a block: ``x`` is
+    then the block's weakest pixel and ``m`` the mean of the ring of pixels around the
+    block (12 for a 2x2 block); ``(1, 1)`` is the single pixel above. The largest of
+    :func:`excess_map`.
+    """
+    z = excess_map(images, noise_floor, block)
+    return z.reshape(len(z), -1).max(axis=1)
+
+
+def brightest_block(images: np.ndarray, noise_floor: float = 10.0, block=(1, 1)):
+    """Where each frame's largest excess sits: ``(row, column, excess)`` arrays, the
+    top-left pixel of the block (or the pixel) that :func:`local_excess` reports, so a
+    flagged frame can be shown with the block that flagged it."""
+    z = excess_map(images, noise_floor, block)
+    flat = z.reshape(len(z), -1)
+    best = flat.argmax(axis=1)
+    row, col = np.unravel_index(best, z.shape[1:])
+    return row, col, flat[np.arange(len(z)), best]
 
 
 class PointFlash(Detector):
