@@ -233,3 +233,34 @@ def test_the_brightest_block_is_where_the_flash_was_put():
     assert list(zip(row.tolist(), col.tolist(), strict=True)) == at
     np.testing.assert_array_equal(z, local_excess(x, block=(2, 2)))
     assert excess_map(x, block=(2, 2)).shape == (4, 15, 15)
+
+
+def test_on_simulated_frames_the_weakest_pixel_beats_the_block_mean(sim_test_adc):
+    """The rule of the block check, checked on simulation alone: for light shared by
+    four pixels, the block's weakest pixel over its ring separates flashed from plain
+    simulated frames better than the block's mean over its ring (a single bright pixel
+    lifts a block's mean as much as the shared flash does)."""
+    from phbook.detectors.pointflash import _window_sum
+
+    def block_mean(frames, floor=10.0):
+        x = np.asarray(frames, np.float32)
+        p = np.pad(x, ((0, 0), (1, 1), (1, 1)), mode="edge")
+        inner = _window_sum(x, 2, 2)
+        ring = (_window_sum(p, 4, 4) - inner) / 12.0
+        z = (inner / 4 - ring) / np.sqrt(np.maximum(ring, 0) + floor)
+        return z.reshape(len(x), -1).max(axis=1)
+
+    rng = np.random.default_rng(5)
+    n = len(sim_test_adc)
+    shared = sim_test_adc.astype(np.float32)
+    r, c = rng.integers(0, 15, n), rng.integers(0, 15, n)
+    for dr in (0, 1):
+        for dc in (0, 1):
+            shared[np.arange(n), r + dr, c + dc] += 150.0
+    y = np.r_[np.zeros(n), np.ones(n)]
+    weakest = metrics.roc_auc(
+        y,
+        np.r_[local_excess(sim_test_adc, block=(2, 2)), local_excess(shared, block=(2, 2))],
+    )
+    mean = metrics.roc_auc(y, np.r_[block_mean(sim_test_adc), block_mean(shared)])
+    assert weakest > mean + 0.02, (weakest, mean)
