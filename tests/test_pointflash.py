@@ -120,16 +120,24 @@ def test_a_block_is_its_weakest_pixel_against_the_ring_around_it():
     )
 
 
+def _shared_flash(frames, seed: int, corners: tuple[int, int]) -> np.ndarray:
+    """Copies of ``frames`` with 150 ADC added to each pixel of a random 2x2 block whose
+    top-left pixel lies in ``range(*corners)`` along both axes."""
+    rng = np.random.default_rng(seed)
+    n = len(frames)
+    out = np.asarray(frames, np.float32).copy()
+    r, c = rng.integers(*corners, n), rng.integers(*corners, n)
+    for dr in (0, 1):
+        for dc in (0, 1):
+            out[np.arange(n), r + dr, c + dc] += 150.0
+    return out
+
+
 def test_a_flash_shared_by_four_pixels_is_seen_by_the_block_not_the_pixel(
     sim_normal_adc, sim_test_adc
 ):
-    rng = np.random.default_rng(4)
     n = len(sim_test_adc)
-    shared = sim_test_adc.astype(np.float32)
-    r, c = rng.integers(1, 14, n), rng.integers(1, 14, n)
-    for dr in (0, 1):
-        for dc in (0, 1):
-            shared[np.arange(n), r + dr, c + dc] += 150.0
+    shared = _shared_flash(sim_test_adc, seed=4, corners=(1, 14))
     y = np.r_[np.zeros(n), np.ones(n)]
     block = PointFlash(block=(2, 2)).fit(sim_normal_adc)
     pixel = PointFlash().fit(sim_normal_adc)
@@ -250,13 +258,8 @@ def test_on_simulated_frames_the_weakest_pixel_beats_the_block_mean(sim_test_adc
         z = (inner / 4 - ring) / np.sqrt(np.maximum(ring, 0) + floor)
         return z.reshape(len(x), -1).max(axis=1)
 
-    rng = np.random.default_rng(5)
     n = len(sim_test_adc)
-    shared = sim_test_adc.astype(np.float32)
-    r, c = rng.integers(0, 15, n), rng.integers(0, 15, n)
-    for dr in (0, 1):
-        for dc in (0, 1):
-            shared[np.arange(n), r + dr, c + dc] += 150.0
+    shared = _shared_flash(sim_test_adc, seed=5, corners=(0, 15))
     y = np.r_[np.zeros(n), np.ones(n)]
     weakest = metrics.roc_auc(
         y,

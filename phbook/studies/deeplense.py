@@ -14,9 +14,10 @@ discriminator (:class:`phbook.models.aae.AdversarialAutoencoder` with
 ``architecture="conv"``), trained as long and as fast as the autoencoder, so the two
 differ by the adversary (and by the scale of the squared error, summed over pixels by
 the AAE and averaged by the autoencoder, which Adam hardly notices), the comparison the
-paper makes. The sizes give every network the VAE's number of epochs (a test checks
-it): with fewer, the autoencoders were still learning and the comparison measured
-training length. Every network is scored by its reconstruction error, as in the paper's code
+paper makes. Every network, the VAE included, trains for the same ``epochs`` (one
+size for all): with fewer for the autoencoders, they were still learning and the
+comparison measured training length. Every network is scored by its reconstruction
+error, as in the paper's code
 (github.com/DeepLense-Unsupervised/unsupervised-lensing keeps a reconstruction loss per
 model).
 
@@ -82,7 +83,6 @@ def paper_models(size, redshift: str, noise_floor: float, seed: int = 0) -> tupl
     """
     common = {"epochs": size.epochs, "batch_size": size.batch_size, "seed": seed}
     arch = {"latent_dim": size.latent_dim, "channels": size.channels}
-    vae_fit = {**common, "epochs": size.vae_epochs}
     tag = f"{redshift}-seed{seed}"
     stretch = transforms.SqrtStretch(noise_floor, x_max=5000.0)
     beta = 2.0 * stretch.noise_variance
@@ -102,7 +102,7 @@ def paper_models(size, redshift: str, noise_floor: float, seed: int = 0) -> tupl
                 "kl_delay": size.vae_delay,
                 "kl_warmup": size.vae_warmup,
             },
-            fit_kwargs=vae_fit,
+            fit_kwargs=common,
             name=f"deeplense-vae-{tag}",
             score="recon",
         ),
