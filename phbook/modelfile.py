@@ -318,8 +318,10 @@ def _pointflash_build(params: dict, fit_kwargs: dict) -> Detector:
     return PointFlash(
         noise_floor=float(params["noise_floor"]),
         contamination=float(params.get("contamination", 0.01)),
-        # files written before the option read as the single pixel they scored
+        # files written before these options read as the rule they were fitted with:
+        # a single pixel, no slope
         block=str(params.get("block", "1x1")),
+        slope=params.get("slope", 0.0),
     )
 
 
@@ -331,7 +333,8 @@ def _pointflash_get(det: Detector) -> tuple[dict, dict]:
         "sorted": det.sorted_,
     }
     block = "x".join(str(b) for b in det.footprint)
-    return {"noise_floor": float(det.noise_floor), "block": block}, state
+    params = {"noise_floor": float(det.noise_floor), "block": block}
+    return {**params, "slope": det.ring_slope}, state
 
 
 def _pointflash_set(params: dict, state: dict, image_shape: tuple) -> Detector:
@@ -361,6 +364,14 @@ register(
                 "1x1",
                 "the flash's footprint, rows x columns: 1x1 one pixel, 2x2 light shared "
                 "where four pixels meet (the block's weakest pixel against its ring)",
+            ),
+            Option(
+                "slope",
+                float,
+                None,
+                "how much of the rise from the next ring out to the ring is carried "
+                "into the light expected in the block (unset: 0 for 1x1, 1 for a larger "
+                "block)",
             ),
         ),
         build=_pointflash_build,

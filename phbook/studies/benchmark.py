@@ -207,7 +207,8 @@ def detector_specs(size: config.Sizes | None = None) -> list[DetectorSpec]:
         ),
         # the same light where four pixels meet: each lit pixel then has bright
         # neighbours, so the single-pixel excess misses it; the weakest pixel of a 2x2
-        # block against the ring around it does not (the PointFlash docstring)
+        # block against the light expected from the rings around it does not (the
+        # PointFlash docstring; the block's default slope)
         DetectorSpec(
             "PointFlash 2x2",
             "physics",
