@@ -141,6 +141,10 @@ def test_one_training_image_is_too_few_to_learn_normal_from(frames):
     # an IsolationForest fitted on one frame scored every frame 0.5
     with pytest.raises(ValueError, match="at least 2 training images"):
         D.IsolationForestDetector(n_estimators=20).fit(frames[:1])
+    # the detectors with a fit of their own make the same check, before any training
+    for det in (D.AnoGANDetector(), D.SmoothLensDetector()):
+        with pytest.raises(ValueError, match="at least 2 training images"):
+            det.fit(frames[:1])
 
 
 @pytest.mark.parametrize(

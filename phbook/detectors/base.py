@@ -65,8 +65,9 @@ class Detector(OutlierMixin, BaseEstimator):
         raise NotImplementedError
 
     # -- the public API
-    def fit(self, X, y=None):
-        """Learn what normal images look like from ``X`` (``y`` is ignored)."""
+    def _training_images(self, X) -> np.ndarray:
+        """``X`` as images after the checks every ``fit`` makes (contamination, at
+        least 2 images); sets ``image_shape_``. For subclasses that override ``fit``."""
         if not 0 <= self.contamination < 0.5:
             raise ValueError(
                 f"contamination must lie in [0, 0.5), got {self.contamination}"
@@ -78,6 +79,11 @@ class Detector(OutlierMixin, BaseEstimator):
                 f"normal looks like, got {len(x)}"
             )
         self.image_shape_ = tuple(x.shape[1:])
+        return x
+
+    def fit(self, X, y=None):
+        """Learn what normal images look like from ``X`` (``y`` is ignored)."""
+        x = self._training_images(X)
         self._fit(x)
         train_scores = self.score_samples(x)
         if not np.isfinite(train_scores).all():

@@ -6,7 +6,6 @@ from __future__ import annotations
 import numpy as np
 
 from .. import train as training
-from ..arrays import as_images
 from ..models import gan as G
 from ..models.aae import AdversarialAutoencoder
 from ..models.gan import (
@@ -308,14 +307,9 @@ class AnoGANDetector(_TorchDetector):
 
     def fit(self, X, y=None):
         """Train (or take) the GAN; the threshold comes from a training subsample."""
-        if not 0 <= self.contamination < 0.5:
-            raise ValueError(
-                f"contamination must lie in [0, 0.5), got {self.contamination}"
-            )
         if self.offset_sample < 1:
             raise ValueError(f"offset_sample must be at least 1, got {self.offset_sample}")
-        x = as_images(X)
-        self.image_shape_ = tuple(x.shape[1:])
+        x = self._training_images(X)
         self._fit(x)
         rng = np.random.default_rng(self.seed)
         pick = rng.choice(len(x), min(len(x), self.offset_sample), replace=False)

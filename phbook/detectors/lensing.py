@@ -179,12 +179,7 @@ class SmoothLensDetector(Detector):
     def fit(self, X, y=None):
         """Measure the sky noise on ``X`` and index the library; ``offset_`` from the
         first ``calibration_size`` images of ``X`` (fitting every image is slow)."""
-        if not 0 <= self.contamination < 0.5:
-            raise ValueError(
-                f"contamination must lie in [0, 0.5), got {self.contamination}"
-            )
-        x = as_images(X)
-        self.image_shape_ = tuple(x.shape[1:])
+        x = self._training_images(X)
         self._fit(x)
         calib = x[: max(1, int(self.calibration_size))]
         self.offset_ = float(np.quantile(self.score_samples(calib), self.contamination))
