@@ -405,7 +405,7 @@ def _add_family_args(p: argparse.ArgumentParser) -> None:
     )
     for name, uses in _family_options().items():
         opt = uses[0][1]
-        where = ", ".join(f"{fam.name}: {o.default!r}" for fam, o in uses)
+        where = ", ".join(f"{fam.name}: {o.shown_default}" for fam, o in uses)
         g.add_argument(
             opt.flag,
             dest=f"opt_{name}",

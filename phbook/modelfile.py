@@ -90,6 +90,11 @@ class Option:
     def flag(self) -> str:
         return "--" + self.name.replace("_", "-")
 
+    @property
+    def shown_default(self) -> str:
+        """The default as ``--help`` shows it: ``unset`` where the detector chooses."""
+        return "unset" if self.default is None else repr(self.default)
+
 
 #: Training options shared by the families trained with :func:`phbook.train.fit`.
 TRAIN_OPTIONS: tuple[Option, ...] = (

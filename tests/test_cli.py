@@ -74,7 +74,7 @@ def test_help_explains_every_step(capsys):
     for command, words in {
         "inspect": ("damaged", "--no-scan"),
         "select": ("uniformly at random", "--pe-threshold", "--min-domes"),
-        "train": ("pca", "--n-components", "torchrun", "weights"),
+        "train": ("pca", "--n-components", "torchrun", "weights", "[point-flash: unset]"),
         "score": ("journal", "--scheduler", "--workers", "resumes", "--strict"),
         "top": ("byte offset", "--csv"),
     }.items():
@@ -83,6 +83,7 @@ def test_help_explains_every_step(capsys):
         assert rc == 0
         for word in words:
             assert word in out, (command, word)
+        assert ": None]" not in out  # a default the detector chooses reads "unset"
     rc, _, err = run(capsys, "score")
     assert rc == 2 and "required" in err
 
