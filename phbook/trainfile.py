@@ -186,6 +186,8 @@ def prepare(
     normalisation ignores them. ``rank``/``world`` describe a DDP launch."""
     fam = modelfile.family(family)
     params = _params(fam, params)
+    if not fam.trains:  # a bad option (--block 2, --slope -1) before the frames are read
+        fam.build({**params, "contamination": contamination}, {})
     # refused now, not after the training: an input as the output, an existing file,
     # a folder that takes no file
     out = writing.check_output(

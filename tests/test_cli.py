@@ -438,6 +438,7 @@ def test_a_block_point_flash_keeps_its_footprint_in_the_model_file(
     assert rc == 0, err
     m = modelfile.load(model)
     assert m.detector.footprint == (2, 2)
+    assert m.params["slope"] == 1.0  # the block's default slope, kept in the file
     images, _, _ = select.load(sel)
     order = np.random.default_rng(0).permutation(len(images))
     direct = detectors.PointFlash(block=(2, 2)).fit(images[order].astype(np.float32))
@@ -458,3 +459,25 @@ def test_a_block_point_flash_keeps_its_footprint_in_the_model_file(
         "-q",
     )
     assert rc != 0 and "block" in err and not (tmp_path / "bad.pt").exists()
+    # a slope as given is kept; a negative one is refused, before the frames are read
+    rc, _, err = run(
+        capsys,
+        "train",
+        sel,
+        "--model",
+        "point-flash",
+        "--block",
+        "2x2",
+        "--slope",
+        "0.5",
+        "-o",
+        tmp_path / "half.pt",
+        "-q",
+    )
+    assert rc == 0, err
+    assert modelfile.load(tmp_path / "half.pt").detector.ring_slope == 0.5
+    missing = tmp_path / "no-such-selection.h5"
+    args = ("--model", "point-flash", "--slope", "-1", "-o", tmp_path / "neg.pt", "-q")
+    rc, _, err = run(capsys, "train", missing, *args)
+    assert rc != 0 and "slope" in err and "does not exist" not in err, err
+    assert not (tmp_path / "neg.pt").exists()

@@ -221,7 +221,8 @@ def test_the_default_slope_is_the_footprints_and_bad_slopes_are_clear():
     assert PointFlash(block="2x2").ring_slope == 1.0
     assert PointFlash(block="2x2", slope=0).ring_slope == 0.0
     assert PointFlash(slope=0.5).ring_slope == 0.5
-    for bad in (-1, float("nan"), float("inf"), "steep", True, [1]):
+    assert PointFlash(slope=np.float32(0.5)).ring_slope == 0.5
+    for bad in (-1, float("nan"), float("inf"), "steep", "0.5", True, np.True_, [1]):
         with pytest.raises(ValueError, match="slope"):
             PointFlash(block="2x2", slope=bad)
         with pytest.raises(ValueError, match="slope"):
