@@ -23,6 +23,9 @@ real-frame ranking, writes the tidy table as CSV and Markdown to
     how many of the speckled whole-quabo frames (found from the data) the best
     detector ranks among the 5 most anomalous of the real frames (null without the
     real sample); ``real_speckled`` is how many there are;
+``real_speckled_first_by_detector``
+    per detector, how many of the speckled frames it ranks among the first
+    ``real_speckled`` of the real frames (4 of 4: they top its ranking);
 ``pyod_best_auc``
     the best overall ROC-AUC of PyOD's detectors (``pyod_best`` names it), run on the
     same arrays (:func:`phbook.studies.sidebyside.pyod_specs`);
@@ -180,7 +183,7 @@ def main() -> dict:
     bright = (data.strength_test >= 0.5) | (labels == 0)
     auc_bright = metrics.roc_auc(labels[bright], result.scores_of()[best][bright])
     log(f"\n{best}: ROC-AUC {auc_bright:.3f} on anomalies of strength >= 0.5")
-    real_top5, n_speckled, real_summary = None, None, {}
+    real_top5, n_speckled, real_summary, real_first = None, None, {}, {}
     injection, injection_best = None, None
     frames = benchmark.real_frames()
     if frames is None:
@@ -194,10 +197,11 @@ def main() -> dict:
         log(f"\nreal frames: {len(frames)}; speckled (from the data): {speckled.tolist()}")
         for name in top.index:
             real_summary[name] = benchmark.flagged_in_top(ranking, name, 5)
+            real_first[name] = benchmark.flagged_in_top(ranking, name, n_speckled)
             order = ranking.sort_values(f"{name} rank").index[:8].tolist()
             log(
-                f"{name:24s} speckled in top 5: {real_summary[name]}/{n_speckled}; "
-                f"top 8 frames {order}"
+                f"{name:24s} speckled in top 5: {real_summary[name]}/{n_speckled}, "
+                f"in top {n_speckled}: {real_first[name]}; top 8 frames {order}"
             )
         real_top5 = real_summary[best]
         inj = sidebyside.real_injection_auc(
@@ -223,6 +227,7 @@ def main() -> dict:
         "real_speckled_in_top5": real_top5,
         "real_speckled": n_speckled,
         "real_speckled_in_top5_by_detector": real_summary or None,
+        "real_speckled_first_by_detector": real_first or None,
         "pyod_best_auc": round(float(pyod_rows["auc"].iloc[0]), 4),
         "pyod_best": str(pyod_rows.index[0]),
         "deep_family_auc": deep_auc,
