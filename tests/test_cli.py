@@ -431,10 +431,14 @@ def test_a_block_point_flash_keeps_its_footprint_in_the_model_file(
     from phbook import detectors
 
     sel, _ = trained
+
+    def train_flash(source, out, *options):
+        return run(
+            capsys, "train", source, "--model", "point-flash", *options, "-o", out, "-q"
+        )
+
     model = tmp_path / "block.pt"
-    rc, _, err = run(
-        capsys, "train", sel, "--model", "point-flash", "--block", "2x2", "-o", model, "-q"
-    )
+    rc, _, err = train_flash(sel, model, "--block", "2x2")
     assert rc == 0, err
     m = modelfile.load(model)
     assert m.detector.footprint == (2, 2)
@@ -446,38 +450,13 @@ def test_a_block_point_flash_keeps_its_footprint_in_the_model_file(
         m.detector.anomaly_score(images), direct.anomaly_score(images), rtol=1e-6
     )
     # a footprint that is not rows x columns is refused before any training
-    rc, _, err = run(
-        capsys,
-        "train",
-        sel,
-        "--model",
-        "point-flash",
-        "--block",
-        "2",
-        "-o",
-        tmp_path / "bad.pt",
-        "-q",
-    )
+    rc, _, err = train_flash(sel, tmp_path / "bad.pt", "--block", "2")
     assert rc != 0 and "block" in err and not (tmp_path / "bad.pt").exists()
     # a slope as given is kept; a negative one is refused, before the frames are read
-    rc, _, err = run(
-        capsys,
-        "train",
-        sel,
-        "--model",
-        "point-flash",
-        "--block",
-        "2x2",
-        "--slope",
-        "0.5",
-        "-o",
-        tmp_path / "half.pt",
-        "-q",
-    )
+    rc, _, err = train_flash(sel, tmp_path / "half.pt", "--block", "2x2", "--slope", "0.5")
     assert rc == 0, err
     assert modelfile.load(tmp_path / "half.pt").detector.ring_slope == 0.5
     missing = tmp_path / "no-such-selection.h5"
-    args = ("--model", "point-flash", "--slope", "-1", "-o", tmp_path / "neg.pt", "-q")
-    rc, _, err = run(capsys, "train", missing, *args)
+    rc, _, err = train_flash(missing, tmp_path / "neg.pt", "--slope", "-1")
     assert rc != 0 and "slope" in err and "does not exist" not in err, err
     assert not (tmp_path / "neg.pt").exists()
