@@ -37,26 +37,27 @@ more of the ring than of the next ring out, so a flash touching the edge makes a
 of its own and loses some excess (a 150 ADC per pixel 2x2 flash on 16 ADC sky: 29.4
 inside with or without the slope; 17.5 and 14.7 on an edge, 9.3 and 7.8 in a corner,
 without and with it), in the direction of the deliberate edge penalty.
-``slope=None`` (the default) takes the value chosen on
-simulation for the footprint, 0 for one pixel and 1 for a larger block. On chapter 9's
-simulated normal frames with a 600 ADC flash shared by a random 2x2 block (three draws)
-slopes 0, 0.25, 0.5, 0.75, 1, 1.5 and 2 gave ROC-AUC 0.957, 0.967, 0.973, 0.975, 0.975,
-0.973 and 0.970; for one pixel the simulated ``point_source`` class gave 0.954, 0.945
-and 0.906 for slopes 0, 0.5 and 1 (its light spreads into the neighbours, which is
-itself a slope). Two-pixel blocks agree with the default: the same 600 ADC
-flash shared by a 1 x 2 (2 x 1) block gave 0.987, 0.992, 0.992 (0.986, 0.992, 0.993)
-for slopes 0, 0.5 and 1. On the 88 real frames, which played no part in choosing the slope,
-the 2x2 check with slope 1 reaches 0.973 / 0.975 / 0.986 on the same fault (seeds 0-2;
-0.958 / 0.973 / 0.971 without the slope) and ranks the 4 speckled frames first, where
-without it three bright showers outranked them. The idea of looking at the light
-around the block did come from seeing those showers at the top of the real ranking, so
-it is not blind to the real frames. The block's rule itself (weakest pixel, not mean)
-was chosen on the real frames (single-pixel excess 0.62, block mean over its ring 0.90,
-weakest pixel 0.96 on the shared flash) and confirmed on simulation (weakest pixel
-0.956-0.958 against block mean 0.893-0.896; the ring's mean beats its brightest pixel,
-0.956 against 0.847), and ``tests/test_pointflash.py`` checks both choices on simulated
-frames. A block check sees little else: a point source that lands in one pixel lights
-no whole 2x2 block, which is why the benchmark runs both footprints.
+
+``slope=None`` (the default) takes the value chosen on simulation for the footprint, 0
+for one pixel and 1 for a larger block. On chapter 9's simulated normal frames with a
+600 ADC flash shared by a random 2x2 block (three draws) slopes 0, 0.25, 0.5, 0.75, 1,
+1.5 and 2 gave ROC-AUC 0.957, 0.967, 0.973, 0.975, 0.975, 0.973 and 0.970; for one
+pixel the simulated ``point_source`` class gave 0.954, 0.945 and 0.906 for slopes 0,
+0.5 and 1 (its light spreads into the neighbours, which is itself a slope). Two-pixel
+blocks agree with the default: the same flash shared by a 1 x 2 (2 x 1) block gave
+0.987, 0.992, 0.992 (0.986, 0.992, 0.993) for slopes 0, 0.5 and 1. On the 88 real
+frames, which played no part in choosing the slope, the 2x2 check with slope 1 reaches
+0.973 / 0.975 / 0.986 on the same fault (seeds 0-2; 0.958 / 0.973 / 0.971 without the
+slope) and ranks the 4 speckled frames first, where without it three bright showers
+outranked them. The idea of looking at the light around the block did come from seeing
+those showers at the top of the real ranking, so it is not blind to the real frames.
+The block's rule itself (weakest pixel, not mean) was chosen on the real frames
+(single-pixel excess 0.62, block mean over its ring 0.90, weakest pixel 0.96 on the
+shared flash) and confirmed on simulation (weakest pixel 0.956-0.958 against block mean
+0.893-0.896; the ring's mean beats its brightest pixel, 0.956 against 0.847), and
+``tests/test_pointflash.py`` checks both choices on simulated frames. A block check
+sees little else: a point source that lands in one pixel lights no whole 2x2 block,
+which is why the benchmark runs both footprints.
 """
 
 from __future__ import annotations
