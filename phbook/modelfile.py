@@ -497,12 +497,15 @@ def deep_family(
     detector_options: Sequence[Option] = (),
     *,
     aliases: Sequence[str] = (),
+    legacy: dict[str, Any] | None = None,
 ) -> Family:
     """The registry entry of a neural-network detector of :mod:`phbook.detectors`
     (a ``DeepDetector`` subclass, named by ``detector``).
 
     ``model_options`` go to the model's constructor (``model_kwargs``), e.g.
     ``latent_dim`` and ``beta``; ``detector_options`` to the detector, e.g. ``score``.
+    ``legacy``: option -> value for model files written before the option existed
+    (where that value differs from today's default).
     The state saved is the model's ``state_dict`` and, for the latent-space scores,
     the Gaussian mixture fitted to the training codes.
     """
@@ -544,7 +547,11 @@ def deep_family(
 
     def set_state(params: dict, state: dict, image_shape: tuple) -> Detector:
         mk, dk = split(
-            {**{o.name: o.default for o in model_options + detector_options}, **params}
+            {
+                **{o.name: o.default for o in model_options + detector_options},
+                **(legacy or {}),
+                **params,
+            }
         )
         det = cls()(model_kwargs=mk, train=False, **dk)
         model = det.model_class(image_size=tuple(image_shape[-2:]), **mk)
@@ -610,8 +617,18 @@ def _register_deep() -> None:
                     "anomaly score: elbo, recon, kl, latent_nll or latent_dist",
                 ),
                 Option("n_samples", int, 8, "posterior samples of the ELBO score"),
+                Option(
+                    "elbo_beta",
+                    float,
+                    None,
+                    "the beta dividing the squared error of the ELBO score (unset: the "
+                    "model's own, whose decoder has pixel variance beta/2)",
+                ),
             ),
             aliases=("vae",),
+            # files written before the option scored the ELBO with beta 1, and their
+            # thresholds belong to that score
+            legacy={"elbo_beta": 1.0},
         )
     )
 

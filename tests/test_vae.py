@@ -192,3 +192,70 @@ def test_a_checkpoint_with_another_beta_is_not_reused(tmp_path):
     load_or_train("vae", V.BetaVAE(16, latent_dim=4, beta=1.0), x, **kwargs)
     with pytest.warns(UserWarning, match="different model"):
         load_or_train("vae", V.BetaVAE(16, latent_dim=4, beta=2.0), x, **kwargs)
+
+
+def test_elbo_score_is_the_models_own_bound():
+    """The ELBO score divides the squared error by the model's beta (its decoder's
+    variance is beta / 2) and adds the KL: with the same weights, the part above the
+    KL scales as 1 / beta, and a model of beta 0 (no ELBO) is refused."""
+    x = blobs(40)
+    torch.manual_seed(0)
+    first = V.BetaVAE(image_size=16, latent_dim=4, beta=0.2)
+    second = V.BetaVAE(image_size=16, latent_dim=4, beta=0.05)
+    second.load_state_dict(first.state_dict())
+    second.beta = 0.05
+
+    def score(model, name):
+        det = detectors.VAEDetector(
+            model, train=False, score=name, n_samples=3, seed=1, device="cpu"
+        )
+        return det.fit(x).anomaly_score(x)
+
+    kl = score(first, "kl")
+    np.testing.assert_allclose(score(second, "kl"), kl, rtol=1e-5)
+    above = {m.beta: score(m, "elbo") - kl for m in (first, second)}
+    assert (above[0.2] > 0).all()
+    np.testing.assert_allclose(above[0.2] * 0.2, above[0.05] * 0.05, rtol=1e-4)
+    first.beta = 0.0
+    with pytest.raises(ValueError, match="beta > 0"):
+        score(first, "elbo")
+
+
+def test_elbo_beta_in_model_files(tmp_path):
+    """A beta-VAE model file keeps the ELBO's division: unset (the model's beta) for a
+    new file, and beta 1 for a file written before the option, whose stored threshold
+    belongs to that older score."""
+    from phbook import modelfile
+
+    x = blobs(120)
+    det = detectors.VAEDetector(
+        model_kwargs={"latent_dim": 4, "beta": 0.1},
+        fit_kwargs={"epochs": 1, "batch_size": 64, "progress": False},
+        score="elbo",
+        n_samples=2,
+        device="cpu",
+    ).fit(x)
+    path = modelfile.save(
+        tmp_path / "vae.pt", det, "beta-vae", dp="ph256", normalisation={"kind": "none"}
+    )
+    back = modelfile.load(path).detector
+    assert back.elbo_beta is None and back.elbo_scale == pytest.approx(0.1)
+    np.testing.assert_allclose(back.anomaly_score(x[:20]), det.anomaly_score(x[:20]))
+    obj = torch.load(path, weights_only=True)
+    del obj["params"]["elbo_beta"]
+    torch.save(obj, path)
+    old = modelfile.load(path).detector
+    assert old.elbo_beta == 1.0
+    unit = detectors.VAEDetector(
+        det.model_, train=False, score="elbo", n_samples=2, elbo_beta=1.0, device="cpu"
+    ).fit(x)
+    np.testing.assert_allclose(old.anomaly_score(x[:20]), unit.anomaly_score(x[:20]))
+    for bad in (True, "1", [1.0]):
+        with pytest.raises(TypeError, match="elbo_beta"):
+            detectors.VAEDetector(
+                det.model_, train=False, score="elbo", elbo_beta=bad, device="cpu"
+            ).fit(x)
+    with pytest.raises(ValueError, match="beta > 0"):
+        detectors.VAEDetector(
+            det.model_, train=False, score="elbo", elbo_beta=-1.0, device="cpu"
+        ).fit(x)

@@ -182,9 +182,15 @@ class VAEDetector(DeepDetector):
         mean (or largest pixel, or mean of the four largest) squared error of the
         reconstruction decoded from ``mu`` (deterministic);
     ``"elbo"``
-        the negative ELBO with ``beta = 1``: the expected sum of squared errors over
-        ``n_samples`` posterior samples plus the KL divergence (an upper bound on the
-        negative log-likelihood, up to a constant);
+        the negative ELBO of the model as trained: its loss ``recon + beta * kl`` is
+        ``beta`` times the negative ELBO of a Gaussian decoder of pixel variance
+        ``beta / 2`` (chapter 3), so the score is the expected sum of squared errors
+        over ``n_samples`` posterior samples divided by ``beta``, plus the KL
+        divergence (an upper bound on the negative log-likelihood, up to a constant;
+        a model trained with ``beta = 0`` has none, and the score refuses it).
+        ``elbo_beta`` replaces the model's ``beta`` in that division (``1``: the
+        unit-variance form of earlier versions, which model files written before
+        the option keep, so that their stored thresholds still apply);
     ``"kl"``
         the KL divergence of the posterior from the prior: how far the encoder has to
         move the code to describe the image;
@@ -214,6 +220,7 @@ class VAEDetector(DeepDetector):
         score: str = "recon",
         n_samples: int = 8,
         seed: int = 0,
+        elbo_beta: float | None = None,
         gmm_components=tuple(range(1, 11)),
         gmm_max_samples: int | None = 20000,
         batch_size: int = 4096,
@@ -235,6 +242,37 @@ class VAEDetector(DeepDetector):
         )
         self.n_samples = n_samples
         self.seed = seed
+        self.elbo_beta = elbo_beta
+
+    @property
+    def elbo_scale(self) -> float:
+        """The ``beta`` that divides the squared error in the ``"elbo"`` score:
+        ``elbo_beta``, else the model's own."""
+        return self._elbo_scale(self.model_.beta)
+
+    def _elbo_scale(self, model_beta) -> float:
+        value = model_beta if self.elbo_beta is None else self.elbo_beta
+        if isinstance(value, (bool, np.bool_)) or not isinstance(
+            value, (int, float, np.integer, np.floating)
+        ):
+            raise TypeError(f"elbo_beta must be a number or None, got {value!r}")
+        if self.score == "elbo" and not (np.isfinite(value) and value > 0):
+            raise ValueError(
+                "score='elbo' needs beta > 0 (the decoder's pixel variance is "
+                f"beta / 2); this model's beta is {model_beta} and elbo_beta is "
+                f"{self.elbo_beta}"
+            )
+        return float(value)
+
+    def _fit(self, x):
+        # refuse an ELBO without one before training, not after
+        beta = (
+            getattr(self.model, "beta", 1.0)
+            if self.model is not None
+            else (self.model_kwargs or {}).get("beta", 1.0)
+        )
+        self._elbo_scale(beta)
+        super()._fit(x)
 
     def _reconstruct(self, xb):
         return self.model_.decode(self.model_.encode(xb)[0])
@@ -244,8 +282,10 @@ class VAEDetector(DeepDetector):
 
     def _anomaly_score(self, x):
         n = self.n_samples
-        if self.score == "elbo" and (int(n) != n or n < 1):
-            raise ValueError(f"n_samples must be at least 1, got {n}")
+        if self.score == "elbo":
+            if int(n) != n or n < 1:
+                raise ValueError(f"n_samples must be at least 1, got {n}")
+            self._elbo_scale(self.model_.beta)
         return super()._anomaly_score(x)
 
     def _score_elbo(self, xb):
@@ -257,4 +297,4 @@ class VAEDetector(DeepDetector):
         for j in range(int(self.n_samples)):
             z = reparameterize(mu, logvar, eps=eps[:, j])
             recon = recon + reconstruction_error(xb, self.model_.decode(z))
-        return recon / self.n_samples + kl_divergence(mu, logvar)
+        return recon / (self.n_samples * self.elbo_scale) + kl_divergence(mu, logvar)
