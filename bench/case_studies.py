@@ -338,7 +338,20 @@ def lensing_contamination(profile: str = "full") -> dict:
     log(text)
     key = {"with encoder": "with_encoder", "without encoder": "without_encoder"}
     means = res.groupby(["variant", "fraction"])["auc"].mean()
+    # Berg et al.'s own cue, the norm of the code, on the same networks
+    norm_drop = lensing_gan.drops(res, high=0.10, value="auc_norm")
+    norm_means = res.groupby(["variant", "fraction"])["auc_norm"].mean()
+    log("latent norm: " + lensing_gan.summary(res, value="auc_norm").round(3).to_string())
     return {
+        "lensing_contamination_drop_latent_norm": {
+            key[v]: round(float(norm_drop.loc[v, "mean"]), 4) for v in key
+        },
+        "lensing_contamination_auc_latent_norm": {
+            key[v]: {
+                f"{f:g}": round(float(norm_means[v, f]), 4) for f in lensing_gan.LEVELS
+            }
+            for v in key
+        },
         "lensing_contamination_drop": {
             key[v]: round(float(drop.loc[v, "mean"]), 4) for v in key
         },

@@ -86,6 +86,11 @@ def test_study_runs_end_to_end_on_tiny_sets():
     table = res.table()
     assert list(table.index) == list(chase.PAPER_METHODS) + list(chase.BOOK_METHODS)
     assert set(table.loc[list(chase.PAPER_METHODS), "row"]) == {"paper"}
+    # the numbers stay numbers (so that the book's .round() rounds them)
+    assert table["MLP ROC-AUC"].dtype.kind == "f"
+    assert res.table(labels=True).round(2)["MLP ROC-AUC"].tolist() == [
+        round(v, 2) for v in table["MLP ROC-AUC"]
+    ]
     for m, c in res.curves.items():
         assert len(c) == 96
         assert c.mean() == pytest.approx(res.nmse_mean)

@@ -160,6 +160,13 @@ def test_paper_models_aae_is_the_conv_ae_plus_an_adversary_and_seeds_name_checkp
     assert seeded["conv VAE"].fit_kwargs["seed"] == 2
     names = {m.name for m in seeded.values() if getattr(m, "name", None)}
     assert names.isdisjoint({m.name for m in models.values() if getattr(m, "name", None)})
+    # the control on the default regime's lenses never reuses the regime's checkpoints
+    _, control = deeplense.paper_models(size, "fixed", 4.0, regime="default")
+    control_names = {m.name for m in control.values() if getattr(m, "name", None)}
+    assert len(control_names) == 3
+    assert control_names.isdisjoint(
+        {m.name for m in models.values() if getattr(m, "name", None)}
+    )
 
 
 def test_every_network_of_the_regime_trains_as_long_as_the_vae():

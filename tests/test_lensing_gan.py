@@ -180,7 +180,7 @@ def test_study_table_drops_and_verdict():
     res = L.run_study(normal, sub, x_test, y_test, TINY, levels=(0.0, 0.1), name=None)
     assert len(res) == 2 * 2 * 2
     assert set(res["variant"]) == set(L.VARIANTS)
-    assert res["auc"].between(0, 1).all()
+    assert res["auc"].between(0, 1).all() and res["auc_norm"].between(0, 1).all()
     # an anomaly three noise sigmas brighter everywhere is found by both variants
     assert (res[res["fraction"] == 0.0]["auc"] > 0.9).all(), res
     drop = L.drops(res)
@@ -189,8 +189,18 @@ def test_study_table_drops_and_verdict():
             index="seed", columns="fraction", values="auc"
         )
         assert drop.loc[variant, "mean"] == pytest.approx((part[0.0] - part[0.1]).mean())
+    norm_drop = L.drops(res, value="auc_norm")
+    for variant in L.VARIANTS:
+        part = res[res["variant"] == variant].pivot(
+            index="seed", columns="fraction", values="auc_norm"
+        )
+        assert norm_drop.loc[variant, "mean"] == pytest.approx(
+            (part[0.0] - part[0.1]).mean()
+        )
     table = L.summary(res)
     assert list(table.index) == ["0%", "10%"]
+    # named for what differs: when the encoder is trained (both variants have one)
+    assert set(table.columns.get_level_values("variant")) == set(L.VARIANT_LABELS.values())
 
 
 def test_verdict_branches_on_the_numbers():
@@ -212,3 +222,19 @@ def test_verdict_branches_on_the_numbers():
     assert "-0.000" not in text and "+0.000" not in text
     holds, _ = L.verdict(frame((0.0, math.nan), (0.3, math.nan)))
     assert not holds
+
+
+def test_latent_norm_is_the_norm_of_the_continuous_code():
+    """Berg et al.'s cue: |z_n| of the scorer's encoder, image by image."""
+    izif = L.train_variant(
+        np.random.default_rng(0).normal(size=(16, 1, 32, 32)).astype(np.float32),
+        TINY,
+        simultaneous=True,
+        seed=0,
+    )
+    x = np.random.default_rng(1).normal(size=(5, 1, 32, 32)).astype(np.float32)
+    with torch.no_grad():
+        zn = izif.encoder.split(torch.from_numpy(x))[0].numpy()
+    np.testing.assert_allclose(
+        L._latent_norm(izif, x, batch=2), np.linalg.norm(zn, axis=1), rtol=1e-5
+    )

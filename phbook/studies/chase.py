@@ -298,7 +298,7 @@ class ChaseResult:
             }
             for m in (*self.paper_methods, *self.book_methods)
         }
-        out = pd.DataFrame(rows).T
+        out = pd.DataFrame.from_dict(rows, orient="index")  # numbers stay numeric
         if labels:
             out["row"] = out["row"].map(ROW_LABELS)
             out = out.rename(columns={"row": "method from"})

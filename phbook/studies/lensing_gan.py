@@ -210,6 +210,17 @@ def _score(izif: G.IziFEncoder, x: np.ndarray, batch: int = 512) -> np.ndarray:
     return np.concatenate(parts)
 
 
+def _latent_norm(izif: G.IziFEncoder, x: np.ndarray, batch: int = 512) -> np.ndarray:
+    """Berg et al.'s cue: the norm of an image's continuous code ``z_n`` under the
+    scorer's encoder (:meth:`phbook.models.pgan.ClusterEncoder.split`)."""
+    with torch.no_grad():
+        parts = [
+            izif.encoder.split(torch.from_numpy(x[i : i + batch]))[0].norm(dim=1).numpy()
+            for i in range(0, len(x), batch)
+        ]
+    return np.concatenate(parts)
+
+
 def run_study(
     normal: np.ndarray,
     substructure: np.ndarray,
@@ -222,7 +233,9 @@ def run_study(
     name: str | None = "ch10-pgan",
 ) -> pd.DataFrame:
     """ROC-AUC of both variants at every level and seed: one row each, with columns
-    ``variant``, ``fraction``, ``seed``, ``auc`` and ``cpu_s`` (training and scoring).
+    ``variant``, ``fraction``, ``seed``, ``auc`` (the izi_f residual), ``auc_norm``
+    (Berg et al.'s cue, the norm of the code :func:`_latent_norm`) and ``cpu_s``
+    (training and scoring).
 
     ``normal`` and ``substructure`` are the pools of 32x32 training images, ``x_test``
     and ``y_test`` the test images and their labels (1 = substructure). ``seeds``
@@ -244,34 +257,40 @@ def run_study(
                     x, size, simultaneous=simultaneous, seed=seed, name=tag
                 )
                 auc = metrics.roc_auc(y_test, _score(izif, x_test))
+                auc_norm = metrics.roc_auc(y_test, _latent_norm(izif, x_test))
                 rows.append(
                     {
                         "variant": variant,
                         "fraction": float(fraction),
                         "seed": int(seed),
                         "auc": float(auc),
+                        "auc_norm": float(auc_norm),
                         "cpu_s": time.process_time() - t0,
                     }
                 )
     return pd.DataFrame(rows)
 
 
-def summary(results: pd.DataFrame) -> pd.DataFrame:
-    """Mean and standard deviation (over seeds) of the AUC per level and variant."""
+def summary(results: pd.DataFrame, value: str = "auc") -> pd.DataFrame:
+    """Mean and standard deviation (over seeds) of the AUC per level and variant
+    (columns named by :data:`VARIANT_LABELS`: both variants have an encoder);
+    ``value="auc_norm"`` for the latent norm's."""
     table = results.pivot_table(
-        index="fraction", columns="variant", values="auc", aggfunc=["mean", "std"]
+        index="fraction", columns="variant", values=value, aggfunc=["mean", "std"]
     )
+    table = table.rename(columns=VARIANT_LABELS, level="variant")
     table.index = [f"{f:.0%}" for f in table.index]
     table.index.name = "substructure in training"
     return table
 
 
-def drops(results: pd.DataFrame, high: float = 0.10) -> pd.DataFrame:
+def drops(results: pd.DataFrame, high: float = 0.10, value: str = "auc") -> pd.DataFrame:
     """Per variant: the AUC lost from 0 to ``high`` contamination, seed by seed
-    (``AUC(0) - AUC(high)`` of the same seed), as its mean and standard deviation."""
+    (``AUC(0) - AUC(high)`` of the same seed), as its mean and standard deviation;
+    ``value="auc_norm"`` for the latent norm's."""
     out = {}
     for variant, part in results.groupby("variant"):
-        wide = part.pivot(index="seed", columns="fraction", values="auc")
+        wide = part.pivot(index="seed", columns="fraction", values=value)
         per_seed = wide[0.0] - wide[high]
         out[variant] = {
             "mean": float(per_seed.mean()),
