@@ -32,6 +32,11 @@ Prints what it measures as it goes and, as its last line, one JSON object:
     ordering exceeds the two models' standard deviations added
     (:func:`deeplense_regime`).
 
+``deeplense_control_auc``, ``deeplense_control_auc_sd``
+    the same networks trained the same way on the default regime's lenses (the macro
+    lens varies): the control that says the regime, not the training, makes the
+    difference (:func:`deeplense_control`).
+
 ``lensing_contamination_drop``
     chapter 10's contamination study of the seed proposal's GAN: variant
     (``with_encoder``, ``without_encoder``) -> ROC-AUC lost from 0 to 10% substructure
@@ -39,7 +44,9 @@ Prints what it measures as it goes and, as its last line, one JSON object:
     seed-to-seed standard deviations, ``lensing_contamination_beyond_scatter`` whether
     the drop is smaller with the encoder beyond that scatter, and
     ``lensing_contamination_auc`` the mean ROC-AUC per variant and level
-    (:func:`lensing_contamination`).
+    (:func:`lensing_contamination`); ``lensing_contamination_drop_latent_norm`` and
+    ``lensing_contamination_auc_latent_norm`` the same for Berg et al.'s own cue, the
+    norm of an image's code, on the same networks.
 
 ``chase_scae_conv_layers``, ``chase_mlp_auc``, ``chase_dnmse_top100``,
 ``chase_best_latent_auc``, ``chase_pca_auc``
@@ -297,6 +304,41 @@ def deeplense_regime(profile: str, seeds=(0, 1, 2)) -> dict:
     }
 
 
+def deeplense_control(profile: str, seeds=(0, 1, 2)) -> dict:
+    """The control of chapter 10: the same four networks as :func:`deeplense_regime`,
+    trained the same way (sizes, epochs, stretch, scores), on the default regime's
+    lenses, whose macro lens varies (``deeplense.run(..., regime="default")``), with
+    each of ``seeds``: the mean ROC-AUC per model and its standard deviation."""
+    from phbook.studies import deeplense
+
+    if len(seeds) < 1:
+        raise ValueError("deeplense_control needs at least one seed")
+    t0 = time.process_time()
+    table = []
+    for seed in seeds:
+        res = deeplense.run(("fixed",), profile, seed=seed, regime="default")
+        table.append([res.auc.loc[m, "ours, fixed"] for m in deeplense.MODELS])
+    table = np.array(table).T
+    mean = table.mean(1)
+    sd = table.std(1, ddof=1) if len(seeds) > 1 else np.zeros(len(mean))
+    log(
+        f"DeepLense control (default regime), {len(seeds)} seeds, "
+        f"{time.process_time() - t0:.0f} CPU s: "
+        + ", ".join(
+            f"{m} {a:.3f} +- {b:.3f}"
+            for m, a, b in zip(deeplense.MODELS, mean, sd, strict=True)
+        )
+    )
+    return {
+        "deeplense_control_auc": {
+            m: round(float(a), 4) for m, a in zip(deeplense.MODELS, mean, strict=True)
+        },
+        "deeplense_control_auc_sd": {
+            m: round(float(b), 4) for m, b in zip(deeplense.MODELS, sd, strict=True)
+        },
+    }
+
+
 def lensing_contamination(profile: str = "full") -> dict:
     """Chapter 10's contamination study (:mod:`phbook.studies.lensing_gan`) with the
     ``lensing_gan`` sizes of ``profile``: the same data, stretch and checkpoint names
@@ -394,6 +436,7 @@ MEASUREMENTS = [
     measure_stamp_generation,
     lambda sizes: lensing_aucs(config.profile()),
     lambda sizes: deeplense_regime(config.profile()),
+    lambda sizes: deeplense_control(config.profile()),
 ]
 
 
