@@ -256,6 +256,39 @@ def lensing_aucs(profile: str) -> dict:
     return out
 
 
+def _deeplense_seeds(profile: str, seeds, regime: str) -> tuple:
+    """``(table, mean, sd)`` of the four networks of :mod:`phbook.studies.deeplense`
+    on ``regime``'s lenses (fixed redshift), one column per seed of ``seeds``."""
+    from phbook.studies import deeplense
+
+    if len(seeds) < 1:
+        raise ValueError("the DeepLense measurements need at least one seed")
+    t0 = time.process_time()
+    columns = []
+    for seed in seeds:
+        res = deeplense.run(("fixed",), profile, seed=seed, regime=regime)
+        columns.append([res.auc.loc[m, "ours, fixed"] for m in deeplense.MODELS])
+        log(f"DeepLense networks, {regime} regime, seed {seed}:\n{res.auc.round(3)}")
+    table = np.array(columns).T
+    mean = table.mean(1)
+    sd = table.std(1, ddof=1) if len(seeds) > 1 else np.zeros(len(mean))
+    log(
+        f"DeepLense networks, {regime} regime: {len(seeds)} seeds, "
+        f"{time.process_time() - t0:.0f} CPU s (main process); mean +- sd: "
+        + ", ".join(
+            f"{m} {a:.3f} +- {b:.3f}"
+            for m, a, b in zip(deeplense.MODELS, mean, sd, strict=True)
+        )
+    )
+    return table, mean, sd
+
+
+def _per_model(values) -> dict:
+    from phbook.studies import deeplense
+
+    return {m: round(float(v), 4) for m, v in zip(deeplense.MODELS, values, strict=True)}
+
+
 def deeplense_regime(profile: str, seeds=(0, 1, 2)) -> dict:
     """The four networks of Alexander et al. in the DeepLense-like regime (fixed macro
     lens and source population, fixed redshift), with chapter 10's sizes and
@@ -266,34 +299,11 @@ def deeplense_regime(profile: str, seeds=(0, 1, 2)) -> dict:
     seeds estimate a standard deviation loosely)."""
     from phbook.studies import deeplense
 
-    if len(seeds) < 1:
-        raise ValueError("deeplense_regime needs at least one seed")
-
-    t0 = time.process_time()
-    per_seed = {}
-    for seed in seeds:
-        res = deeplense.run(("fixed",), profile, seed=seed)
-        per_seed[seed] = res.auc["ours, fixed"]
-        log(f"DeepLense regime (fixed redshift), seed {seed}:\n{res.auc.round(3)}")
-    table = np.array([[per_seed[s][m] for s in seeds] for m in deeplense.MODELS])
-    mean = table.mean(1)
-    sd = table.std(1, ddof=1) if len(seeds) > 1 else np.zeros(len(mean))
+    table, mean, sd = _deeplense_seeds(profile, seeds, "deeplense")
     gaps = np.diff(mean)
-    log(
-        f"DeepLense regime: {len(seeds)} seeds, {time.process_time() - t0:.0f} CPU s "
-        "(main process); mean +- sd: "
-        + ", ".join(
-            f"{m} {a:.3f} +- {b:.3f}"
-            for m, a, b in zip(deeplense.MODELS, mean, sd, strict=True)
-        )
-    )
     return {
-        "deeplense_regime_auc": {
-            m: round(float(a), 4) for m, a in zip(deeplense.MODELS, mean, strict=True)
-        },
-        "deeplense_regime_auc_sd": {
-            m: round(float(b), 4) for m, b in zip(deeplense.MODELS, sd, strict=True)
-        },
+        "deeplense_regime_auc": _per_model(mean),
+        "deeplense_regime_auc_sd": _per_model(sd),
         "deeplense_regime_auc_seeds": {
             m: [round(float(v), 4) for v in row]
             for m, row in zip(deeplense.MODELS, table, strict=True)
@@ -309,33 +319,10 @@ def deeplense_control(profile: str, seeds=(0, 1, 2)) -> dict:
     trained the same way (sizes, epochs, stretch, scores), on the default regime's
     lenses, whose macro lens varies (``deeplense.run(..., regime="default")``), with
     each of ``seeds``: the mean ROC-AUC per model and its standard deviation."""
-    from phbook.studies import deeplense
-
-    if len(seeds) < 1:
-        raise ValueError("deeplense_control needs at least one seed")
-    t0 = time.process_time()
-    table = []
-    for seed in seeds:
-        res = deeplense.run(("fixed",), profile, seed=seed, regime="default")
-        table.append([res.auc.loc[m, "ours, fixed"] for m in deeplense.MODELS])
-    table = np.array(table).T
-    mean = table.mean(1)
-    sd = table.std(1, ddof=1) if len(seeds) > 1 else np.zeros(len(mean))
-    log(
-        f"DeepLense control (default regime), {len(seeds)} seeds, "
-        f"{time.process_time() - t0:.0f} CPU s: "
-        + ", ".join(
-            f"{m} {a:.3f} +- {b:.3f}"
-            for m, a, b in zip(deeplense.MODELS, mean, sd, strict=True)
-        )
-    )
+    _, mean, sd = _deeplense_seeds(profile, seeds, "default")
     return {
-        "deeplense_control_auc": {
-            m: round(float(a), 4) for m, a in zip(deeplense.MODELS, mean, strict=True)
-        },
-        "deeplense_control_auc_sd": {
-            m: round(float(b), 4) for m, b in zip(deeplense.MODELS, sd, strict=True)
-        },
+        "deeplense_control_auc": _per_model(mean),
+        "deeplense_control_auc_sd": _per_model(sd),
     }
 
 
