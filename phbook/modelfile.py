@@ -134,6 +134,9 @@ class Family:
     #: a normalisation the family needs whatever the user asks for ("none": the
     #: detector takes detector units, e.g. ADC for cuts on image parameters)
     normalisation: str | None = None
+    #: option -> the value that model files written before the option existed were
+    #: made with (where it differs from today's default): :func:`load` fills it in
+    legacy: dict[str, Any] = field(default_factory=dict, hash=False, compare=False)
 
     def defaults(self) -> dict[str, Any]:
         """Every option of the family at its default value."""
@@ -383,6 +386,8 @@ register(
         get_state=_pointflash_get,
         set_state=_pointflash_set,
         normalisation="none",
+        # files from before the block and slope options: one pixel, no slope
+        legacy={"block": "1x1", "slope": 0.0},
     )
 )
 
@@ -504,8 +509,7 @@ def deep_family(
 
     ``model_options`` go to the model's constructor (``model_kwargs``), e.g.
     ``latent_dim`` and ``beta``; ``detector_options`` to the detector, e.g. ``score``.
-    ``legacy``: option -> value for model files written before the option existed
-    (where that value differs from today's default).
+    ``legacy``: :attr:`Family.legacy`.
     The state saved is the model's ``state_dict`` and, for the latent-space scores,
     the Gaussian mixture fitted to the training codes.
     """
@@ -547,11 +551,7 @@ def deep_family(
 
     def set_state(params: dict, state: dict, image_shape: tuple) -> Detector:
         mk, dk = split(
-            {
-                **{o.name: o.default for o in model_options + detector_options},
-                **(legacy or {}),
-                **params,
-            }
+            {**{o.name: o.default for o in model_options + detector_options}, **params}
         )
         det = cls()(model_kwargs=mk, train=False, **dk)
         model = det.model_class(image_size=tuple(image_shape[-2:]), **mk)
@@ -571,6 +571,7 @@ def deep_family(
         set_state=set_state,
         trains=True,
         aliases=tuple(aliases),
+        legacy=dict(legacy or {}),
     )
 
 
@@ -897,8 +898,10 @@ def loads(data: bytes, name: str = "<bytes>", device=None) -> ModelFile:
     except ModelFileError as exc:
         raise ModelFileError(f"{name}: {exc}") from None
     shape = tuple(int(s) for s in obj["image_shape"])
+    # a file written before an option existed was made with the option's legacy value
+    params = {**fam.legacy, **dict(obj["params"])}
     try:
-        det = fam.set_state(dict(obj["params"]), dict(obj["state"]), shape)
+        det = fam.set_state(dict(params), dict(obj["state"]), shape)
     except (KeyError, ValueError, RuntimeError, TypeError) as exc:
         raise ModelFileError(
             f"{name}: the {fam.name} state does not fit its parameters ({exc})"
@@ -912,7 +915,7 @@ def loads(data: bytes, name: str = "<bytes>", device=None) -> ModelFile:
         det.model_.to(det._device())
     return ModelFile(
         family=fam.name,
-        params=dict(obj["params"]),
+        params=params,
         detector=det,
         dp=str(obj["dp"]),
         image_shape=shape,

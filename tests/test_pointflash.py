@@ -357,8 +357,10 @@ def test_a_block_model_file_from_before_the_slope_option_keeps_its_rule(
     obj = torch.load(path, weights_only=True)
     del obj["params"]["slope"]
     torch.save(obj, path)
-    back = modelfile.load(path).detector
+    loaded = modelfile.load(path)
+    back = loaded.detector
     assert back.footprint == (2, 2) and back.ring_slope == 0.0
+    assert loaded.params["slope"] == 0.0 and loaded.params["block"] == "2x2"
     np.testing.assert_array_equal(
         back.anomaly_score(sim_normal_adc[:50]), det.anomaly_score(sim_normal_adc[:50])
     )

@@ -244,8 +244,10 @@ def test_elbo_beta_in_model_files(tmp_path):
     obj = torch.load(path, weights_only=True)
     del obj["params"]["elbo_beta"]
     torch.save(obj, path)
-    old = modelfile.load(path).detector
-    assert old.elbo_beta == 1.0
+    old_file = modelfile.load(path)
+    old = old_file.detector
+    # the value it scores with is the one its parameters show (phbook inspect)
+    assert old.elbo_beta == 1.0 and old_file.params["elbo_beta"] == 1.0
     unit = detectors.VAEDetector(
         det.model_, train=False, score="elbo", n_samples=2, elbo_beta=1.0, device="cpu"
     ).fit(x)
@@ -255,7 +257,58 @@ def test_elbo_beta_in_model_files(tmp_path):
             detectors.VAEDetector(
                 det.model_, train=False, score="elbo", elbo_beta=bad, device="cpu"
             ).fit(x)
+    for score in ("elbo", "recon"):  # a bad elbo_beta is refused whatever the score
+        with pytest.raises(ValueError, match="elbo_beta must be a positive"):
+            detectors.VAEDetector(
+                det.model_, train=False, score=score, elbo_beta=-1.0, device="cpu"
+            ).fit(x)
+
+
+def test_elbo_score_by_hand():
+    """The score is mean_j |x - decode(mu + sigma eps_j)|^2 / beta + KL, with the
+    frame's own draws eps (phbook.noise.frame_normal) and beta the model's or
+    elbo_beta (1: the score of earlier versions, squared error + KL)."""
+    from phbook.models.vae import kl_divergence, reconstruction_error, reparameterize
+    from phbook.noise import frame_normal
+
+    x = blobs(12)
+    torch.manual_seed(0)
+    model = V.BetaVAE(image_size=16, latent_dim=4, beta=0.2).eval()
+    xb = torch.as_tensor(x[:, None])
+    with torch.no_grad():
+        mu, logvar = model.encode(xb)
+        eps = frame_normal(xb, (3, 4), 5)
+        recon = sum(
+            reconstruction_error(
+                xb, model.decode(reparameterize(mu, logvar, eps=eps[:, j]))
+            )
+            for j in range(3)
+        ).numpy()
+        kl = kl_divergence(mu, logvar).numpy()
+    for elbo_beta, beta in ((None, 0.2), (1.0, 1.0)):
+        det = detectors.VAEDetector(
+            model, train=False, score="elbo", n_samples=3, seed=5, elbo_beta=elbo_beta
+        ).fit(x)
+        np.testing.assert_allclose(
+            det.anomaly_score(x), recon / (3 * beta) + kl, rtol=1e-5, atol=1e-6
+        )
+
+
+def test_elbo_score_needs_a_beta_vae_loss():
+    """The ELBO score is refused, before training, for models whose beta is no decoder
+    variance (ChaseCVAE fits its variance; a bare module has none), unless elbo_beta
+    says which variance to use."""
+    x = blobs(20)
+    cvae = V.ChaseCVAE(image_size=16, latent_dim=4)
+    with pytest.raises(ValueError, match="give elbo_beta"):
+        detectors.VAEDetector(cvae, train=False, score="elbo", device="cpu").fit(x)
+    det = detectors.VAEDetector(
+        cvae, train=False, score="elbo", elbo_beta=0.5, n_samples=1, device="cpu"
+    ).fit(x)
+    assert det.elbo_scale == 0.5 and np.isfinite(det.anomaly_score(x)).all()
+    with pytest.raises(ValueError, match="bound of a BetaVAE"):
+        detectors.VAEDetector(nn.Linear(4, 4), score="elbo", device="cpu").fit(x)
     with pytest.raises(ValueError, match="beta > 0"):
         detectors.VAEDetector(
-            det.model_, train=False, score="elbo", elbo_beta=-1.0, device="cpu"
+            model_kwargs={"latent_dim": 4, "beta": 0.0}, score="elbo", device="cpu"
         ).fit(x)

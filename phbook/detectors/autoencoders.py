@@ -3,6 +3,9 @@ sparse convolutional autoencoder and the beta-VAE."""
 
 from __future__ import annotations
 
+import inspect
+import numbers
+
 import numpy as np
 
 from .. import latent
@@ -189,8 +192,10 @@ class VAEDetector(DeepDetector):
         divergence (an upper bound on the negative log-likelihood, up to a constant;
         a model trained with ``beta = 0`` has none, and the score refuses it).
         ``elbo_beta`` replaces the model's ``beta`` in that division (``1``: the
-        unit-variance form of earlier versions, which model files written before
-        the option keep, so that their stored thresholds still apply);
+        form of earlier versions, a decoder variance of 1/2, which model files
+        written before the option keep, so that their stored thresholds still
+        apply; a model that does not train on ``recon + beta * kl``, such as
+        :class:`~phbook.models.vae.ChaseCVAE`, needs it);
     ``"kl"``
         the KL divergence of the posterior from the prior: how far the encoder has to
         move the code to describe the image;
@@ -248,30 +253,57 @@ class VAEDetector(DeepDetector):
     def elbo_scale(self) -> float:
         """The ``beta`` that divides the squared error in the ``"elbo"`` score:
         ``elbo_beta``, else the model's own."""
-        return self._elbo_scale(self.model_.beta)
+        return self._elbo_scale(type(self.model_), getattr(self.model_, "beta", None))
 
-    def _elbo_scale(self, model_beta) -> float:
-        value = model_beta if self.elbo_beta is None else self.elbo_beta
-        if isinstance(value, (bool, np.bool_)) or not isinstance(
-            value, (int, float, np.integer, np.floating)
-        ):
+    def _check_elbo_beta(self) -> None:
+        value = self.elbo_beta
+        if value is None:
+            return
+        if isinstance(value, (bool, np.bool_)) or not isinstance(value, numbers.Real):
             raise TypeError(f"elbo_beta must be a number or None, got {value!r}")
-        if self.score == "elbo" and not (np.isfinite(value) and value > 0):
+        if not (np.isfinite(value) and value > 0):
             raise ValueError(
-                "score='elbo' needs beta > 0 (the decoder's pixel variance is "
-                f"beta / 2); this model's beta is {model_beta} and elbo_beta is "
-                f"{self.elbo_beta}"
+                "elbo_beta must be a positive number (the decoder's pixel variance is "
+                f"elbo_beta / 2), got {value}"
             )
-        return float(value)
+
+    def _elbo_scale(self, model_type: type, model_beta) -> float:
+        self._check_elbo_beta()
+        if not (isinstance(model_type, type) and issubclass(model_type, BetaVAE)):
+            raise ValueError(
+                "score='elbo' is the bound of a BetaVAE's Gaussian decoder; got a "
+                f"{getattr(model_type, '__name__', model_type)} (a FlowVAE has its own "
+                "FlowVAEDetector)"
+            )
+        if self.elbo_beta is not None:
+            return float(self.elbo_beta)
+        if model_type.loss is not BetaVAE.loss:
+            raise ValueError(
+                f"{model_type.__name__} does not train on recon + beta * kl, so its "
+                "beta is no decoder variance: give elbo_beta for score='elbo'"
+            )
+        if (
+            isinstance(model_beta, (bool, np.bool_))
+            or not isinstance(model_beta, numbers.Real)
+            or not (np.isfinite(model_beta) and model_beta > 0)
+        ):
+            raise ValueError(
+                "score='elbo' needs a model trained with beta > 0 (the decoder's pixel "
+                f"variance is beta / 2); this model's beta is {model_beta!r}"
+            )
+        return float(model_beta)
 
     def _fit(self, x):
-        # refuse an ELBO without one before training, not after
-        beta = (
-            getattr(self.model, "beta", 1.0)
-            if self.model is not None
-            else (self.model_kwargs or {}).get("beta", 1.0)
-        )
-        self._elbo_scale(beta)
+        # refuse a bad elbo_beta, or an ELBO the model does not have, before training
+        self._check_elbo_beta()
+        if self.score == "elbo":
+            if self.model is not None:
+                kind, beta = type(self.model), getattr(self.model, "beta", None)
+            else:
+                kind = self.model_class
+                default = inspect.signature(kind).parameters["beta"].default
+                beta = (self.model_kwargs or {}).get("beta", default)
+            self._elbo_scale(kind, beta)
         super()._fit(x)
 
     def _reconstruct(self, xb):
@@ -285,7 +317,7 @@ class VAEDetector(DeepDetector):
         if self.score == "elbo":
             if int(n) != n or n < 1:
                 raise ValueError(f"n_samples must be at least 1, got {n}")
-            self._elbo_scale(self.model_.beta)
+            self.elbo_scale  # noqa: B018 (refuses a model without an ELBO)
         return super()._anomaly_score(x)
 
     def _score_elbo(self, xb):

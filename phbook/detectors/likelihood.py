@@ -302,7 +302,9 @@ class FlowVAEDetector(_TorchLikelihoodDetector):
         minus the importance-weighted bound on ``log p(x)`` with ``n_samples`` draws
         from the flow posterior (the tightest of the three);
     ``"elbo"``
-        minus the ELBO (``beta = 1``), averaged over ``n_samples`` draws;
+        minus the ELBO (KL weight 1, under the model's decoder: the learnt variance by
+        default; with ``decoder="base"`` a variance of 1/2, which is
+        ``VAEDetector(score="elbo", elbo_beta=1)``), averaged over ``n_samples`` draws;
     ``"recon"``
         mean squared error of the reconstruction decoded from ``mu`` pushed through the
         flows (one deterministic code per image).

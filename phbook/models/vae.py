@@ -11,8 +11,11 @@ The loss of one image ``x`` with reconstruction ``x_hat`` and approximate poster
 * ``l1 = l1_weight * sum |w|`` over the model's weights (:func:`l1_penalty`).
 
 With ``beta = 1`` and no L1 term, ``recon + kl`` is the negative evidence lower bound
-(ELBO). Each term is a separate function so that the book can show it and the tests can
-check it against hand-computed values and :func:`torch.distributions.kl_divergence`.
+(ELBO) of that decoder. For any ``beta > 0``, ``recon + beta * kl`` is ``beta`` times the
+negative ELBO of a Gaussian decoder of variance ``beta / 2`` (up to a constant), the
+bound that ``VAEDetector(score="elbo")`` reports. Each term is a separate function so
+that the book can show it and the tests can check it against hand-computed values and
+:func:`torch.distributions.kl_divergence`.
 
 KL annealing (``kl_warmup`` epochs) raises the weight of the KL term linearly from 0 to
 ``beta`` at the start of training, through the ``on_epoch_start`` hook of
@@ -31,7 +34,7 @@ from torch import nn
 from .ae import ConvDecoder, ConvEncoder, as_image_batch, image_hw
 
 #: The book's small, medium and large beta for asinh-stretched 16x16 PANOSETI frames
-#: (chapters 3 and 4). With the squared-error reconstruction, beta = 2 sigma_x^2 is the
+#: (chapters 3 and 4). With the squared-error reconstruction, sigma_x^2 = beta / 2 is the
 #: pixel noise variance the decoder assumes; the stretched frames' noise variance is
 #: about 0.007, so the medium beta is near the matched value and the others a decade
 #: either side.

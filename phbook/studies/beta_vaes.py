@@ -5,8 +5,9 @@ scores with them: all three get them from :func:`load_or_train`, under the same 
 names, so a model trained once is loaded everywhere else.
 
 The three betas sit around the *noise-matched* value. With the squared-error
-reconstruction, ``recon + beta * KL`` is the negative ELBO of a decoder whose pixels
-carry Gaussian noise of variance ``sigma_x^2 = beta / 2``; the beta that matches the
+reconstruction, ``recon + beta * KL`` is ``beta`` times the negative ELBO (up to a
+constant) of a decoder whose pixels carry Gaussian noise of variance
+``sigma_x^2 = beta / 2``; the beta that matches the
 noise of the data is ``2 sigma_x^2`` (:func:`noise_matched_beta`). The small and large
 betas are :data:`BETA_FACTOR` below and above it. All three train with the KL warm-up
 (chapter 3 shows why), so all three keep an informative latent space.
