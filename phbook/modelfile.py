@@ -326,10 +326,9 @@ def _pointflash_build(params: dict, fit_kwargs: dict) -> Detector:
     return PointFlash(
         noise_floor=float(params["noise_floor"]),
         contamination=float(params.get("contamination", 0.01)),
-        # files written before these options read as the rule they were fitted with:
-        # a single pixel, no slope
-        block=str(params.get("block", "1x1")),
-        slope=params.get("slope", 0.0),
+        # older files get these from the family's legacy values (load)
+        block=str(params["block"]),
+        slope=params["slope"],
     )
 
 

@@ -176,6 +176,11 @@ class AutoencoderDetector(DeepDetector):
     model_class = SparseConvAE
 
 
+def _is_number(value) -> bool:
+    """A real number, not a boolean (``True`` is an ``int`` to Python)."""
+    return isinstance(value, numbers.Real) and not isinstance(value, (bool, np.bool_))
+
+
 class VAEDetector(DeepDetector):
     """The beta-VAE (:class:`phbook.models.vae.BetaVAE`) as a detector.
 
@@ -259,7 +264,7 @@ class VAEDetector(DeepDetector):
         value = self.elbo_beta
         if value is None:
             return
-        if isinstance(value, (bool, np.bool_)) or not isinstance(value, numbers.Real):
+        if not _is_number(value):
             raise TypeError(f"elbo_beta must be a number or None, got {value!r}")
         if not (np.isfinite(value) and value > 0):
             raise ValueError(
@@ -282,11 +287,7 @@ class VAEDetector(DeepDetector):
                 f"{model_type.__name__} does not train on recon + beta * kl, so its "
                 "beta is no decoder variance: give elbo_beta for score='elbo'"
             )
-        if (
-            isinstance(model_beta, (bool, np.bool_))
-            or not isinstance(model_beta, numbers.Real)
-            or not (np.isfinite(model_beta) and model_beta > 0)
-        ):
+        if not (_is_number(model_beta) and np.isfinite(model_beta) and model_beta > 0):
             raise ValueError(
                 "score='elbo' needs a model trained with beta > 0 (the decoder's pixel "
                 f"variance is beta / 2); this model's beta is {model_beta!r}"
