@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import os
+import socket
 import subprocess
 import sys
+import warnings
 from pathlib import Path
 
 import pandas as pd
@@ -160,6 +162,25 @@ def test_unreachable_scheduler_is_a_clear_error(
     )
     err = capsys.readouterr().err
     assert rc == 1 and "cannot reach the Dask scheduler at 'tcp://127.0.0.1:9'" in err
+
+
+def test_an_embedded_cluster_starts_quietly_beside_another_on_8787():
+    """The scheduler's HTTP server binds a free port: no "Port 8787 is already in
+    use" warning (it lands in notebooks) when another cluster holds the default."""
+    holder = socket.socket()
+    try:
+        holder.bind(("127.0.0.1", 8787))
+    except OSError:
+        holder.close()
+        pytest.skip("port 8787 is taken already; the test needs to hold it")
+    holder.listen()
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", UserWarning)
+            with distributed.local_cluster(1, processes=False) as client:
+                assert client.submit(int, "3").result() == 3
+    finally:
+        holder.close()
 
 
 # ---------------------------------------------------------------------------------

@@ -62,6 +62,10 @@ def local_cluster(
         threads_per_worker=threads_per_worker,
         processes=processes,
         dashboard_address=None,
+        # the scheduler's HTTP server (health routes) still starts without a
+        # dashboard, on port 8787 unless told otherwise; a free port of this
+        # machine only avoids "Port 8787 is already in use" beside another cluster
+        scheduler_kwargs={"dashboard": False, "dashboard_address": "127.0.0.1:0"},
         silence_logs=logging.ERROR,
     )
     try:
