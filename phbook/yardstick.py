@@ -41,6 +41,7 @@ __all__ = [
     "QUANTILES",
     "clean",
     "frame_statistics",
+    "shower_parameters",
     "summarize",
     "bootstrap_sd",
     "compare",
@@ -107,6 +108,33 @@ def frame_statistics(frames, chunk: int = 65536) -> pd.DataFrame:
         cols = ["max", "median", "neg_fraction", "speckled", "survives", *_HILLAS]
         return pd.DataFrame({c: np.zeros(0) for c in cols})
     return pd.concat(parts, ignore_index=True)
+
+
+def shower_parameters(frames, quabo=None) -> pd.DataFrame:
+    """Every Hillas parameter (:func:`phbook.hillas.parameters`, ``distance`` from the
+    module centre when ``quabo`` is given) of the frames the yardstick measures: its
+    cleaning, frames that survive it and are not speckled. One row per such frame,
+    indexed by the frame's position in ``frames``; its ``size``, ``length``, ``width``
+    and ``n_pixels`` equal :func:`frame_statistics`'s for those frames."""
+    x = np.asarray(frames)
+    if x.ndim == 2:
+        x = x[None]
+    if x.ndim != 3:
+        raise ValueError(f"frames must have shape (n, H, W), got {x.shape}")
+    if quabo is not None and np.shape(quabo) != (len(x),):
+        raise ValueError(
+            f"quabo must give one quabo per frame ({len(x)}), got shape {np.shape(quabo)}"
+        )
+    mask = clean(x)
+    keep = (mask.reshape(len(x), -1).sum(axis=1) >= MIN_PIXELS) & (
+        np.median(x.reshape(len(x), -1), axis=1) <= SPECKLED_MEDIAN_ADC
+    )
+    index = np.flatnonzero(keep)
+    h = hillas.parameters(
+        x[index], None if quabo is None else np.asarray(quabo)[index], mask=mask[index]
+    )
+    h.index = index
+    return h
 
 
 def _stats_chunk(x: np.ndarray) -> pd.DataFrame:

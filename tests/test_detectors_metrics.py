@@ -1,4 +1,5 @@
 import numpy as np
+import pandas as pd
 import pytest
 import torch
 from sklearn.ensemble import IsolationForest
@@ -198,3 +199,25 @@ def test_versus_chance_uses_the_spread_of_a_blind_detector():
     assert metrics.versus_chance(0.5 + 0.9 * band, 50, 50) == "at chance"
     assert metrics.versus_chance(0.5 + 1.1 * band, 50, 50) == "above chance"
     assert metrics.versus_chance(0.5 - 1.1 * band, 50, 50) == "below chance"
+
+
+def test_rounded_writes_counts_as_whole_numbers_and_keeps_the_values():
+    rng = np.random.default_rng(0)
+    classes = np.array(["normal"] * 200 + ["a"] * 50 + ["b"] * 50)
+    scores = {"x": rng.random(300), "y": rng.random(300)}
+    table = metrics.compare(scores, classes)
+    html = metrics.rounded(table.T).to_html()
+    assert ">300<" not in html and ">50<" in html and ">100<" in html  # n: a, b, all
+    assert ">50.000<" not in html
+    auc = table.loc["a", "x"]
+    assert (
+        f">{auc:.3f}<" in html and f">{auc:.2f}<" in metrics.rounded(table.T, 2).to_html()
+    )
+    # counts as a column (per_class_report) are whole numbers too
+    report = metrics.per_class_report(scores["x"], classes)
+    assert ">100<" in metrics.rounded(report).to_html()
+    pd.testing.assert_frame_equal(metrics.rounded(table).data, table)  # not altered
+    with pytest.raises(ValueError, match="whole number"):
+        metrics.rounded(table, 1.5)
+    with pytest.raises(TypeError, match="DataFrame"):
+        metrics.rounded(table["x"])

@@ -48,6 +48,26 @@ def test_speckled_frames_are_counted_then_left_out():
     assert np.allclose(a.to_numpy()[:-1], b.to_numpy()[:-1])  # all but speckled
 
 
+def test_shower_parameters_are_the_yardsticks_frames_with_every_hillas_column():
+    rng = np.random.default_rng(1)
+    frames = rng.normal(15, 8, (30, 16, 16)).astype(np.int16)
+    frames[:20, 6:9, 6:10] += rng.integers(100, 600, (20, 1, 1)).astype(np.int16)
+    frames[5] = rng.gamma(5, 600 / 5, (16, 16)).astype(np.int16)  # speckled
+    frames[7] = _frame({(3, 3): 500, (3, 4): 90})  # one cleaned pixel: no parameters
+    quabo = np.arange(30) % 4
+    h = Y.shower_parameters(frames, quabo)
+    stats = Y.frame_statistics(frames)
+    kept = stats.index[stats["survives"] & ~stats["speckled"]]
+    assert 5 not in h.index and 7 not in h.index and list(h.index) == list(kept)
+    for col in ("size", "length", "width", "n_pixels"):
+        np.testing.assert_allclose(h[col], stats.loc[kept, col])
+    assert {"distance", "psi", "leakage"} <= set(h.columns)
+    # distance is from the module's centre: it depends on the quabo
+    assert not np.allclose(h["distance"], Y.shower_parameters(frames)["distance"])
+    with pytest.raises(ValueError, match="one quabo per frame"):
+        Y.shower_parameters(frames, quabo[:3])
+
+
 def test_compare_passes_a_set_against_itself_and_fails_a_scaled_one():
     rng = np.random.default_rng(1)
     x = rng.normal(15, 8, (300, 16, 16))
