@@ -302,7 +302,6 @@ def detector_specs(size: config.Sizes | None = None) -> list[DetectorSpec]:
                 model_kwargs={"channels": size.pixelcnn_channels, "n_layers": 4},
                 fit_kwargs={"epochs": size.pixelcnn_epochs, "batch_size": 64, "seed": seed},
             ),
-            max_seeds=1,
         ),
     ]
     wanted = list(size.detectors)
