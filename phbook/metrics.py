@@ -260,25 +260,29 @@ def below_chance(table: pd.DataFrame, threshold: float = 0.5) -> pd.DataFrame:
     return long[long["auc"] < threshold].sort_values("auc").reset_index(drop=True)
 
 
-def rounded(table: pd.DataFrame, digits: int = 3):
+def rounded(table: pd.DataFrame, digits: int = 3, whole: Sequence[str] = ("n",)):
     """``table`` ready to show: values to ``digits`` decimals, counts as whole numbers.
 
-    A row or column named ``n`` (the counts of :func:`compare` and
-    :func:`per_class_report`) is written without decimals, which a plain
-    ``table.T.round(3)`` cannot do once the counts share a column with AUCs. Returns a
-    pandas ``Styler`` (it renders as HTML in a notebook and in the book); the numbers
-    themselves stay in ``table``.
+    The rows and columns named in ``whole`` (by default ``n``, the counts of
+    :func:`compare` and :func:`per_class_report`) are written without decimals, which
+    a plain ``table.T.round(3)`` cannot do once counts share a column with AUCs. Names
+    that are not in the table are ignored. Returns a pandas ``Styler`` (it renders as
+    HTML in a notebook and in the book); the numbers themselves stay in ``table``.
     """
     if not isinstance(digits, int | np.integer) or isinstance(digits, bool) or digits < 0:
         raise ValueError(f"digits must be a whole number >= 0, got {digits!r}")
     if not isinstance(table, pd.DataFrame):
         raise TypeError(f"table must be a pandas DataFrame, got {type(table).__name__}")
+    if isinstance(whole, str):
+        raise TypeError(f"whole must be a list of row or column names, got {whole!r}")
     styler = table.style.format(precision=int(digits), na_rep="")
     styler = styler.set_table_attributes('class="dataframe"')  # the book's table style
-    if "n" in table.index:
-        styler = styler.format("{:,.0f}", subset=pd.IndexSlice[["n"], :], na_rep="")
-    if "n" in table.columns:
-        styler = styler.format("{:,.0f}", subset=["n"], na_rep="")
+    rows = [k for k in whole if k in table.index]
+    cols = [k for k in whole if k in table.columns]
+    if rows:
+        styler = styler.format("{:,.0f}", subset=pd.IndexSlice[rows, :], na_rep="")
+    if cols:
+        styler = styler.format("{:,.0f}", subset=cols, na_rep="")
     return styler
 
 

@@ -217,6 +217,12 @@ def test_rounded_writes_counts_as_whole_numbers_and_keeps_the_values():
     report = metrics.per_class_report(scores["x"], classes)
     assert ">100<" in metrics.rounded(report).to_html()
     pd.testing.assert_frame_equal(metrics.rounded(table).data, table)  # not altered
+    # any rows or columns named in whole; names the table lacks are ignored
+    medians = pd.DataFrame({"a": [0.3561, 1600.4]}, index=["length", "size"])
+    html = metrics.rounded(medians, whole=["size", "absent"]).to_html()
+    assert ">0.356<" in html and ">1,600<" in html and "1600.400" not in html
+    with pytest.raises(TypeError, match="list of row or column names"):
+        metrics.rounded(medians, whole="size")
     with pytest.raises(ValueError, match="whole number"):
         metrics.rounded(table, 1.5)
     with pytest.raises(TypeError, match="DataFrame"):
