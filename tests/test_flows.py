@@ -457,3 +457,11 @@ def test_several_draws_per_image_share_the_amortised_parameters(kind):
         z_s, ld_s = seq(z[s], h)
         torch.testing.assert_close(z_all[s], z_s)
         torch.testing.assert_close(ld_all[s], ld_s)
+
+
+def test_a_planar_step_starts_as_a_squeeze_along_w_as_its_docstring_says():
+    """With the default small start, each planar step has log|det| near log(log 2)."""
+    torch.manual_seed(0)
+    step = flows.PlanarFlow(4)
+    _, logdet = step(torch.randn(64, 4))
+    assert torch.allclose(logdet, torch.full_like(logdet, math.log(math.log(2))), atol=0.01)

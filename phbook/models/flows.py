@@ -187,6 +187,14 @@ class PlanarFlow(LatentFlow):
     The map is invertible when ``w.u_hat >= -1``; ``u_hat`` is ``u`` with its component
     along ``w`` replaced so that ``w.u_hat = -1 + softplus(w.u)``. Then
     ``log|det| = log|1 + u_hat . w tanh'(w.z + b)|``.
+
+    The step does not start as the identity. With the small random start of
+    ``init_scale``, ``w.u`` is near 0, so ``w.u_hat`` is near ``-1 + log 2 = -0.31``
+    and, for small ``w``, the step squeezes codes by 31 % along ``w`` (log-determinant
+    about -0.37 per step). Training first undoes that, which is why planar flows learn
+    slowly at the start (chapter 7 measures it). This is Rezende and Mohamed's
+    constraint as published; a shifted one (``softplus(w.u + log(e - 1))``) would
+    start at the identity.
     """
 
     def __init__(self, dim: int, context_dim: int | None = None, init_scale: float = 0.01):
