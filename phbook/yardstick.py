@@ -63,6 +63,16 @@ REL_TOL = {10: 0.20, 50: 0.10, 90: 0.20}
 ABS_TOL_FRACTION = 0.02
 
 
+def _frames(frames) -> np.ndarray:
+    """``frames`` as an (n, H, W) array (one (H, W) frame becomes a stack of one)."""
+    x = np.asarray(frames)
+    if x.ndim == 2:
+        x = x[None]
+    if x.ndim != 3:
+        raise ValueError(f"frames must have shape (n, H, W), got {x.shape}")
+    return x
+
+
 def _neighbour4(mask: np.ndarray) -> np.ndarray:
     out = np.zeros_like(mask)
     out[:, 1:, :] |= mask[:, :-1, :]
@@ -77,11 +87,7 @@ def clean(
 ) -> np.ndarray:
     """Mask (n, H, W) of the cleaned pixels: picture pixels and the boundary pixels
     that touch one (4-neighbours)."""
-    x = np.asarray(frames)
-    if x.ndim == 2:
-        x = x[None]
-    if x.ndim != 3:
-        raise ValueError(f"frames must have shape (n, H, W), got {x.shape}")
+    x = _frames(frames)
     if boundary > picture:
         raise ValueError(f"boundary ({boundary}) must not exceed picture ({picture})")
     pic = x > picture
@@ -96,11 +102,7 @@ def frame_statistics(frames, chunk: int = 65536) -> pd.DataFrame:
     ``n_pixels`` (NaN for frames that do not survive). Works in chunks, so any number
     of frames fits in memory.
     """
-    x = np.asarray(frames)
-    if x.ndim == 2:
-        x = x[None]
-    if x.ndim != 3:
-        raise ValueError(f"frames must have shape (n, H, W), got {x.shape}")
+    x = _frames(frames)
     parts = []
     for start in range(0, len(x), chunk):
         parts.append(_stats_chunk(x[start : start + chunk]))
@@ -116,11 +118,7 @@ def shower_parameters(frames, quabo=None) -> pd.DataFrame:
     cleaning, frames that survive it and are not speckled. One row per such frame,
     indexed by the frame's position in ``frames``; its ``size``, ``length``, ``width``
     and ``n_pixels`` equal :func:`frame_statistics`'s for those frames."""
-    x = np.asarray(frames)
-    if x.ndim == 2:
-        x = x[None]
-    if x.ndim != 3:
-        raise ValueError(f"frames must have shape (n, H, W), got {x.shape}")
+    x = _frames(frames)
     if quabo is not None and np.shape(quabo) != (len(x),):
         raise ValueError(
             f"quabo must give one quabo per frame ({len(x)}), got shape {np.shape(quabo)}"
